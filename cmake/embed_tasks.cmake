@@ -1,0 +1,12 @@
+# Writes a C++ file holding every configs/tasks/*.yaml as a (name, text) pair.
+file(GLOB yamls ${DIR}/*.yaml)
+list(SORT yamls)
+set(body "// Generated from configs/tasks/*.yaml; do not edit.\n#include <string_view>\n#include <utility>\n#include <vector>\nnamespace qeval {\nconst std::vector<std::pair<std::string_view, std::string_view>>& builtin_task_yamls() {\n  static const std::vector<std::pair<std::string_view, std::string_view>> v = {\n")
+foreach(f ${yamls})
+  get_filename_component(n ${f} NAME_WE)
+  file(READ ${f} text)
+  string(APPEND body "    {\"${n}\", R\"qeval_yaml(${text})qeval_yaml\"},\n")
+endforeach()
+string(APPEND body "  };\n  return v;\n}\n}  // namespace qeval\n")
+file(WRITE ${OUT}.tmp "${body}")
+file(RENAME ${OUT}.tmp ${OUT})

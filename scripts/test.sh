@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds qeval and runs every test. Integration tests use
+# $QEVAL_DATA (datasets tree) and $QEVAL_MODELS (models tree) when set, and skip otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQEVAL_BUILD_TESTS=ON >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs" "$@"

@@ -1,0 +1,46 @@
+// A fixed-size thread pool for data-parallel loops (the engine's matmuls and attention).
+// The calling thread takes part in the work, so ThreadPool(n) runs n workers in total and
+// never oversubscribes the cores. Not re-entrant: parallel_for must not be called from
+// inside a task. One parallel_for at a time per pool.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace qeval {
+
+class ThreadPool {
+ public:
+  // n_threads <= 0 means std::thread::hardware_concurrency().
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Calls fn(thread_index, begin, end) over [0, n) split into size() contiguous chunks,
+  // chunk i going to thread i (deterministic assignment). Returns when all are done.
+  void parallel_for(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
+
+  // Calls fn(thread_index) once on every thread.
+  void run_on_all(const std::function<void(int)>& fn);
+
+ private:
+  void worker(int index);
+
+  int n_threads_;
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_start_, cv_done_;
+  const std::function<void(int)>* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace qeval

@@ -1,0 +1,49 @@
+// The weight/matmul seam of the engine: a linear layer whose weight may be F32, BF16,
+// FP8 (e4m3, 128x128 block scales), INT8 block-wise (128x128) or INT8 channel-wise, packed
+// once at load time for the fastest kernel the CPU supports (kernels/cpu), with a plain scalar
+// twin in kernels/ref. The transformer only sees this interface.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "engine/tensor.h"
+
+namespace qeval {
+
+// Compute precision of unquantised layers and of activations fed to BF16 kernels.
+enum class ComputeType { F32, BF16 };
+
+// Quantization scheme of a linear layer.
+enum class QuantScheme { None, Fp8Block, Int8Block, Int8Channel };
+
+QuantScheme parse_quant_scheme(const std::string& s);  // "none", "fp8-block", "int8-block", "int8-channel"
+const char* quant_scheme_name(QuantScheme q);
+
+class Linear {
+ public:
+  virtual ~Linear() = default;
+
+  // y[M, N] = x[M, K] · W[N, K]^T (+ bias[N]); x and y are row-major f32. The reduction over K
+  // runs in a fixed order independent of M and of which rows are in the batch, so every
+  // row's result is bit-identical whatever the batch (batch invariance).
+  virtual void forward(const float* x, int64_t M, float* y, ThreadPool& pool) const = 0;
+
+  virtual int64_t n_out() const = 0;             // N
+  virtual int64_t n_in() const = 0;              // K
+  virtual size_t weight_bytes() const = 0;       // bytes read per forward (weights + scales)
+};
+
+// Builds a layer from a float weight view (F32/F16/BF16/F8_E4M3 [N, K]) and an optional bias
+// (any float dtype, [N]). `scale` is the checkpoint's scale tensor for pre-quantized weights
+// (weight_scale_inv [ceil(N/128), ceil(K/128)] or weight_scale [N, 1]), nullptr otherwise.
+// With scheme None the weight is kept in `compute` precision; otherwise it is quantised at
+// load time (or taken as it is when already quantised in that scheme).
+std::unique_ptr<Linear> make_linear(const TensorView& weight, const TensorView* bias,
+                                    const TensorView* scale, QuantScheme scheme,
+                                    ComputeType compute);
+
+}  // namespace qeval
