@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git ca-certificates
       libcurl4-openssl-dev nlohmann-json3-dev libyaml-cpp-dev libfmt-dev catch2
-      libcli11-dev libcpp-httplib-dev libre2-dev libssl-dev libpcre2-dev
+      libcli11-dev libcpp-httplib-dev libre2-dev libssl-dev libpcre2-dev libarchive-dev
       clang libclang-rt-14-dev python3)
 missing=()
 for p in "${pkgs[@]}"; do
