@@ -1,0 +1,282 @@
+// libcurl multi event loop for the openai backend (see openai_http.h).
+#include "backends/openai_http.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <queue>
+
+#include "core/error.h"
+
+namespace qeval::openai {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  static_cast<std::string*>(user)->append(data, size * n);
+  return size * n;
+}
+
+// Reads Retry-After (delta-seconds form; an HTTP date is ignored) from one header line.
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+  auto* retry_after = static_cast<double*>(user);
+  std::string_view line(data, size * n);
+  if (line.starts_with("HTTP/")) *retry_after = -1;  // a new response (after 100 Continue)
+  constexpr std::string_view kKey = "retry-after:";
+  if (line.size() > kKey.size()) {
+    bool match = true;
+    for (size_t i = 0; i < kKey.size() && match; ++i) {
+      match = std::tolower(static_cast<unsigned char>(line[i])) == kKey[i];
+    }
+    if (match) {
+      std::string value(line.substr(kKey.size()));
+      char* end = nullptr;
+      double v = std::strtod(value.c_str(), &end);
+      if (end != value.c_str() && v >= 0 && std::isfinite(v)) *retry_after = v;
+    }
+  }
+  return size * n;
+}
+
+}  // namespace
+
+struct HttpClient::Slot {
+  CURL* easy = nullptr;
+  bool busy = false;
+  size_t index = 0;
+  int attempt = 0;
+  size_t replica = 0;
+  std::string url;
+  std::string path;
+  std::string body;
+  std::string response;
+  double retry_after_s = -1;
+  char error[CURL_ERROR_SIZE] = {};
+  ~Slot() {
+    if (easy) curl_easy_cleanup(easy);
+  }
+};
+
+HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options)) {
+  global_init();
+  if (options_.base_urls.empty()) fail("openai: no base_url (hint: set base_url)");
+  options_.concurrency = std::max(1, options_.concurrency);
+  multi_ = curl_multi_init();
+  // Keep one idle connection per possible in-flight request so none is closed and reopened.
+  curl_multi_setopt(static_cast<CURLM*>(multi_), CURLMOPT_MAXCONNECTS,
+                    static_cast<long>(options_.concurrency * options_.base_urls.size() + 4));
+  curl_slist* h = nullptr;
+  h = curl_slist_append(h, "Content-Type: application/json");
+  h = curl_slist_append(h, "Expect:");  // no 1 s wait for 100-continue on large bodies
+  if (!options_.api_key.empty()) {
+    h = curl_slist_append(h, ("Authorization: Bearer " + options_.api_key).c_str());
+  }
+  headers_ = h;
+  in_flight_per_replica_.assign(options_.base_urls.size(), 0);
+  rng_.seed(std::random_device{}());
+}
+
+HttpClient::~HttpClient() {
+  for (auto& s : slots_) {
+    if (s->busy) curl_multi_remove_handle(static_cast<CURLM*>(multi_), s->easy);
+  }
+  slots_.clear();
+  curl_multi_cleanup(static_cast<CURLM*>(multi_));
+  curl_slist_free_all(static_cast<curl_slist*>(headers_));
+}
+
+void HttpClient::set_base_urls(std::vector<std::string> base_urls) {
+  if (base_urls.empty()) fail("openai: no base_url left");
+  options_.base_urls = std::move(base_urls);
+  in_flight_per_replica_.assign(options_.base_urls.size(), 0);
+}
+
+HttpClient::Slot* HttpClient::acquire_slot() {
+  for (auto& s : slots_) {
+    if (!s->busy) return s.get();
+  }
+  auto s = std::make_unique<Slot>();
+  CURL* e = curl_easy_init();
+  s->easy = e;
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(headers_));
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &s->response);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, &s->retry_after_s);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->error);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, s.get());
+  auto timeout_ms = static_cast<long>(std::ceil(options_.timeout_s * 1000));
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms, 30000L));
+  slots_.push_back(std::move(s));
+  return slots_.back().get();
+}
+
+void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, std::string&)>& make,
+                     const std::function<Verdict(size_t, HttpResult&&, int, bool)>& on_result) {
+  CURLM* multi = static_cast<CURLM*>(multi_);
+  struct Retry {
+    Clock::time_point due;
+    size_t index;
+    int attempt;
+    bool operator>(const Retry& o) const { return due > o.due; }
+  };
+  std::priority_queue<Retry, std::vector<Retry>, std::greater<>> waiting;
+  std::deque<std::pair<size_t, int>> ready;  // retries whose backoff has passed
+  size_t next_new = 0, n_done = 0;
+  int n_busy = 0;
+
+  // Drops the handles in flight if a callback throws, so the client stays usable.
+  struct Guard {
+    HttpClient* self;
+    ~Guard() {
+      for (auto& s : self->slots_) {
+        if (!s->busy) continue;
+        curl_multi_remove_handle(static_cast<CURLM*>(self->multi_), s->easy);
+        s->busy = false;
+      }
+      std::fill(self->in_flight_per_replica_.begin(), self->in_flight_per_replica_.end(), 0);
+    }
+  } guard{this};
+
+  auto start = [&](size_t index, int attempt) {
+    Slot* s = acquire_slot();
+    s->busy = true;
+    s->index = index;
+    s->attempt = attempt;
+    s->path.clear();
+    s->body.clear();
+    s->response.clear();
+    s->retry_after_s = -1;
+    s->error[0] = 0;
+    make(index, s->path, s->body);
+    // Least in flight; ties go round-robin.
+    const size_t n_rep = options_.base_urls.size();
+    size_t best = rr_next_ % n_rep;
+    for (size_t k = 1; k < n_rep; ++k) {
+      size_t r = (rr_next_ + k) % n_rep;
+      if (in_flight_per_replica_[r] < in_flight_per_replica_[best]) best = r;
+    }
+    rr_next_ = best + 1;
+    s->replica = best;
+    ++in_flight_per_replica_[best];
+    s->url = options_.base_urls[best] + s->path;
+    curl_easy_setopt(s->easy, CURLOPT_URL, s->url.c_str());
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body.data());
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(s->body.size()));
+    curl_multi_add_handle(multi, s->easy);
+    ++n_busy;
+  };
+
+  while (n_done < n) {
+    const auto now = Clock::now();
+    while (!waiting.empty() && waiting.top().due <= now) {
+      ready.emplace_back(waiting.top().index, waiting.top().attempt);
+      waiting.pop();
+    }
+    while (n_busy < options_.concurrency && (!ready.empty() || next_new < n)) {
+      if (!ready.empty()) {
+        auto [i, a] = ready.front();
+        ready.pop_front();
+        start(i, a);
+      } else {
+        start(next_new++, 0);
+      }
+    }
+
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int queued = 0;
+    bool any_finished = false;
+    while (CURLMsg* msg = curl_multi_info_read(multi, &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      any_finished = true;
+      CURL* e = msg->easy_handle;
+      const CURLcode code = msg->data.result;
+      Slot* s = nullptr;
+      curl_easy_getinfo(e, CURLINFO_PRIVATE, reinterpret_cast<char**>(&s));
+      curl_multi_remove_handle(multi, e);
+      HttpResult r;
+      curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
+      double total = 0;
+      curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
+      r.latency_s = total;
+      r.curl_code = code;
+      if (code != CURLE_OK) r.curl_error = s->error[0] ? s->error : curl_easy_strerror(code);
+      r.body = std::move(s->response);
+      r.retry_after_s = s->retry_after_s;
+      r.url = s->url;
+      const size_t index = s->index;
+      const int attempt = s->attempt;
+      const double retry_after_s = s->retry_after_s;
+      s->busy = false;
+      --n_busy;
+      --in_flight_per_replica_[s->replica];
+      const bool last = attempt >= options_.max_retries;
+      const Verdict v = on_result(index, std::move(r), attempt, last);
+      if (v == Verdict::kRetry && !last) {
+        const double cap = std::min(options_.backoff_max_s,
+                                    options_.backoff_base_s * std::ldexp(1.0, attempt));
+        double delay = std::uniform_real_distribution<double>(0.0, std::max(cap, 0.0))(rng_);
+        if (retry_after_s >= 0) {
+          delay = std::max(delay, std::min(retry_after_s, options_.retry_after_max_s));
+        }
+        waiting.push({Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(delay)),
+                       index, attempt + 1});
+      } else {
+        ++n_done;
+      }
+    }
+    if (n_done >= n) break;
+    if (any_finished) continue;  // fill the freed slots before waiting
+
+    int timeout_ms = 1000;
+    if (!waiting.empty()) {
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(waiting.top().due -
+                                                                        Clock::now());
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(wait.count() + 1, 0, 1000));
+    }
+    if (n_busy > 0 || timeout_ms > 0) curl_multi_poll(multi, nullptr, 0, timeout_ms, nullptr);
+  }
+}
+
+HttpResult HttpClient::get(size_t replica, const std::string& path, double timeout_s) {
+  HttpResult r;
+  r.url = options_.base_urls.at(replica) + path;
+  CURL* e = curl_easy_init();
+  char error[CURL_ERROR_SIZE] = {};
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_URL, r.url.c_str());
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(headers_));
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &r.body);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(std::ceil(timeout_s * 1000)));
+  const CURLcode code = curl_easy_perform(e);
+  r.curl_code = code;
+  if (code != CURLE_OK) r.curl_error = error[0] ? error : curl_easy_strerror(code);
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
+  double total = 0;
+  curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);
+  r.latency_s = total;
+  curl_easy_cleanup(e);
+  return r;
+}
+
+}  // namespace qeval::openai

@@ -1,0 +1,81 @@
+// The HTTP transport of the openai backend: a libcurl multi event loop that keeps up to
+// `concurrency` POST requests in flight over reused keep-alive connections, spreads them
+// over replica base URLs (least in flight first), and re-queues attempts the caller wants
+// retried after exponential backoff with full jitter (at least Retry-After). It only moves
+// bytes: what counts as success or as retryable is decided by the caller.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace qeval::openai {
+
+struct HttpClientOptions {
+  std::vector<std::string> base_urls;  // replicas, e.g. "http://127.0.0.1:8000/v1" (no '/' at end)
+  std::string api_key;                 // sent as "Authorization: Bearer"; empty = none
+  int concurrency = 8;                 // requests in flight at most, over all replicas
+  double timeout_s = 300.0;            // whole-request timeout of one attempt
+  int max_retries = 5;                 // attempts = 1 + max_retries
+  double backoff_base_s = 0.5;         // retry k waits uniform(0, min(max, base * 2^k)) s
+  double backoff_max_s = 30.0;
+  double retry_after_max_s = 120.0;    // a Retry-After longer than this is cut to it
+};
+
+// What one attempt of one request got back.
+struct HttpResult {
+  long status = 0;            // HTTP status; 0 when no response arrived
+  int curl_code = 0;          // CURLcode; 0 = transfer completed
+  std::string curl_error;     // libcurl's message when curl_code != 0
+  std::string body;
+  double retry_after_s = -1;  // the Retry-After header in seconds; < 0 when absent
+  double latency_s = 0.0;     // wall time of this attempt
+  std::string url;            // where it was sent
+};
+
+// What the caller decides about one attempt.
+enum class Verdict { kDone, kRetry };
+
+// Not thread-safe: one run() at a time. Reuses its curl handles and connections across runs.
+class HttpClient {
+ public:
+  explicit HttpClient(HttpClientOptions options);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  const HttpClientOptions& options() const { return options_; }
+
+  // Replaces the replica list (e.g. without the unreachable ones); must not be empty.
+  void set_base_urls(std::vector<std::string> base_urls);
+
+  // Sends n requests. make(i, path, body) fills request i's path (appended to a base URL,
+  // e.g. "/completions") and JSON body; it is called once per attempt. on_result(i, result,
+  // attempt, last) is called on this thread for every attempt (attempt counts from 0; last
+  // is true when no retry is left) and returns kRetry to send request i again after
+  // backoff, kDone once it has recorded a result. On the last attempt kRetry counts as kDone.
+  // Exceptions thrown by the callbacks end the run (handles in flight are dropped) and
+  // propagate.
+  void run(size_t n, const std::function<void(size_t, std::string&, std::string&)>& make,
+           const std::function<Verdict(size_t, HttpResult&&, int, bool)>& on_result);
+
+  // GET base_urls[replica] + path, blocking, with the given timeout.
+  HttpResult get(size_t replica, const std::string& path, double timeout_s);
+
+ private:
+  struct Slot;
+  Slot* acquire_slot();
+
+  HttpClientOptions options_;
+  void* multi_ = nullptr;           // CURLM*
+  void* headers_ = nullptr;         // curl_slist* shared by every request
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<int> in_flight_per_replica_;
+  size_t rr_next_ = 0;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace qeval::openai
