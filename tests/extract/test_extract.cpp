@@ -1,0 +1,195 @@
+// Filter steps and chains: lm-eval's regex filter semantics (expected values printed by
+// Python 3.11 running lm-eval's RegexFilter logic), the other extractors, and hostile inputs.
+#include <catch2/catch.hpp>
+
+#include "core/error.h"
+#include "extract/filter.h"
+#include "extract/reasoning.h"
+#include "extract/regex.h"
+
+using namespace qeval;
+using nlohmann::json;
+
+namespace {
+
+FilterChain chain(const json& steps) {
+  return FilterChain::parse(json{{"name", "t"}, {"steps", steps}}, "test.yaml: filters[0]");
+}
+
+const char* kStrict = R"(#### (\-?[0-9\.\,]+))";
+const char* kFlex = R"((-?[$0-9.,]{2,})|(-?[0-9]+))";
+
+std::string run(const FilterChain& c, std::string_view s) { return c.apply(s).text; }
+
+}  // namespace
+
+TEST_CASE("gsm8k strict-match and flexible-extract match lm-eval", "[extract]") {
+  // Expected values from lm-eval's RegexFilter.apply logic in python3:
+  //   m = re.findall(pat, s); m = m[group_select]; tuple -> first non-empty; .strip(); else "[invalid]"
+  auto strict = chain(json::array({{{"kind", "regex"}, {"pattern", kStrict}, {"group_select", 0}},
+                                   {{"kind", "take_first"}}}));
+  auto flex = chain(json::array({{{"kind", "regex"}, {"pattern", kFlex}, {"group_select", -1}},
+                                 {{"kind", "take_first"}}}));
+  auto flex_first = chain(json::array({{{"kind", "regex"}, {"pattern", kFlex}}}));
+  struct Case { std::string in, strict, flex, flex_first; };
+  std::vector<Case> cases = {
+      {"The answer is 42.\n#### 42", "42", "42", "42."},
+      {"She pays $1,234.50 total, so 7 left", "[invalid]", "7", "$1,234.50"},
+      {"no numbers here", "[invalid]", "[invalid]", "[invalid]"},
+      {"#### -3.5 and #### 9", "-3.5", "9", "-3.5"},
+      {"x 5 y", "[invalid]", "5", "5"},
+      {"costs $18. The end", "[invalid]", "$18.", "$18."},
+      {"1 2 3", "[invalid]", "3", "1"},
+      {"###### 12", "12", "12", "12"},
+      {"\xe2\x82\xac" "5 and 6\xe2\x82\xac", "[invalid]", "6", "5"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.in);
+    CHECK(run(strict, c.in) == c.strict);
+    CHECK(run(flex, c.in) == c.flex);
+    CHECK(run(flex_first, c.in) == c.flex_first);
+  }
+  CHECK_FALSE(strict.apply("nothing").found);
+  CHECK(strict.apply("#### 1").found);
+}
+
+TEST_CASE("regex group_select beyond the matches and custom fallback", "[extract]") {
+  auto c = chain(json::array({{{"kind", "regex"}, {"pattern", "(\\d)"}, {"group_select", 3},
+                               {"fallback", "NONE"}}}));
+  CHECK(run(c, "1 2 3") == "NONE");
+  CHECK(run(c, "1 2 3 4") == "4");
+  auto neg = chain(json::array({{{"kind", "regex"}, {"pattern", "(\\d)"}, {"group_select", -2}}}));
+  CHECK(run(neg, "1 2 3") == "2");
+  CHECK(run(neg, "1") == "[invalid]");
+}
+
+TEST_CASE("Regex findall and remove_all follow Python for empty matches", "[extract]") {
+  // python3: re.findall(r"a*","baaac") -> ['', 'aaa', '', '']; re.sub(r"a*","","baaac") -> 'bc'
+  Regex a("a*", "t");
+  auto m = a.findall("baaac");
+  REQUIRE(m.size() == 4);
+  CHECK(m[0][0] == "");
+  CHECK(m[1][0] == "aaa");
+  CHECK(a.remove_all("baaac") == "bc");
+  // Empty matches do not split a multi-byte code point.
+  CHECK(Regex("x*", "t").remove_all("\xc3\xa9x\xc3\xa9") == "\xc3\xa9\xc3\xa9");
+  CHECK(Regex("(?s).*#### ", "t").remove_all("a\nb #### c #### 72") == "72");
+}
+
+TEST_CASE("answer_line takes the last simple-evals match", "[extract]") {
+  // python3: re.findall(r"(?i)Answer\s*:\s*([A-D])", "answer: b\nblah\nAnswer : C\nAnswer:E") -> ['b','C']
+  auto c = chain(json::array({{{"kind", "answer_line"}}}));
+  CHECK(run(c, "answer: b\nblah\nAnswer : C\nAnswer:E") == "C");
+  CHECK(run(c, "Answer: b") == "B");
+  CHECK(run(c, "The answer is B") == "[invalid]");
+  CHECK(run(c, "") == "[invalid]");
+}
+
+TEST_CASE("last_integer is SGLang's rule", "[extract]") {
+  // python3 (SGLang get_answer_value): s.replace(",",""); re.findall(r"\d+", s)[-1]
+  //   "1,234 and 5,6" -> 56, "-12" -> 12, "a1b22c" -> 22
+  std::string out;
+  CHECK((extract_last_integer("1,234 and 5,6", out) && out == "56"));
+  CHECK((extract_last_integer("-12", out) && out == "12"));
+  CHECK((extract_last_integer("a1b22c", out) && out == "22"));
+  CHECK((extract_last_integer("total 1,000,000.", out) && out == "1000000"));
+  CHECK((extract_last_integer("007", out) && out == "7"));
+  CHECK((extract_last_integer("0", out) && out == "0"));
+  CHECK_FALSE(extract_last_integer("no digits, at all", out));
+  CHECK_FALSE(extract_last_integer("", out));
+}
+
+TEST_CASE("last_boxed handles nesting, the brace-less form and broken boxes", "[extract]") {
+  std::string out;
+  CHECK((extract_last_boxed("so \\boxed{1} then \\boxed{\\frac{1}{2}}.", out) && out == "\\frac{1}{2}"));
+  CHECK((extract_last_boxed("\\boxed{ 18 }", out) && out == "18"));
+  CHECK((extract_last_boxed("\\boxed 5$ more", out) && out == "5"));
+  CHECK((extract_last_boxed("\\fbox{7}", out) && out == "7"));
+  CHECK((extract_last_boxed("\\boxed{{{a}}}", out) && out == "{{a}}"));
+  CHECK_FALSE(extract_last_boxed("\\boxed{1} and \\boxed{2", out));  // last box cut off
+  CHECK_FALSE(extract_last_boxed("\\boxed{}", out));
+  CHECK_FALSE(extract_last_boxed("\\boxed", out));
+  CHECK_FALSE(extract_last_boxed("\\boxedx", out));
+  CHECK_FALSE(extract_last_boxed("}}}{{{", out));
+  CHECK_FALSE(extract_last_boxed("", out));
+}
+
+TEST_CASE("first_letter", "[extract]") {
+  std::string out;
+  CHECK((extract_first_letter(" B", "ABCD", out) && out == "B"));
+  CHECK((extract_first_letter("(c) because", "ABCD", out) && out == "C"));
+  CHECK((extract_first_letter("**D.**", "ABCD", out) && out == "D"));
+  CHECK_FALSE(extract_first_letter(" The answer", "ABCD", out));
+  CHECK_FALSE(extract_first_letter(" E", "ABCD", out));
+  CHECK((extract_first_letter(" E", "", out) && out == "E"));
+  CHECK_FALSE(extract_first_letter(" 4", "ABCD", out));
+  CHECK_FALSE(extract_first_letter("", "ABCD", out));
+  CHECK_FALSE(extract_first_letter("\xc3\x89", "", out));
+}
+
+TEST_CASE("split_reasoning never lets reasoning reach the answer", "[extract]") {
+  auto s = split_reasoning("<think>\\boxed{1}</think>The answer is \\boxed{2}");
+  CHECK(s.answer == "The answer is \\boxed{2}");
+  CHECK_FALSE(s.unclosed);
+  s = split_reasoning("hidden \\boxed{1}</think> shown");  // opened by the chat template
+  CHECK(s.answer == " shown");
+  s = split_reasoning("a<think>x</think>b<think>y</think>c");
+  CHECK(s.answer == "abc");
+  s = split_reasoning("a<think>Answer: B and never closed");
+  CHECK(s.answer == "a");
+  CHECK(s.unclosed);
+  s = split_reasoning("plain");
+  CHECK(s.answer == "plain");
+  CHECK_FALSE(s.unclosed);
+
+  auto c = chain(json::array({{{"kind", "remove_reasoning"}}, {{"kind", "last_boxed"}}}));
+  CHECK(run(c, "<think>\\boxed{1}</think>so \\boxed{2}") == "2");
+  CHECK(run(c, "<think>\\boxed{1}") == "[invalid]");
+  auto m = chain(json::array({{{"kind", "remove_reasoning"}}, {{"kind", "answer_line"}}}));
+  CHECK(run(m, "<think>Answer: A</think>\nAnswer: D") == "D");
+  CHECK(run(m, "<think>Answer: A</think>no letter") == "[invalid]");
+}
+
+TEST_CASE("hostile inputs: huge, unicode, invalid UTF-8", "[extract]") {
+  auto flex = chain(json::array({{{"kind", "regex"}, {"pattern", kFlex}, {"group_select", -1}}}));
+  std::string huge(5'000'000, '9');
+  huge += " end";
+  CHECK(run(flex, huge).size() == 5'000'000);
+  std::string many;
+  for (int i = 0; i < 200'000; i++) many += "12 ";
+  CHECK(run(flex, many) == "12");
+  std::string braces(1'000'000, '{');
+  std::string out;
+  CHECK_FALSE(extract_last_boxed("\\boxed" + braces, out));
+  CHECK((extract_last_boxed("\\boxed" + braces + "x" + std::string(1'000'000, '}'), out)));
+  CHECK(out.size() == 1'999'999);
+  std::string bad = "\xff\xfe #### 5 \xc3";
+  auto strict = chain(json::array({{{"kind", "regex"}, {"pattern", kStrict}}}));
+  CHECK(run(strict, bad) == "5");
+  CHECK(run(strict, std::string("#### 1\0 #### 2", 14)) == "1");
+  CHECK(run(strict, "\xe4\xb8\xad\xe6\x96\x87 #### 3") == "3");
+  CHECK(run(strict, "") == "[invalid]");
+}
+
+TEST_CASE("bad filter specs are errors naming the place and key", "[extract]") {
+  auto msg = [](const json& spec) {
+    try {
+      FilterChain::parse(spec, "t.yaml: filters[0]");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(msg({{"name", "x"}, {"steps", {{{"kind", "regex"}, {"patern", "a"}}}}}),
+             Catch::Contains("t.yaml: filters[0].steps[0]") && Catch::Contains("patern"));
+  CHECK_THAT(msg({{"name", "x"}, {"steps", {{{"kind", "nope"}}}}}), Catch::Contains("unknown filter step 'nope'"));
+  CHECK_THAT(msg({{"name", "x"}, {"steps", {{{"kind", "regex"}, {"pattern", "(?=a)"}}}}}),
+             Catch::Contains("does not compile"));
+  CHECK_THAT(msg({{"name", "x"}, {"steps", json::array()}}), Catch::Contains("non-empty"));
+  CHECK_THAT(msg({{"name", "x"}, {"steps", {{{"kind", "take_first"}, {"x", 1}}}}}), Catch::Contains("'x'"));
+  CHECK_THAT(msg({{"name", "x"}, {"steps", {{{"kind", "regex"}, {"pattern", "a"}, {"group_select", "0"}}}}}),
+             Catch::Contains("group_select"));
+  CHECK_THAT(msg({{"name", "x"}, {"steps", {{{"kind", "answer_line"}, {"letters", "A]"}}}}}),
+             Catch::Contains("letters"));
+  CHECK_THAT(msg({{"steps", {{{"kind", "take_first"}}}}}), Catch::Contains("missing key 'name'"));
+}
