@@ -34,4 +34,8 @@ struct TensorView {
 // other dtypes.
 std::vector<float> to_f32(const TensorView& t);
 
+// Converts `n` elements of float dtype `t` at `src` (any alignment) to f32 in `dst`, exactly.
+// Throws Error for non-float dtypes. Used for chunked (bounded-memory) conversion.
+void to_f32_into(DType t, const void* src, size_t n, float* dst);
+
 }  // namespace qeval

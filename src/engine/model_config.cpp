@@ -1,0 +1,139 @@
+// HF config.json parsing for Llama / Qwen2 / Mistral, defaults and consistency checks.
+#include "engine/model_config.h"
+
+#include "core/error.h"
+#include "core/fs.h"
+
+namespace qeval {
+
+std::string ModelConfig::validate() const {
+  auto pos = [](int64_t v) { return v > 0; };
+  if (!pos(vocab_size)) return fmt::format("vocab_size must be positive, got {}", vocab_size);
+  if (!pos(hidden_size)) return fmt::format("hidden_size must be positive, got {}", hidden_size);
+  if (!pos(intermediate_size)) return fmt::format("intermediate_size must be positive, got {}", intermediate_size);
+  if (!pos(n_layers)) return fmt::format("num_hidden_layers must be positive, got {}", n_layers);
+  if (!pos(n_heads)) return fmt::format("num_attention_heads must be positive, got {}", n_heads);
+  if (!pos(n_kv_heads)) return fmt::format("num_key_value_heads must be positive, got {}", n_kv_heads);
+  if (n_heads % n_kv_heads != 0)
+    return fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}", n_heads, n_kv_heads);
+  if (!pos(head_dim) || head_dim % 2 != 0) return fmt::format("head_dim must be positive and even, got {}", head_dim);
+  if (!pos(max_position_embeddings))
+    return fmt::format("max_position_embeddings must be positive, got {}", max_position_embeddings);
+  if (!(rms_norm_eps > 0)) return fmt::format("rms_norm_eps must be positive, got {}", rms_norm_eps);
+  if (!(rope_theta > 0)) return fmt::format("rope_theta must be positive, got {}", rope_theta);
+  if (!rope_scaling_type.empty() && !(rope_factor > 0))
+    return fmt::format("rope_scaling.factor must be positive, got {}", rope_factor);
+  if (rope_scaling_type == "llama3" && (!pos(rope_original_max_position) || !(rope_high_freq_factor > rope_low_freq_factor)))
+    return "rope_scaling llama3 needs original_max_position_embeddings > 0 and high_freq_factor > low_freq_factor";
+  return "";
+}
+
+ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& src) {
+  if (!j.is_object()) fail("{}: not a JSON object", src);
+  ModelConfig c;
+  std::string archname, model_type = j.value("model_type", std::string());
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    archname = j["architectures"][0].get<std::string>();
+  if (archname == "LlamaForCausalLM" || (archname.empty() && model_type == "llama")) c.arch = "llama";
+  else if (archname == "Qwen2ForCausalLM" || (archname.empty() && model_type == "qwen2")) c.arch = "qwen2";
+  else if (archname == "MistralForCausalLM" || (archname.empty() && model_type == "mistral")) c.arch = "mistral";
+  else
+    fail("{}: architectures '{}' (model_type '{}') is not supported (qeval runs LlamaForCausalLM, Qwen2ForCausalLM, "
+         "MistralForCausalLM)", src, archname, model_type);
+
+  auto get_int = [&](const char* key, std::optional<int64_t> def) -> int64_t {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) {
+      if (!def) fail("{}: missing field {}", src, key);
+      return *def;
+    }
+    if (!it->is_number_integer()) fail("{}: field {} must be an integer, got {}", src, key, it->dump());
+    return it->get<int64_t>();
+  };
+  auto get_num = [&](const nlohmann::json& o, const char* key, double def, const char* where) -> double {
+    auto it = o.find(key);
+    if (it == o.end() || it->is_null()) return def;
+    if (!it->is_number()) fail("{}: field {}{} must be a number, got {}", src, where, key, it->dump());
+    return it->get<double>();
+  };
+  c.vocab_size = get_int("vocab_size", std::nullopt);
+  c.hidden_size = get_int("hidden_size", std::nullopt);
+  c.intermediate_size = get_int("intermediate_size", std::nullopt);
+  c.n_layers = get_int("num_hidden_layers", std::nullopt);
+  c.n_heads = get_int("num_attention_heads", std::nullopt);
+  c.n_kv_heads = get_int("num_key_value_heads", c.n_heads);
+  c.head_dim = get_int("head_dim", c.n_heads > 0 ? c.hidden_size / c.n_heads : 0);
+  c.max_position_embeddings = get_int("max_position_embeddings", 2048);
+  c.rms_norm_eps = get_num(j, "rms_norm_eps", 1e-6, "");
+  c.rope_theta = get_num(j, "rope_theta", 10000.0, "");
+  c.tie_word_embeddings = j.value("tie_word_embeddings", false);
+  c.attention_bias = c.arch == "qwen2" ? true : j.value("attention_bias", false);
+  if (j.value("mlp_bias", false)) fail("{}: mlp_bias true is not supported", src);
+  if (auto a = j.value("hidden_act", std::string("silu")); a != "silu")
+    fail("{}: hidden_act '{}' is not supported (SwiGLU with silu only)", src, a);
+  c.torch_dtype = j.value("torch_dtype", std::string());
+  if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail("{}: quantization_config must be an object", src);
+    c.quantization_config = *it;
+  }
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail("{}: rope_scaling must be an object or null", src);
+    std::string type = it->value("rope_type", it->value("type", std::string()));
+    if (type == "default" || type.empty()) {
+    } else if (type == "linear") {
+      c.rope_scaling_type = "linear";
+      c.rope_factor = get_num(*it, "factor", 1.0, "rope_scaling.");
+    } else if (type == "llama3") {
+      c.rope_scaling_type = "llama3";
+      c.rope_factor = get_num(*it, "factor", 8.0, "rope_scaling.");
+      c.rope_low_freq_factor = get_num(*it, "low_freq_factor", 1.0, "rope_scaling.");
+      c.rope_high_freq_factor = get_num(*it, "high_freq_factor", 4.0, "rope_scaling.");
+      c.rope_original_max_position =
+          static_cast<int64_t>(get_num(*it, "original_max_position_embeddings", 8192, "rope_scaling."));
+    } else {
+      fail("{}: rope_scaling type '{}' is not supported (qeval supports linear and llama3)", src, type);
+    }
+  }
+  std::string problem = c.validate();
+  if (!problem.empty()) fail("{}: {}", src, problem);
+  return c;
+}
+
+ModelConfig load_hf_config(const std::filesystem::path& model_dir) {
+  auto p = model_dir / "config.json";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(p));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", p.string(), e.what());
+  }
+  return parse_hf_config(j, p.string());
+}
+
+nlohmann::json config_to_json(const ModelConfig& c) {
+  nlohmann::json j;  // std::map-backed: keys sorted, stable
+  j["arch"] = c.arch;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["n_layers"] = c.n_layers;
+  j["n_heads"] = c.n_heads;
+  j["n_kv_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  j["rope_scaling_type"] = c.rope_scaling_type;
+  j["rope_factor"] = c.rope_factor;
+  j["rope_low_freq_factor"] = c.rope_low_freq_factor;
+  j["rope_high_freq_factor"] = c.rope_high_freq_factor;
+  j["rope_original_max_position"] = c.rope_original_max_position;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["attention_bias"] = c.attention_bias;
+  j["quantization_config"] = c.quantization_config;
+  j["torch_dtype"] = c.torch_dtype;
+  return j;
+}
+
+}  // namespace qeval
