@@ -16,7 +16,8 @@ std::string show_char(char c) {
 }
 }  // namespace
 
-std::vector<CsvRecord> parse_csv(std::string_view text, const std::string& name, size_t expected_fields) {
+std::vector<CsvRecord> parse_csv(std::string_view text, const std::string& name, size_t expected_fields,
+                                 bool strict) {
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
   std::vector<CsvRecord> records;
   const size_t n = text.size();
@@ -63,7 +64,7 @@ std::vector<CsvRecord> parse_csv(std::string_view text, const std::string& name,
         while (i < n) {
           char c = text[i];
           if (c == ',' || c == '\n' || (c == '\r' && (i + 1 == n || text[i + 1] == '\n'))) break;
-          if (c == '"')
+          if (c == '"' && strict)
             fail("{}: record {} (line {}): stray quote inside unquoted field {} "
                  "(a field containing quotes must be enclosed in quotes, with inner quotes doubled)",
                  name, record_no, line, rec.fields.size() + 1);
@@ -95,8 +96,8 @@ std::vector<CsvRecord> parse_csv(std::string_view text, const std::string& name,
   return records;
 }
 
-std::vector<CsvRecord> read_csv(const std::filesystem::path& file, size_t expected_fields) {
-  return parse_csv(read_file(file), file.string(), expected_fields);
+std::vector<CsvRecord> read_csv(const std::filesystem::path& file, size_t expected_fields, bool strict) {
+  return parse_csv(read_file(file), file.string(), expected_fields, strict);
 }
 
 }  // namespace qeval

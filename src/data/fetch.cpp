@@ -287,7 +287,7 @@ std::vector<FetchFile> manifest_files(const nlohmann::json& manifest, const std:
     f.url = str("url", true);
     f.member = str("member", false);
     f.sha256 = str("sha256", true);
-    if (!e.contains("size") || !e["size"].is_number_unsigned())
+    if (!e.contains("size") || !e["size"].is_number_integer() || e["size"].get<int64_t>() < 0)
       fail("fetch manifest: sets.{}.files[{}]: missing non-negative integer \"size\"", name, i);
     f.size = e["size"].get<uint64_t>();
     fs::path p(f.path);
