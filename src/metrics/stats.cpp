@@ -1,0 +1,118 @@
+// Statistics: closed forms; the binomial tail of McNemar's test is summed in log space so
+// that large discordant counts (MMLU: thousands) neither overflow nor underflow.
+#include "metrics/stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+
+namespace qeval {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+}  // namespace
+
+MeanStat mean_stat(std::span<const double> xs) {
+  MeanStat s;
+  s.n = static_cast<int64_t>(xs.size());
+  if (s.n == 0) {
+    s.std_err = kNaN;
+    return s;
+  }
+  double sum = 0.0;
+  for (double x : xs) sum += x;
+  s.value = sum / double(s.n);
+  if (s.n < 2) {
+    s.std_err = kNaN;
+    return s;
+  }
+  double ss = 0.0;
+  for (double x : xs) ss += (x - s.value) * (x - s.value);
+  s.std_err = std::sqrt(ss / double(s.n - 1)) / std::sqrt(double(s.n));
+  return s;
+}
+
+MeanStat micro_average(std::span<const MeanStat> parts) {
+  MeanStat s;
+  double sum = 0.0, sum_sq = 0.0;  // sum of x and of x^2 over all samples
+  for (const auto& p : parts) {
+    if (p.n <= 0) continue;
+    double n = double(p.n);
+    double within = (p.n >= 2 && std::isfinite(p.std_err)) ? p.std_err * p.std_err * n * (n - 1) : 0.0;
+    s.n += p.n;
+    sum += p.value * n;
+    sum_sq += within + n * p.value * p.value;
+  }
+  if (s.n == 0) {
+    s.std_err = kNaN;
+    return s;
+  }
+  double n = double(s.n);
+  s.value = sum / n;
+  if (s.n < 2) {
+    s.std_err = kNaN;
+    return s;
+  }
+  double ss = std::max(0.0, sum_sq - n * s.value * s.value);
+  s.std_err = std::sqrt(ss / (n - 1)) / std::sqrt(n);
+  return s;
+}
+
+Interval wilson_interval(int64_t successes, int64_t n, double z) {
+  if (n <= 0) return {0.0, 1.0};
+  double nn = double(n), p = double(successes) / nn, z2 = z * z;
+  double denom = 1.0 + z2 / nn;
+  double center = (p + z2 / (2.0 * nn)) / denom;
+  double half = z * std::sqrt(p * (1.0 - p) / nn + z2 / (4.0 * nn * nn)) / denom;
+  return {std::max(0.0, center - half), std::min(1.0, center + half)};
+}
+
+double mcnemar_exact_p(int64_t b, int64_t c) {
+  int64_t n = b + c;
+  if (n <= 0) return 1.0;
+  int64_t k = std::min(b, c);
+  // log P[X = i] = lgamma(n+1) - lgamma(i+1) - lgamma(n-i+1) - n log 2
+  double log_norm = std::lgamma(double(n) + 1.0) - double(n) * std::log(2.0);
+  std::vector<double> terms;
+  terms.reserve(size_t(k + 1));
+  double top = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i <= k; i++) {
+    double t = log_norm - std::lgamma(double(i) + 1.0) - std::lgamma(double(n - i) + 1.0);
+    terms.push_back(t);
+    top = std::max(top, t);
+  }
+  double acc = 0.0;
+  for (double t : terms) acc += std::exp(t - top);
+  double p = 2.0 * std::exp(top + std::log(acc));
+  return std::min(1.0, p);
+}
+
+PairedComparison paired_difference(std::span<const double> baseline, std::span<const double> variant) {
+  if (baseline.size() != variant.size()) {
+    fail("paired_difference: {} baseline scores but {} variant scores (pair samples by doc first)",
+         baseline.size(), variant.size());
+  }
+  PairedComparison r;
+  r.n_paired = static_cast<int64_t>(baseline.size());
+  std::vector<double> d(baseline.size());
+  for (size_t i = 0; i < baseline.size(); i++) {
+    d[i] = variant[i] - baseline[i];
+    bool a = baseline[i] > 0.5, b = variant[i] > 0.5;
+    if (a && !b) r.right_to_wrong++;
+    if (!a && b) r.wrong_to_right++;
+  }
+  r.baseline_mean = mean_stat(baseline).value;
+  r.variant_mean = mean_stat(variant).value;
+  MeanStat ds = mean_stat(d);
+  r.delta = ds.value;
+  r.ci95 = {ds.value - kZ95 * ds.std_err, ds.value + kZ95 * ds.std_err};
+  r.mcnemar_p = mcnemar_exact_p(r.right_to_wrong, r.wrong_to_right);
+  return r;
+}
+
+}  // namespace qeval
