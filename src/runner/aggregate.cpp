@@ -1,0 +1,102 @@
+#include "runner/aggregate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "metrics/stats.h"
+
+namespace qeval {
+
+using nlohmann::json;
+
+namespace {
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  double pos = q * static_cast<double>(v.size() - 1);
+  size_t lo = static_cast<size_t>(std::floor(pos)), hi = static_cast<size_t>(std::ceil(pos));
+  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+}
+
+bool ok(const json& s) { return s.contains("error") && s["error"].is_null(); }
+
+double score_of(const json& s, const std::string& metric) {
+  if (!s.contains("scores") || !s["scores"].is_object() || !s["scores"].contains(metric)) return 0.0;
+  const json& x = s["scores"][metric];
+  return x.is_boolean() ? (x.get<bool>() ? 1.0 : 0.0) : x.get<double>();
+}
+
+}  // namespace
+
+json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::vector<std::string>& metrics,
+                       const std::string& version) {
+  long n = 0, n_err = 0, n_invalid = 0, n_trunc = 0, n_ptrunc = 0;
+  long out_tokens = 0;
+  double t_first_end = INFINITY, t_last_end = -INFINITY, first_latency = 0;
+  std::vector<double> latencies;
+  std::map<std::string, std::vector<double>> values;
+  for (const auto* p : parts) {
+    for (const auto& [doc, s] : *p) {
+      if (s.value("prompt_truncated", false)) ++n_ptrunc;
+      if (s.contains("latency_s") && s["latency_s"].is_number()) latencies.push_back(s["latency_s"].get<double>());
+      if (s.contains("tokens") && s["tokens"].is_object()) out_tokens += s["tokens"].value("output", 0L);
+      if (s.contains("t_end") && s["t_end"].is_number()) {
+        double t = s["t_end"].get<double>();
+        if (t < t_first_end) {
+          t_first_end = t;
+          first_latency = s.value("latency_s", 0.0);
+        }
+        t_last_end = std::max(t_last_end, t);
+      }
+      if (!ok(s)) {
+        ++n_err;
+        continue;
+      }
+      ++n;
+      n_invalid += s.value("invalid", false);
+      n_trunc += s.value("truncated", false);
+      for (const auto& m : metrics) values[m].push_back(score_of(s, m));
+    }
+  }
+  json j = {{"version", version}, {"n", n}, {"n_errors", n_err}, {"n_invalid", n_invalid}, {"n_truncated", n_trunc},
+            {"n_prompt_truncated", n_ptrunc}};
+  j["metrics"] = json::object();
+  for (const auto& m : metrics) {
+    MeanStat st = mean_stat(values[m]);
+    j["metrics"][m] = {{"value", st.value}, {"stderr", std::isfinite(st.std_err) ? json(st.std_err) : json(nullptr)},
+                       {"n", st.n}};
+  }
+  // Wall time of the phase that produced these samples: from the start of the first-finished
+  // request to the end of the last one.
+  double wall = std::isfinite(t_first_end) ? (t_last_end - (t_first_end - first_latency)) : 0.0;
+  j["throughput"] = {{"output_tokens", out_tokens},
+                     {"output_tokens_per_s", wall > 0 ? static_cast<double>(out_tokens) / wall : 0.0},
+                     {"samples_per_s", wall > 0 ? static_cast<double>(n + n_err) / wall : 0.0},
+                     {"latency_s_p50", percentile(latencies, 0.5)},
+                     {"latency_s_p99", percentile(latencies, 0.99)}};
+  return j;
+}
+
+json compare_samples(const std::vector<const SampleMap*>& base, const std::vector<const SampleMap*>& variant,
+                     const std::string& metric) {
+  std::vector<double> a, b;
+  for (size_t i = 0; i < base.size() && i < variant.size(); ++i) {
+    for (const auto& [doc, s] : *base[i]) {
+      auto it = variant[i]->find(doc);
+      if (it == variant[i]->end() || !ok(s) || !ok(it->second)) continue;
+      a.push_back(score_of(s, metric));
+      b.push_back(score_of(it->second, metric));
+    }
+  }
+  PairedComparison c = paired_difference(a, b);
+  auto num = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+  return {{"delta", c.delta},
+          {"ci95", {num(c.ci95.lo), num(c.ci95.hi)}},
+          {"right_to_wrong", c.right_to_wrong},
+          {"wrong_to_right", c.wrong_to_right},
+          {"mcnemar_p", c.mcnemar_p},
+          {"n_paired", static_cast<long>(a.size())}};
+}
+
+}  // namespace qeval

@@ -1,0 +1,18 @@
+// Conversion of YAML nodes (yaml-cpp) to JSON values, so configs can be validated and passed
+// around as nlohmann::json. Plain scalars become bool/int/float/null when they read as such
+// (YAML 1.2 core schema); quoted scalars stay strings.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+namespace qeval {
+
+nlohmann::json yaml_to_json(const YAML::Node& node);
+
+// Parses YAML text into JSON; Error naming `source` and the line on a syntax error.
+nlohmann::json parse_yaml(const std::string& text, const std::string& source);
+
+}  // namespace qeval

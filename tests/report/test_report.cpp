@@ -1,0 +1,95 @@
+// Report rendering and gates from a fixed results.json.
+#include <catch2/catch.hpp>
+
+#include "core/error.h"
+#include "report/gates.h"
+#include "report/render.h"
+
+using namespace qeval;
+using nlohmann::json;
+
+namespace {
+
+json fixed_results() {
+  return json::parse(R"({
+    "schema": "qeval.results/1", "name": "smoke", "config_sha256": "abc", "git_revision": "r1",
+    "created": "2026-11-28T00:00:00Z", "baseline": "a", "variant_order": ["a", "b"],
+    "task_order": ["gsm8k", "mmlu"], "task_versions": {"gsm8k": "3.0", "mmlu": "1.0"},
+    "variants": {
+      "a": {"backend": "openai", "model": "m", "tasks": {
+        "gsm8k": {"n": 20, "n_errors": 0, "n_invalid": 2, "n_truncated": 0,
+                  "metrics": {"exact_match,strict-match": {"value": 0.55, "stderr": 0.114, "n": 20}},
+                  "throughput": {"output_tokens_per_s": 12.5, "latency_s_p50": 0.1, "latency_s_p99": 0.2}},
+        "mmlu": {"n": 40, "n_errors": 0, "subtasks": ["mmlu_anatomy"],
+                 "metrics": {"acc,none": {"value": 0.5, "stderr": 0.08, "n": 40}}},
+        "mmlu_anatomy": {"n": 40, "metrics": {"acc,none": {"value": 0.5, "stderr": 0.08, "n": 40}}}}},
+      "b": {"backend": "openai", "model": "m2", "tasks": {
+        "gsm8k": {"n": 20, "n_errors": 1, "n_invalid": 1, "n_truncated": 0,
+                  "metrics": {"exact_match,strict-match": {"value": 0.45, "stderr": 0.114, "n": 20}}},
+        "mmlu": {"n": 40, "n_errors": 0, "subtasks": ["mmlu_anatomy"],
+                 "metrics": {"acc,none": {"value": 0.495, "stderr": 0.08, "n": 40}}},
+        "mmlu_anatomy": {"n": 40, "metrics": {"acc,none": {"value": 0.495, "stderr": 0.08, "n": 40}}}}}},
+    "comparisons": {"b": {"gsm8k": {"exact_match,strict-match": {"delta": -0.1, "ci95": [-0.25, 0.05],
+        "right_to_wrong": 3, "wrong_to_right": 1, "mcnemar_p": 0.625, "n_paired": 19}},
+        "mmlu": {"acc,none": {"delta": -0.005, "ci95": [-0.02, 0.01], "right_to_wrong": 1, "wrong_to_right": 1,
+        "mcnemar_p": 1.0, "n_paired": 40}}}},
+    "gates": []})");
+}
+
+}  // namespace
+
+TEST_CASE("markdown report renders the side-by-side table from results.json") {
+  json r = fixed_results();
+  std::string md = render_markdown(r, "report.svg");
+  CHECK(md.find("| task | metric | a (baseline) | b |") != std::string::npos);
+  CHECK(md.find("| gsm8k | exact_match,strict-match | 55.0 ± 11.4 (n=20) | 45.0 ± 11.4 (n=20)<br>Δ -10.0 [-25.0, +5.0], flips 3/1, p=0.625 |") != std::string::npos);
+  CHECK(md.find("| mmlu | acc,none |") != std::string::npos);
+  CHECK(md.find("| mmlu_anatomy | acc,none |") > md.find("<details>"));  // subtasks only in details
+  CHECK(md.find("<details><summary>mmlu: per-subtask results") != std::string::npos);
+  CHECK(md.find("![accuracy by variant") != std::string::npos);
+  CHECK(md.find("| b | gsm8k | 20 | 1 | 1 | 0 |") != std::string::npos);
+  CHECK(md == render_markdown(r, "report.svg"));  // deterministic
+}
+
+TEST_CASE("svg chart has a bar and an error bar per variant and row") {
+  std::string svg = render_svg(fixed_results());
+  CHECK(svg.rfind("<svg", 0) == 0);
+  size_t rects = 0, pos = 0;
+  while ((pos = svg.find("<rect", pos)) != std::string::npos) ++rects, ++pos;
+  CHECK(rects == 2 * 2 + 2);  // 2 rows x 2 variants + 2 legend swatches
+}
+
+TEST_CASE("gates: max_drop, max_rel_drop, significant_drop, max_errors") {
+  json r = fixed_results();
+  std::vector<Gate> gates(4);
+  gates[0].task = "gsm8k", gates[0].metric = "exact_match,strict-match", gates[0].max_drop = 0.05, gates[0].max_errors = 5;
+  gates[1].task = "mmlu", gates[1].metric = "acc,none", gates[1].max_rel_drop = 0.02;
+  gates[2].task = "gsm8k", gates[2].metric = "exact_match,strict-match", gates[2].significant_drop = 0.05, gates[2].max_errors = 5;
+  gates[3].task = "gsm8k", gates[3].metric = "exact_match,strict-match", gates[3].min_value = 0.0;  // max_errors 0
+  json out = evaluate_gates(r, gates);
+  REQUIRE(out.size() == 4);
+  CHECK(out[0]["variant"] == "b");
+  CHECK_FALSE(out[0]["passed"].get<bool>());  // drop 0.10 > 0.05
+  CHECK(out[1]["passed"].get<bool>());        // 0.005/0.5 = 1% <= 2%
+  CHECK(out[2]["passed"].get<bool>());        // p = 0.625: not significant
+  CHECK_FALSE(out[3]["passed"].get<bool>());  // 1 error > max_errors 0
+  CHECK(out[3]["why"].get<std::string>().find("1 per-sample errors") != std::string::npos);
+
+  r["comparisons"]["b"]["gsm8k"]["exact_match,strict-match"]["mcnemar_p"] = 0.01;
+  CHECK_FALSE(evaluate_gates(r, {gates[2]})[0]["passed"].get<bool>());
+}
+
+TEST_CASE("junit has one failing testcase per failed gate") {
+  json r = fixed_results();
+  r["gates"] = json::array({{{"task", "gsm8k"}, {"metric", "m"}, {"variant", "b"}, {"passed", false}, {"why", "drop <big>"}},
+                            {{"task", "mmlu"}, {"metric", "acc"}, {"variant", "b"}, {"passed", true}, {"why", "ok"}}});
+  std::string x = render_junit(r);
+  CHECK(x.find("tests=\"2\" failures=\"1\"") != std::string::npos);
+  CHECK(x.find("drop &lt;big&gt;") != std::string::npos);
+}
+
+TEST_CASE("validate_results rejects other documents") {
+  CHECK_THROWS_AS(validate_results(json::object(), "x.json"), Error);
+  CHECK_THROWS_WITH(validate_results(json{{"schema", "other"}}, "x.json"), Catch::Contains("x.json"));
+  CHECK_NOTHROW(validate_results(fixed_results(), "x.json"));
+}
