@@ -297,7 +297,11 @@ class OpenAIBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_openai_backend(const OpenAIConfig& config, const std::string& where) {
-  return std::make_unique<OpenAIBackend>(config, where);
+  OpenAIConfig c = config;
+  for (std::string& u : c.base_urls) {
+    while (!u.empty() && u.back() == '/') u.pop_back();
+  }
+  return std::make_unique<OpenAIBackend>(std::move(c), where);
 }
 
 std::unique_ptr<Backend> make_openai_backend(const json& variant, const std::string& where) {
