@@ -35,13 +35,13 @@ class RegexStep : public FilterStep {
     if (groups.size() > 1) {  // a tuple: the first non-empty group
       for (auto g : groups) {
         if (!g.empty()) {
-          out = trim(g);
+          out = py_strip(g);
           return true;
         }
       }
       return false;
     }
-    out = trim(groups[0]);
+    out = py_strip(groups[0]);
     return true;
   }
   const std::string& fallback() const override { return fallback_; }

@@ -7,7 +7,7 @@
 //   regex            {pattern, group_select: 0 (first) | -1 (last) | any Python index,
 //                     fallback: "[invalid]"}. Python re.findall semantics; when the pattern
 //                     has several groups the first non-empty group of the selected match is
-//                     taken; the result is stripped of ASCII whitespace.
+//                     taken; the result is stripped as by Python str.strip().
 //   take_first       keeps the first of the (single) response: a no-op kept for lm-eval parity.
 //   remove_reasoning drops <think>...</think> blocks (see reasoning.h).
 //   last_boxed       contents of the last \boxed{...} (nested braces balanced; also
