@@ -292,7 +292,7 @@ BpeTokenizer::BpeTokenizer(BpeModel model) : m_(std::move(model)) {
 
 void BpeTokenizer::build_merges() {
   auto find = [&](std::string_view s) -> int32_t {
-    auto it = piece_to_id_.find(std::string(s));
+    auto it = piece_to_id_.find(s);
     return it == piece_to_id_.end() ? -1 : it->second;
   };
   switch (m_.merge_source) {
@@ -327,7 +327,6 @@ void BpeTokenizer::build_merges() {
               distinct.begin());
       }
       merges_.reserve(m_.pieces.size() * 4);
-      std::string a, b;
       for (size_t i = 0; i < m_.pieces.size(); ++i) {
         if (m_.kinds[i] != TokenKind::kNormal) continue;
         const std::string& p = m_.pieces[i];
@@ -470,7 +469,7 @@ void BpeTokenizer::encode_segment(std::string_view text, bool first_segment,
 void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
   if (word.empty()) return;
   if (m_.ignore_merges) {
-    auto it = piece_to_id_.find(std::string(word));
+    auto it = piece_to_id_.find(word);
     if (it != piece_to_id_.end()) {
       out.push_back(it->second);
       return;
@@ -489,11 +488,9 @@ void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out)
       syms.push_back({byte_ids_[uint8_t(word[i])], int32_t(i) - 1, int32_t(i) + 1, uint32_t(i),
                       uint32_t(i + 1)});
   } else {
-    std::string ch;
     for (size_t i = 0; i < word.size();) {
       size_t len = utf8_char_len(word, i);
-      ch.assign(word.substr(i, len));
-      auto it = piece_to_id_.find(ch);
+      auto it = piece_to_id_.find(word.substr(i, len));
       int32_t id = (it == piece_to_id_.end() || m_.kinds[it->second] == TokenKind::kByte) ? -1 : it->second;
       int32_t k = int32_t(syms.size());
       syms.push_back({id, k - 1, k + 1, uint32_t(i), uint32_t(i + len)});
@@ -603,9 +600,8 @@ std::string BpeTokenizer::decode(std::span<const int32_t> ids, bool skip_special
 }
 
 std::optional<int32_t> BpeTokenizer::token_id(std::string_view piece) const {
-  std::string key(piece);
-  if (auto it = added_to_id_.find(key); it != added_to_id_.end()) return it->second;
-  if (auto it = piece_to_id_.find(key); it != piece_to_id_.end()) return it->second;
+  if (auto it = added_to_id_.find(piece); it != added_to_id_.end()) return it->second;
+  if (auto it = piece_to_id_.find(piece); it != piece_to_id_.end()) return it->second;
   if (m_.mode == BpeMode::kByteLevel) {
     std::string raw;
     if (byte_level_decode(piece, raw)) {

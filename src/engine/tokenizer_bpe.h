@@ -123,9 +123,15 @@ class BpeTokenizer final : public Tokenizer {
   void encode_segment(std::string_view text, bool first_segment, std::vector<int32_t>& out) const;
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
 
+  struct StrHash {  // heterogeneous lookup: find(string_view) without a temporary string
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using PieceMap = std::unordered_map<std::string, int32_t, StrHash, std::equal_to<>>;
+
   BpeModel m_;
-  std::unordered_map<std::string, int32_t> piece_to_id_;   // normal/byte pieces
-  std::unordered_map<std::string, int32_t> added_to_id_;   // added/special by text
+  PieceMap piece_to_id_;   // normal/byte pieces
+  PieceMap added_to_id_;   // added/special by text
   std::unordered_map<uint64_t, Merge> merges_;
   std::array<int32_t, 256> byte_ids_{};                    // -1 when absent
   std::array<std::vector<int32_t>, 256> added_by_first_;   // added ids by first byte
