@@ -1,0 +1,184 @@
+// AMX kernels: INT8 (TDPBSSD, int32 tiles) for both int8 schemes, BF16 (TDPBF16PS, f32 tiles)
+// for bf16 and fp8-block weights. Compiled with function-level target attributes and only
+// called after the runtime dispatch found AMX and the OS granted the tile state.
+//
+// Tiles: tmm0..3 accumulators (2 row tiles x 2 column tiles = 32 x 32 outputs), tmm4/5 the two
+// 16-row activation tiles, tmm6/7 the two weight tiles of a 32-column block; every tile is 16
+// rows x 64 bytes. A row's result depends only on that row of the activation tile and the
+// weights, never on other rows, and the k-chunk order is fixed: batch invariant.
+#include <immintrin.h>
+
+// GCC 12 reports a false "may be used uninitialized" inside its own AVX-512 intrinsics headers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+
+#include "engine/kernels/cpu/gemm_cpu.h"
+#include "engine/quant.h"
+
+#define QEVAL_AMX \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-int8,amx-bf16")))
+
+namespace qeval::cpu {
+
+namespace {
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+QEVAL_AMX void load_tile_config() {
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+enum class Epi { Int8Channel, Int8Block, Fp8Block, Bf16 };
+
+constexpr int64_t kRowsPerChunk = 128;  // activation rows kept hot in L2 while weights stream
+
+// Computes y for rows [0, M) and 32-column blocks [nb0, nb1).
+// a: activations, lda bytes per row; wb: packed weight blocks (2 KiB per 64-byte k chunk);
+// n_chunks: k chunks of 64 bytes; chunks_per_group: chunks per scale group (all for no groups).
+template <Epi kEpi>
+QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, int64_t n_chunks,
+                        int64_t chunks_per_group, int64_t groups, const float* sa,
+                        const float* sw, int64_t M, int64_t N, const float* bias, float* y,
+                        int64_t nb0, int64_t nb1) {
+  constexpr bool kGrouped = kEpi == Epi::Int8Block || kEpi == Epi::Fp8Block;
+  load_tile_config();
+  alignas(64) float acc[32 * 32];
+  alignas(64) int32_t cbuf[4 * 256];  // int32 or f32 bits of the 4 accumulator tiles
+  for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
+    const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
+    for (int64_t nb = nb0; nb < nb1; ++nb) {
+      const uint8_t* wblk = wb + nb * n_chunks * 2048;
+      const int64_t n0 = nb * 32;
+      const __mmask16 mask0 = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
+      const __mmask16 mask1 =
+          static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0));
+      for (int64_t m0 = mc; m0 < mc_end; m0 += 32) {
+        const int64_t rows = std::min<int64_t>(32, mc_end - m0);
+        const bool two_m = rows > 16;
+        const uint8_t* a0 = a + m0 * lda;
+        const uint8_t* a1 = a0 + 16 * lda;
+        if constexpr (kGrouped) std::fill(acc, acc + 32 * 32, 0.0f);
+        for (int64_t c0 = 0, g = 0; c0 < n_chunks; c0 += chunks_per_group, ++g) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+          const int64_t c1 = std::min(n_chunks, c0 + chunks_per_group);
+          for (int64_t c = c0; c < c1; ++c) {
+            const uint8_t* bp = wblk + c * 2048;
+            _tile_loadd(6, bp, 64);
+            _tile_loadd(7, bp + 1024, 64);
+            _tile_loadd(4, a0 + c * 64, lda);
+            if constexpr (kEpi == Epi::Int8Channel || kEpi == Epi::Int8Block) {
+              _tile_dpbssd(0, 4, 6);
+              _tile_dpbssd(1, 4, 7);
+              if (two_m) {
+                _tile_loadd(5, a1 + c * 64, lda);
+                _tile_dpbssd(2, 5, 6);
+                _tile_dpbssd(3, 5, 7);
+              }
+            } else {
+              _tile_dpbf16ps(0, 4, 6);
+              _tile_dpbf16ps(1, 4, 7);
+              if (two_m) {
+                _tile_loadd(5, a1 + c * 64, lda);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+              }
+            }
+          }
+          _tile_stored(0, cbuf, 64);
+          _tile_stored(1, cbuf + 256, 64);
+          if (two_m) {
+            _tile_stored(2, cbuf + 512, 64);
+            _tile_stored(3, cbuf + 768, 64);
+          }
+          if constexpr (kGrouped) {
+            // acc = fma(group sum, sa[m, g] * sw[n / 128, g], acc)
+            const float swg = sw[(n0 / kQuantBlock) * groups + g];
+            for (int64_t r = 0; r < rows; ++r) {
+              const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
+              const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
+              for (int ni = 0; ni < 2; ++ni) {
+                const int32_t* cp = cbuf + (mi * 2 + ni) * 256 + ri * 16;
+                __m512 v;
+                if constexpr (kEpi == Epi::Int8Block)
+                  v = _mm512_cvtepi32_ps(_mm512_load_si512(cp));
+                else
+                  v = _mm512_castsi512_ps(_mm512_load_si512(cp));
+                float* ap = acc + r * 32 + ni * 16;
+                _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
+              }
+            }
+          }
+        }
+        // Final: write the 32 x 32 block (masked at the N edge), adding the bias.
+        for (int64_t r = 0; r < rows; ++r) {
+          const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
+          const int64_t m = m0 + r;
+          for (int ni = 0; ni < 2; ++ni) {
+            const __mmask16 mk = ni ? mask1 : mask0;
+            if (!mk) continue;
+            const int32_t* cp = cbuf + (mi * 2 + ni) * 256 + ri * 16;
+            __m512 v;
+            if constexpr (kGrouped) {
+              v = _mm512_load_ps(acc + r * 32 + ni * 16);
+            } else if constexpr (kEpi == Epi::Int8Channel) {
+              // y = f32(isum) * (sa[m] * sw[n])
+              const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[m]), _mm512_loadu_ps(sw + n0 + ni * 16));
+              v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), s);
+            } else {
+              v = _mm512_castsi512_ps(_mm512_load_si512(cp));
+            }
+            float* yp = y + m * N + n0 + ni * 16;
+            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + n0 + ni * 16));
+            _mm512_mask_storeu_ps(yp, mk, v);
+          }
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace
+
+void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+                   const float* bias, float* y, int64_t nb0, int64_t nb1) {
+  const auto* a = reinterpret_cast<const uint8_t*>(qa);
+  const auto* w = reinterpret_cast<const uint8_t*>(p.w.data());
+  const int64_t n_chunks = p.kp / 64;
+  if (p.channel)
+    amx_gemm<Epi::Int8Channel>(a, p.kp, w, n_chunks, n_chunks, 1, sa, p.sw.data(), M, p.n, bias, y, nb0, nb1);
+  else
+    amx_gemm<Epi::Int8Block>(a, p.kp, w, n_chunks, kQuantBlock / 64, p.groups, sa, p.sw.data(), M, p.n,
+                             bias, y, nb0, nb1);
+}
+
+void gemm_float_amx(const FloatPacked& p, const uint16_t* xb, const float* sa, int64_t M,
+                    const float* bias, float* y, int64_t nb0, int64_t nb1) {
+  const auto* a = reinterpret_cast<const uint8_t*>(xb);
+  const auto* w = reinterpret_cast<const uint8_t*>(p.wb.data());
+  const int64_t n_chunks = p.kp / 32;  // 32 bf16 = 64 bytes per chunk
+  if (p.kind == FloatKind::Fp8Block)
+    amx_gemm<Epi::Fp8Block>(a, p.kp * 2, w, n_chunks, kQuantBlock / 32, p.groups, sa, p.sw.data(), M,
+                            p.n, bias, y, nb0, nb1);
+  else
+    amx_gemm<Epi::Bf16>(a, p.kp * 2, w, n_chunks, n_chunks, 1, nullptr, nullptr, M, p.n, bias, y, nb0,
+                        nb1);
+}
+
+}  // namespace qeval::cpu

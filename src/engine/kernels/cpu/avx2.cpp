@@ -1,0 +1,157 @@
+// AVX2 kernels (the engine's baseline ISA, x86-64-v3), for CPUs without AVX-512:
+//   INT8: weights and activations widened to int16, vpmaddwd (exact int32 pair sums) over the
+//   same packed VNNI blocks as AMX / AVX-512; bit-exact integer sums.
+//   Float panels: f32 FMA, the scalar twin's sequential order (bit-exact).
+// One row at a time (int8) or up to 2 rows (float) with per-row accumulators: batch invariant.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "engine/kernels/cpu/gemm_cpu.h"
+#include "engine/quant.h"
+
+namespace qeval::cpu {
+
+namespace {
+
+// Stores 8 floats of row y at columns [n, n+8) clipped to N, adding bias.
+inline void store8(float* yrow, int64_t N, int64_t n, __m256 v, const float* bias) {
+  if (n + 8 <= N) {
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + n));
+    _mm256_storeu_ps(yrow + n, v);
+    return;
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  for (int64_t j = n; j < N; ++j) yrow[j] = bias ? t[j - n] + bias[j] : t[j - n];
+}
+
+// 4 madd accumulators of one 16-column tile -> 16 int32 column sums (2 vectors of 8).
+inline void reduce_tile(const __m256i v[4], __m256i out[2]) {
+  out[0] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(v[0], v[1]), 0xD8);
+  out[1] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(v[2], v[3]), 0xD8);
+}
+
+template <bool kChannel>
+void int8_row(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m, const float* bias,
+              float* y, int64_t nb) {
+  const int64_t kp = p.kp, n_chunks = kp / 64, G = p.groups, n0 = nb * 32, N = p.n;
+  const int64_t quads = kp / 4, qpg = kChannel ? quads : kQuantBlock / 4;
+  const int8_t* wblk = p.w.data() + nb * n_chunks * 2048;
+  __m256 facc[4];
+  for (auto& f : facc) f = _mm256_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    __m256i iacc[2][4];
+    for (auto& t : iacc)
+      for (auto& v : t) v = _mm256_setzero_si256();
+    const int64_t q1 = std::min(quads, (g + 1) * qpg);
+    for (int64_t q = g * qpg; q < q1; ++q) {
+      const __m128i a8 = _mm_cvtsi32_si128(*reinterpret_cast<const int32_t*>(qa + m * kp + q * 4));
+      const __m256i a = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(a8));  // a0..a3 as int16, x4
+      const int8_t* wp = wblk + (q / 16) * 2048 + (q % 16) * 64;
+      for (int t = 0; t < 2; ++t)
+        for (int j = 0; j < 4; ++j) {
+          const __m256i w = _mm256_cvtepi8_epi16(
+              _mm_load_si128(reinterpret_cast<const __m128i*>(wp + t * 1024 + j * 16)));
+          iacc[t][j] = _mm256_add_epi32(iacc[t][j], _mm256_madd_epi16(a, w));
+        }
+    }
+    for (int t = 0; t < 2; ++t) {
+      __m256i s[2];
+      reduce_tile(iacc[t], s);
+      for (int h = 0; h < 2; ++h) {
+        const __m256 v = _mm256_cvtepi32_ps(s[h]);
+        const int64_t n = n0 + t * 16 + h * 8;
+        if constexpr (kChannel) {
+          facc[t * 2 + h] = _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(sa[m]), _mm256_loadu_ps(p.sw.data() + n)));
+        } else {
+          const __m256 sc = _mm256_set1_ps(sa[m * G + g] * p.sw[(n0 / kQuantBlock) * G + g]);
+          facc[t * 2 + h] = _mm256_fmadd_ps(v, sc, facc[t * 2 + h]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < 4; ++j)
+    if (n0 + j * 8 < N) store8(y + m * N, N, n0 + j * 8, facc[j], bias);
+}
+
+inline __m256 load_w8(const float* p) { return _mm256_load_ps(p); }
+inline __m256 load_w8(const uint16_t* p) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+
+// Rows [m0, m0+R) x the two 16-column panels nt, nt+1 (4 vectors of 8 columns).
+template <int R, class W, bool kGrouped>
+void panel_block(const FloatPacked& p, const W* w, const float* xf, const float* sa, int64_t m0,
+                 const float* bias, float* y, int64_t nt) {
+  const int64_t K = p.k, kp = p.kp, N = p.n, n0 = nt * 16, G = p.groups;
+  const W* w0 = w + nt * kp * 16;
+  const W* w1 = w0 + kp * 16;
+  const int64_t gsize = kGrouped ? kQuantBlock : std::max<int64_t>(K, 1);
+  __m256 acc[R][4];
+  for (int i = 0; i < R; ++i)
+    for (auto& v : acc[i]) v = _mm256_setzero_ps();
+  for (int64_t k0 = 0, g = 0; k0 < K; k0 += gsize, ++g) {
+    const int64_t k1 = std::min(K, k0 + gsize);
+    __m256 gacc[R][4];
+    for (int i = 0; i < R; ++i)
+      for (auto& v : gacc[i]) v = _mm256_setzero_ps();
+    for (int64_t k = k0; k < k1; ++k) {
+      const __m256 wv[4] = {load_w8(w0 + k * 16), load_w8(w0 + k * 16 + 8), load_w8(w1 + k * 16),
+                            load_w8(w1 + k * 16 + 8)};
+      for (int i = 0; i < R; ++i) {
+        const __m256 x = _mm256_set1_ps(xf[(m0 + i) * kp + k]);
+        for (int j = 0; j < 4; ++j) gacc[i][j] = _mm256_fmadd_ps(x, wv[j], gacc[i][j]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < 4; ++j) {
+        if constexpr (kGrouped) {
+          const __m256 s = _mm256_set1_ps(sa[(m0 + i) * G + g] * p.sw[(n0 / kQuantBlock) * G + g]);
+          acc[i][j] = _mm256_fmadd_ps(gacc[i][j], s, acc[i][j]);
+        } else {
+          acc[i][j] = gacc[i][j];
+        }
+      }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < 4; ++j)
+      if (n0 + j * 8 < N) store8(y + (m0 + i) * N, N, n0 + j * 8, acc[i][j], bias);
+}
+
+template <class W, bool kGrouped>
+void panel_gemm(const FloatPacked& p, const W* w, const float* xf, const float* sa, int64_t M,
+                const float* bias, float* y, int64_t nt0, int64_t nt1) {
+  for (int64_t nt = nt0; nt < nt1; nt += 2)
+    for (int64_t m0 = 0; m0 < M; m0 += 2) {
+      if (M - m0 >= 2)
+        panel_block<2, W, kGrouped>(p, w, xf, sa, m0, bias, y, nt);
+      else
+        panel_block<1, W, kGrouped>(p, w, xf, sa, m0, bias, y, nt);
+    }
+}
+
+}  // namespace
+
+void gemm_int8_avx2(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+                    const float* bias, float* y, int64_t nb0, int64_t nb1) {
+  for (int64_t nb = nb0; nb < nb1; ++nb)
+    for (int64_t m = 0; m < M; ++m) {
+      if (p.channel)
+        int8_row<true>(p, qa, sa, m, bias, y, nb);
+      else
+        int8_row<false>(p, qa, sa, m, bias, y, nb);
+    }
+}
+
+void gemm_float_avx2(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
+                     const float* bias, float* y, int64_t nt0, int64_t nt1) {
+  switch (p.kind) {
+    case FloatKind::F32: panel_gemm<float, false>(p, p.wf.data(), xf, sa, M, bias, y, nt0, nt1); break;
+    case FloatKind::Bf16: panel_gemm<uint16_t, false>(p, p.wb.data(), xf, sa, M, bias, y, nt0, nt1); break;
+    case FloatKind::Fp8Block: panel_gemm<uint16_t, true>(p, p.wb.data(), xf, sa, M, bias, y, nt0, nt1); break;
+  }
+}
+
+}  // namespace qeval::cpu

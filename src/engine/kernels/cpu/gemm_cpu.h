@@ -1,0 +1,129 @@
+// Fast CPU kernels of the linear layers, with weights packed once at load time:
+//   INT8 (block 128x128 or per channel): AMX-INT8 tiles, AVX-512 VNNI, AVX2 — exact int32 sums,
+//     bit-identical to the scalar twins in kernels/ref.
+//   Float (f32, bf16, fp8 block): AMX-BF16 tiles for bf16 and fp8 (e4m3 -> bf16 is exact, and so
+//     are products of two bf16 values in f32); AVX-512 / AVX2 FMA "panel" kernels for f32 and as
+//     the non-AMX path of bf16/fp8 — those follow the scalar twin's sequential fma order exactly.
+// Every kernel computes each output row with the same instruction sequence whatever M and
+// whichever other rows are in the batch, so results are batch invariant (see gemm_ref.h for the
+// per-row accumulation order). Work is split over N (column blocks of 32) on the ThreadPool.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "core/thread_pool.h"
+#include "engine/cpu_features.h"
+
+namespace qeval::cpu {
+
+// Owning, zero-initialised, 64-byte-aligned array (tile loads and vector loads want alignment).
+template <class T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(size_t n) : n_(n) {
+    if (n == 0) return;
+    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    p_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p_) throw std::bad_alloc();
+    std::memset(static_cast<void*>(p_), 0, bytes);
+  }
+  ~AlignedBuffer() { std::free(p_); }
+  AlignedBuffer(AlignedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  size_t size() const { return n_; }
+  T& operator[](size_t i) { return p_[i]; }
+  const T& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// ---- INT8 ------------------------------------------------------------------------------
+
+// Packed int8 weight for AMX / AVX-512 VNNI / AVX2. Layout ("VNNI blocks"): column blocks of 32
+// (two 16-column tiles), K in chunks of 64; each (block, chunk, tile) is one 1 KiB AMX B tile:
+// 16 rows of k-quads, each row [16 columns][4 consecutive k] int8. Padding is zero.
+struct Int8Packed {
+  int64_t n = 0, k = 0;    // logical N, K
+  int64_t np = 0, kp = 0;  // padded: np % 32 == 0, kp % 128 == 0 (block) / % 64 == 0 (channel)
+  bool channel = false;    // per-channel scales (else 128x128 block scales)
+  int64_t groups = 1;      // K groups with their own scale: ceil(K/128) (block) or 1 (channel)
+  AlignedBuffer<int8_t> w;        // np * kp bytes, layout above
+  AlignedBuffer<float> sw;        // block: [ceil(N/128), groups]; channel: [np] (0 past N)
+  AlignedBuffer<int32_t> colsum;  // [np, groups]: sum of w over each group (AVX-512 VNNI u8 trick)
+  size_t bytes() const { return w.size() + 4 * sw.size(); }
+};
+
+// Packs qw [N, K] int8 (row-major) with scales sw (block [ceil(N/128), ceil(K/128)] or channel [N]).
+Int8Packed pack_int8(const int8_t* qw, const float* sw, int64_t N, int64_t K, bool channel);
+
+// Padded activation row count the int8/bf16 AMX kernels may read (tiles of 16 rows).
+inline int64_t act_rows(int64_t M) { return round_up(M, 16); }
+
+// y[M, N] (row stride N) = dequantised (qa · W^T) (+ bias[N] if not null).
+// qa: [act_rows(M), p.kp] int8, zero past K and past M; sa: [M, groups] (block) or [M] (channel).
+// level: Amx, Avx512 or Avx2.
+void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+               const float* bias, float* y, ThreadPool& pool);
+
+// ---- float (f32 / bf16 / fp8 block) ------------------------------------------------------
+
+enum class FloatKind { F32, Bf16, Fp8Block };
+
+// Packed float weight. amx: bf16 "VNNI blocks" (column blocks of 32, K chunks of 32, 1 KiB tiles
+// of 16 k-pairs x [16 columns][2 k]). Otherwise "panels": [np/16][kp][16] of f32 (F32) or bf16
+// bits (Bf16, Fp8Block decoded exactly to bf16). Padding is zero.
+struct FloatPacked {
+  FloatKind kind = FloatKind::F32;
+  bool amx = false;
+  int64_t n = 0, k = 0, np = 0, kp = 0;  // np % 32 == 0; kp % 128 (fp8) / % 32 (amx) / == k
+  int64_t groups = 1;                    // Fp8Block: ceil(K/128)
+  AlignedBuffer<float> wf;               // F32 panels
+  AlignedBuffer<uint16_t> wb;            // bf16 (panels or AMX blocks)
+  AlignedBuffer<float> sw;               // Fp8Block: [ceil(N/128), groups]
+  size_t bytes() const { return 4 * wf.size() + 2 * wb.size() + 4 * sw.size(); }
+};
+
+// w [N, K] as f32 values (F32), bf16 bits (Bf16) or e4m3 bits (Fp8Block, with sw
+// [ceil(N/128), ceil(K/128)]). amx selects the AMX layout (Bf16 / Fp8Block only).
+FloatPacked pack_f32(const float* w, int64_t N, int64_t K);
+FloatPacked pack_bf16(const uint16_t* w, int64_t N, int64_t K, bool amx);
+FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bool amx);
+
+// y[M, N] (+ bias). Activations:
+//   amx:   xb [act_rows(M), p.kp] bf16 bits (x rounded to bf16, or decoded e4m3), zero padded;
+//   panel: xf [M, p.kp] f32 (x, bf16-rounded x, or decoded e4m3 values), zero padded.
+// sa: Fp8Block [M, groups], else null. level: Avx2 / Avx512 (panel) or Amx (bf16 / fp8 only).
+void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
+                const float* sa, int64_t M, const float* bias, float* y, ThreadPool& pool);
+
+// ---- per-ISA entry points (used by the two dispatchers above) ----------------------------
+// Each computes column blocks [nb0, nb1) of 32 (int8, amx float) or tiles of 16 (panels).
+void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+                   const float* bias, float* y, int64_t nb0, int64_t nb1);
+void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+                      const float* bias, float* y, int64_t nb0, int64_t nb1);
+void gemm_int8_avx2(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+                    const float* bias, float* y, int64_t nb0, int64_t nb1);
+void gemm_float_amx(const FloatPacked& p, const uint16_t* xb, const float* sa, int64_t M,
+                    const float* bias, float* y, int64_t nb0, int64_t nb1);
+void gemm_float_avx512(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
+                       const float* bias, float* y, int64_t nt0, int64_t nt1);
+void gemm_float_avx2(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
+                     const float* bias, float* y, int64_t nt0, int64_t nt1);
+
+}  // namespace qeval::cpu

@@ -1,0 +1,147 @@
+// Weight packing (once, at load) and the level dispatchers of the fast CPU kernels.
+#include <algorithm>
+
+#include "core/error.h"
+#include "engine/kernels/cpu/gemm_cpu.h"
+#include "engine/quant.h"
+
+namespace qeval::cpu {
+
+namespace {
+
+// Byte offset of int8 weight (n, k) in the VNNI-block layout (see Int8Packed).
+inline size_t int8_offset(int64_t n, int64_t k, int64_t kp) {
+  const int64_t t = n / 16, c = k / 64;
+  return static_cast<size_t>((((t / 2) * (kp / 64) + c) * 2 + t % 2) * 1024 + ((k % 64) / 4) * 64 +
+                             (n % 16) * 4 + k % 4);
+}
+
+// Element offset of bf16 weight (n, k) in the AMX-BF16 block layout (see FloatPacked).
+inline size_t bf16_amx_offset(int64_t n, int64_t k, int64_t kp) {
+  const int64_t t = n / 16, c = k / 32;
+  return static_cast<size_t>((((t / 2) * (kp / 32) + c) * 2 + t % 2) * 512 + ((k % 32) / 2) * 32 +
+                             (n % 16) * 2 + k % 2);
+}
+
+// Element offset of (n, k) in the panel layout [np/16][kp][16].
+inline size_t panel_offset(int64_t n, int64_t k, int64_t kp) {
+  return static_cast<size_t>(((n / 16) * kp + k) * 16 + n % 16);
+}
+
+}  // namespace
+
+Int8Packed pack_int8(const int8_t* qw, const float* sw, int64_t N, int64_t K, bool channel) {
+  Int8Packed p;
+  p.n = N;
+  p.k = K;
+  p.channel = channel;
+  p.np = round_up(N, 32);
+  p.kp = round_up(K, channel ? 64 : kQuantBlock);
+  p.groups = channel ? 1 : n_groups(K);
+  p.w = AlignedBuffer<int8_t>(static_cast<size_t>(p.np * p.kp));
+  p.colsum = AlignedBuffer<int32_t>(static_cast<size_t>(p.np * p.groups));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const int8_t v = qw[n * K + k];
+      p.w[int8_offset(n, k, p.kp)] = v;
+      const int64_t g = channel ? 0 : k / kQuantBlock;
+      p.colsum[static_cast<size_t>(((n / 16) * p.groups + g) * 16 + n % 16)] += v;
+    }
+  if (channel) {
+    p.sw = AlignedBuffer<float>(static_cast<size_t>(p.np));
+    std::copy(sw, sw + N, p.sw.data());
+  } else {
+    const size_t ns = static_cast<size_t>(n_groups(N) * p.groups);
+    p.sw = AlignedBuffer<float>(ns);
+    std::copy(sw, sw + ns, p.sw.data());
+  }
+  return p;
+}
+
+FloatPacked pack_f32(const float* w, int64_t N, int64_t K) {
+  FloatPacked p;
+  p.kind = FloatKind::F32;
+  p.n = N;
+  p.k = K;
+  p.np = round_up(N, 32);
+  p.kp = K;
+  p.wf = AlignedBuffer<float>(static_cast<size_t>(p.np * p.kp));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) p.wf[panel_offset(n, k, p.kp)] = w[n * K + k];
+  return p;
+}
+
+namespace {
+
+// Shared by pack_bf16 / pack_fp8: `get(n, k)` returns the bf16 bits of element (n, k).
+template <class Get>
+void fill_bf16(FloatPacked& p, Get get) {
+  p.wb = AlignedBuffer<uint16_t>(static_cast<size_t>(p.np * p.kp));
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t k = 0; k < p.k; ++k)
+      p.wb[p.amx ? bf16_amx_offset(n, k, p.kp) : panel_offset(n, k, p.kp)] = get(n, k);
+}
+
+}  // namespace
+
+FloatPacked pack_bf16(const uint16_t* w, int64_t N, int64_t K, bool amx) {
+  FloatPacked p;
+  p.kind = FloatKind::Bf16;
+  p.amx = amx;
+  p.n = N;
+  p.k = K;
+  p.np = round_up(N, 32);
+  p.kp = amx ? round_up(K, 32) : K;
+  fill_bf16(p, [&](int64_t n, int64_t k) { return w[n * K + k]; });
+  return p;
+}
+
+FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bool amx) {
+  FloatPacked p;
+  p.kind = FloatKind::Fp8Block;
+  p.amx = amx;
+  p.n = N;
+  p.k = K;
+  p.np = round_up(N, 32);
+  p.kp = round_up(K, kQuantBlock);
+  p.groups = n_groups(K);
+  // Every finite e4m3 value is a bf16 value (3 mantissa bits, exponents 2^-9..2^8): exact.
+  fill_bf16(p, [&](int64_t n, int64_t k) { return bf16_from_f32(e4m3_to_f32(w[n * K + k])); });
+  const size_t ns = static_cast<size_t>(n_groups(N) * p.groups);
+  p.sw = AlignedBuffer<float>(ns);
+  std::copy(sw, sw + ns, p.sw.data());
+  return p;
+}
+
+void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+               const float* bias, float* y, ThreadPool& pool) {
+  auto fn = level == KernelLevel::Amx      ? &gemm_int8_amx
+            : level == KernelLevel::Avx512 ? &gemm_int8_avx512
+            : level == KernelLevel::Avx2   ? &gemm_int8_avx2
+                                           : nullptr;
+  if (!fn) fail("gemm_int8: no fast kernel at level {}", kernel_level_name(level));
+  pool.parallel_for(p.np / 32, [&](int, int64_t b, int64_t e) {
+    if (b < e) fn(p, qa, sa, M, bias, y, b, e);
+  });
+}
+
+void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
+                const float* sa, int64_t M, const float* bias, float* y, ThreadPool& pool) {
+  if (p.amx) {
+    if (level != KernelLevel::Amx) fail("gemm_float: AMX-packed weight at level {}", kernel_level_name(level));
+    pool.parallel_for(p.np / 32, [&](int, int64_t b, int64_t e) {
+      if (b < e) gemm_float_amx(p, xb, sa, M, bias, y, b, e);
+    });
+    return;
+  }
+  auto fn = level >= KernelLevel::Avx512 ? &gemm_float_avx512
+            : level == KernelLevel::Avx2 ? &gemm_float_avx2
+                                         : nullptr;
+  if (!fn) fail("gemm_float: no fast kernel at level {}", kernel_level_name(level));
+  // Split in pairs of 16-column panels (32 columns) so threads never share a cache line of y.
+  pool.parallel_for(p.np / 32, [&](int, int64_t b, int64_t e) {
+    if (b < e) fn(p, xf, sa, M, bias, y, 2 * b, 2 * e);
+  });
+}
+
+}  // namespace qeval::cpu

@@ -1,0 +1,100 @@
+// Scalar reference numerics of the quantization schemes (issue 4): float8_e4m3fn and bf16
+// rounding, weight quantisation (FP8 block 128x128, INT8 block 128x128, INT8 per output
+// channel), dynamic activation quantisation (per token per 128-group, or per token) and
+// dequantisation. Every kernel (kernels/ref, kernels/cpu) and the converter use these
+// functions, so a value is rounded the same way everywhere.
+//
+// Conventions: a weight W is [N = out, K = in] row-major; activations x are [M, K] row-major.
+// Scales are "multiply to dequantise": value = f32(q) * s (the checkpoint name of the FP8/INT8
+// block scale is `weight_scale_inv`, which holds exactly this s). Every scale is computed in
+// f32 as s = amax / Q (Q = 448 for e4m3, 127 for int8); rounding is round-to-nearest-even.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/linear.h"
+
+namespace qeval {
+
+constexpr int64_t kQuantBlock = 128;   // block edge (weights) and group width (activations)
+constexpr float kE4m3Max = 448.0f;     // largest finite float8_e4m3fn
+constexpr float kInt8Max = 127.0f;     // symmetric int8 range [-127, 127]
+constexpr float kFp8ActAmaxFloor = 1e-4f;    // activation amax floor, FP8 groups
+constexpr float kInt8ActAmaxFloor = 1e-10f;  // activation amax floor, INT8 groups/tokens
+
+// ---- element formats -------------------------------------------------------------------
+
+// f32 -> float8_e4m3fn bits, exactly as PyTorch's `tensor.to(torch.float8_e4m3fn)`
+// (c10/util/Float8_e4m3fn.h, fp8e4m3fn_from_fp32_value): round to nearest even, including
+// into the subnormal range (smallest 2^-9; |x| <= 2^-10 -> 0); NO saturation: |x| >= 480,
+// +-inf and NaN give NaN (0x7F | sign), and values in (464, 480) round up onto the NaN code
+// too. 464 (the midpoint of 448 and 480) rounds to even = 448. Callers that quantise clamp to
+// +-448 first (see quantize_*), as DeepSeek/vLLM/SGLang do.
+uint8_t e4m3_from_f32(float x);
+// float8_e4m3fn bits -> f32, exact; 0x7F/0xFF -> NaN.
+float e4m3_to_f32(uint8_t b);
+// The 256 decoded values (index = bits); for vector gathers.
+const float* e4m3_table();
+
+// f32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
+uint16_t bf16_from_f32(float x);
+// bf16 bits -> f32, exact.
+float bf16_to_f32(uint16_t b);
+// Rounds to the nearest bf16 value and returns it as f32.
+inline float bf16_round(float x) { return bf16_to_f32(bf16_from_f32(x)); }
+// n values at once (AVX2), identical to bf16_from_f32 element by element.
+void bf16_from_f32_n(const float* x, int64_t n, uint16_t* out);
+
+// ---- weights ---------------------------------------------------------------------------
+
+// A quantised weight [N, K] with its scales.
+struct QuantizedWeight {
+  QuantScheme scheme = QuantScheme::None;
+  int64_t n = 0, k = 0;
+  // [N, K]: e4m3 bits (Fp8Block) or int8 two's complement (Int8Block / Int8Channel).
+  std::vector<uint8_t> q;
+  // Fp8Block / Int8Block: [ceil(N/128), ceil(K/128)] (weight_scale_inv);
+  // Int8Channel: [N] (weight_scale [N, 1]).
+  std::vector<float> scale;
+
+  int64_t scale_rows() const;  // ceil(N/128) or N
+  int64_t scale_cols() const;  // ceil(K/128) or 1
+};
+
+// Quantises w [N, K] f32 in `scheme` (not None). Block schemes use 128x128 blocks (partial at
+// the N/K edges) with s = amax/Q over the block; Int8Channel uses s = amax/Q over each row;
+// an all-zero block/row gets s = 1. q = RNE(w / s), clamped to +-127 (int8) or +-448 before
+// the e4m3 cast (fp8). Pure; thread-safe.
+QuantizedWeight quantize_weight(const float* w, int64_t N, int64_t K, QuantScheme scheme);
+// Dequantises to f32 [N, K]: f32(q) * s.
+std::vector<float> dequantize_weight(const QuantizedWeight& qw);
+
+// ---- activations (dynamic, per call) ---------------------------------------------------
+
+// Number of 128-wide groups of a row of K values.
+inline int64_t n_groups(int64_t K) { return (K + kQuantBlock - 1) / kQuantBlock; }
+
+// FP8 per token per 128-group: s[m, g] = max(amax, 1e-4) / 448; q = e4m3(clamp(x/s, +-448)).
+// x [M, K] (row stride K); q [M, ldq] (ldq >= K, columns K..ldq-1 untouched); s [M, G].
+void quantize_act_fp8_group(const float* x, int64_t M, int64_t K, uint8_t* q, int64_t ldq,
+                            float* s);
+// INT8 per token per 128-group: s[m, g] = max(amax, 1e-10) / 127; q = clamp(RNE(x/s), +-127).
+// (SGLang's Triton per_token_group_quant_int8 truncates with .to(int8); we round to nearest
+// even like its CUDA kernel and vLLM.)
+void quantize_act_int8_group(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
+                             float* s);
+// INT8 per token: s[m] = max(amax, 1e-10) / 127 over the whole row; q = clamp(RNE(x/s), +-127).
+void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
+                             float* s);
+
+// Scalar versions of the three quantisers above (the twins the vectorised ones are tested
+// against; identical results bit for bit).
+void quantize_act_fp8_group_ref(const float* x, int64_t M, int64_t K, uint8_t* q, int64_t ldq,
+                                float* s);
+void quantize_act_int8_group_ref(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
+                                 float* s);
+void quantize_act_int8_token_ref(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
+                                 float* s);
+
+}  // namespace qeval

@@ -1,0 +1,190 @@
+// Tests of the scalar quantization numerics (quant.h): e4m3 and bf16 rounding against
+// hand-checked values, weight quantisation (scales, edges, all-zero blocks, round trips) and the
+// activation quantisers (values, floors, vectorised == scalar twin).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "engine/quant.h"
+
+using namespace qeval;
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float sd = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+uint32_t bits(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("e4m3 encode matches PyTorch's float8_e4m3fn cast on hand-checked values", "[quant]") {
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    float x;
+    uint8_t want;
+  };
+  const Case cases[] = {
+      {0.0f, 0x00},           {-0.0f, 0x80},
+      {1.0f, 0x38},           {-1.0f, 0xB8},
+      {1.0625f, 0x38},        // tie between 1.0 and 1.125 -> even mantissa (1.0)
+      {1.1875f, 0x3A},        // tie between 1.125 and 1.25 -> even (1.25)
+      {0x1p-9f, 0x01},        // smallest subnormal
+      {0x1p-10f, 0x00},       // half of it: tie -> even (0)
+      {0x1.8p-10f, 0x01},     // 0.75 * 2^-9 rounds up to 2^-9
+      {0x1.8p-9f, 0x02},      // 1.5 * 2^-9: tie -> even (2 * 2^-9)
+      {7 * 0x1p-9f, 0x07},    // largest subnormal
+      {0x1p-6f, 0x08},        // smallest normal
+      {448.0f, 0x7E},         {-448.0f, 0xFE},
+      {464.0f, 0x7E},         // midpoint of 448 and 480: tie -> even (448)
+      {465.0f, 0x7F},         // rounds up onto the NaN code: the cast does not saturate
+      {480.0f, 0x7F},         {1e9f, 0x7F},
+      {inf, 0x7F},            {-inf, 0xFF},
+      {-500.0f, 0xFF},
+  };
+  for (const auto& c : cases) {
+    INFO("x = " << c.x);
+    CHECK(int{e4m3_from_f32(c.x)} == int{c.want});
+  }
+  CHECK((e4m3_from_f32(std::numeric_limits<float>::quiet_NaN()) & 0x7F) == 0x7F);
+}
+
+TEST_CASE("e4m3 decode is exact and encode(decode(b)) == b", "[quant]") {
+  CHECK(e4m3_to_f32(0x01) == 0x1p-9f);
+  CHECK(e4m3_to_f32(0x08) == 0x1p-6f);
+  CHECK(e4m3_to_f32(0x7E) == 448.0f);
+  CHECK(e4m3_to_f32(0xB8) == -1.0f);
+  CHECK(std::isnan(e4m3_to_f32(0x7F)));
+  CHECK(std::isnan(e4m3_to_f32(0xFF)));
+  for (int b = 0; b < 256; ++b) {
+    if ((b & 0x7F) == 0x7F) continue;
+    INFO("b = " << b);
+    CHECK(int{e4m3_from_f32(e4m3_to_f32(static_cast<uint8_t>(b)))} == b);
+    // every e4m3 value is a bf16 value
+    CHECK(bf16_round(e4m3_to_f32(static_cast<uint8_t>(b))) == e4m3_to_f32(static_cast<uint8_t>(b)));
+  }
+}
+
+TEST_CASE("bf16 rounds to nearest even; the vector version equals the scalar one", "[quant]") {
+  CHECK(bf16_from_f32(1.0f) == 0x3F80);
+  CHECK(bf16_from_f32(1.0f + 0x1p-8f) == 0x3F80);        // tie -> even
+  CHECK(bf16_from_f32(1.0f + 3 * 0x1p-8f) == 0x3F82);    // tie -> even (up)
+  CHECK(bf16_from_f32(1.0f + 0x1p-8f + 0x1p-20f) == 0x3F81);
+  CHECK(std::isnan(bf16_to_f32(bf16_from_f32(std::numeric_limits<float>::quiet_NaN()))));
+  std::vector<float> v = random_vec(1000, 1, 100.0f);
+  v.push_back(std::numeric_limits<float>::quiet_NaN());
+  v.push_back(std::numeric_limits<float>::infinity());
+  v.push_back(3.4e38f);
+  v.push_back(1e-40f);
+  std::vector<uint16_t> out(v.size());
+  bf16_from_f32_n(v.data(), static_cast<int64_t>(v.size()), out.data());
+  for (size_t i = 0; i < v.size(); ++i) CHECK(out[i] == bf16_from_f32(v[i]));
+}
+
+TEST_CASE("weight quantisation: scales, RNE, edge blocks, all-zero blocks, round trip", "[quant]") {
+  const int64_t N = 130, K = 200;  // partial blocks on both edges
+  std::vector<float> w = random_vec(N * K, 2, 0.05f);
+  for (int64_t n = 0; n < 128; ++n)  // block (0, 1) is all zero
+    for (int64_t k = 128; k < K; ++k) w[n * K + k] = 0.0f;
+  for (int64_t k = 0; k < K; ++k) w[5 * K + k] = 0.0f;  // row 5 all zero
+  w[129 * K + 199] = 3.0f;                              // the amax of block (1, 1)
+
+  SECTION("fp8 block") {
+    QuantizedWeight q = quantize_weight(w.data(), N, K, QuantScheme::Fp8Block);
+    REQUIRE(q.scale.size() == 4);
+    CHECK(q.scale[1] == 1.0f);           // all-zero block
+    CHECK(q.scale[3] == 3.0f / 448.0f);  // partial edge block
+    CHECK(q.q[129 * K + 199] == 0x7E);   // the amax element maps to 448
+    std::vector<float> d = dequantize_weight(q);
+    for (int64_t i = 0; i < N * K; ++i) {
+      const float s = q.scale[(i / K / 128) * 2 + (i % K) / 128];
+      CHECK(std::fabs(d[i] - w[i]) <= std::max(std::fabs(w[i]) * 0x1p-4f, s * 0x1p-10f));
+    }
+  }
+  SECTION("int8 block") {
+    QuantizedWeight q = quantize_weight(w.data(), N, K, QuantScheme::Int8Block);
+    REQUIRE(q.scale.size() == 4);
+    CHECK(q.scale[1] == 1.0f);
+    CHECK(q.scale[3] == 3.0f / 127.0f);
+    CHECK(static_cast<int8_t>(q.q[129 * K + 199]) == 127);
+    std::vector<float> d = dequantize_weight(q);
+    for (int64_t i = 0; i < N * K; ++i) {
+      const float s = q.scale[(i / K / 128) * 2 + (i % K) / 128];
+      CHECK(std::fabs(d[i] - w[i]) <= s * 0.5f * (1 + 1e-6f));
+    }
+  }
+  SECTION("int8 channel") {
+    QuantizedWeight q = quantize_weight(w.data(), N, K, QuantScheme::Int8Channel);
+    REQUIRE(q.scale.size() == static_cast<size_t>(N));
+    CHECK(q.scale[5] == 1.0f);  // all-zero row: scale 1, not NaN
+    for (int64_t k = 0; k < K; ++k) CHECK(q.q[5 * K + k] == 0);
+    CHECK(q.scale[129] == 3.0f / 127.0f);
+    std::vector<float> d = dequantize_weight(q);
+    for (int64_t i = 0; i < N * K; ++i) CHECK(std::fabs(d[i] - w[i]) <= q.scale[i / K] * 0.5f * (1 + 1e-6f));
+  }
+}
+
+TEST_CASE("int8 rounding is round-half-to-even, not truncation", "[quant]") {
+  // amax 127 -> s = 1 exactly, so x / s are the listed values.
+  const float x[] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 0.7f, -126.6f};
+  const int want[] = {127, 0, 2, 2, 0, -2, 1, -127};
+  int8_t q[8];
+  float s;
+  quantize_act_int8_token(x, 1, 8, q, 8, &s);
+  CHECK(s == 1.0f);
+  for (int i = 0; i < 8; ++i) CHECK(int{q[i]} == want[i]);
+  QuantizedWeight qw = quantize_weight(x, 1, 8, QuantScheme::Int8Channel);
+  for (int i = 0; i < 8; ++i) CHECK(int{static_cast<int8_t>(qw.q[i])} == want[i]);
+}
+
+TEST_CASE("activation quantisers: floors, and vector == scalar twin bit for bit", "[quant]") {
+  for (int64_t K : {1, 7, 31, 32, 127, 128, 129, 300, 896}) {
+    const int64_t M = 3, ldq = K + 5, G = n_groups(K);
+    std::vector<float> x = random_vec(M * K, 10 + static_cast<uint32_t>(K), 2.0f);
+    for (int64_t k = 0; k < K; ++k) x[K + k] = 0.0f;  // row 1 all zero: floors apply
+    x[0] = 1e6f;                                        // outlier
+    INFO("K = " << K);
+    {
+      std::vector<int8_t> q1(M * ldq, 99), q2(M * ldq, 99);
+      std::vector<float> s1(M * G), s2(M * G);
+      quantize_act_int8_group(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_int8_group_ref(x.data(), M, K, q2.data(), ldq, s2.data());
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
+      CHECK(s1[G] == kInt8ActAmaxFloor / 127.0f);
+      CHECK(q1[K] == 99);  // columns past K untouched
+    }
+    {
+      std::vector<int8_t> q1(M * ldq), q2(M * ldq);
+      std::vector<float> s1(M), s2(M);
+      quantize_act_int8_token(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_int8_token_ref(x.data(), M, K, q2.data(), ldq, s2.data());
+      CHECK(q1 == q2);
+      CHECK(bits(s1[2]) == bits(s2[2]));
+    }
+    {
+      std::vector<uint8_t> q1(M * ldq), q2(M * ldq);
+      std::vector<float> s1(M * G), s2(M * G);
+      quantize_act_fp8_group(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_fp8_group_ref(x.data(), M, K, q2.data(), ldq, s2.data());
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
+      CHECK(s1[G] == kFp8ActAmaxFloor / 448.0f);
+      CHECK(q1[0] == 0x7E);  // the group amax maps to 448
+      for (auto b : q1) CHECK((b & 0x7F) != 0x7F);  // clamped: never NaN
+    }
+  }
+}
