@@ -1,0 +1,109 @@
+// The decoder-only transformer of the embedded engine (Llama, Qwen2, Mistral): token
+// embedding, n_layers × [RMSNorm → GQA attention with rotate-half RoPE (theta, linear / llama3
+// scaling) → residual → RMSNorm → SwiGLU MLP → residual], final RMSNorm, tied or untied lm_head.
+// Every projection is a `Linear` (engine/linear.h), so the weight precision and quantization
+// scheme live behind that seam; embeddings, norms and lm_head are never quantised.
+//
+// Shapes below: T tokens in a forward batch (all sequences together), D hidden, H query heads,
+// G kv heads, E head_dim, F intermediate, V vocab.
+//
+// Precision: `ComputeType::BF16` keeps weights (and embeddings) in bf16 and feeds matmuls
+// bf16-rounded inputs (done by Linear) with f32 accumulation; norms, RoPE, attention, softmax
+// and the residual stream are f32 in both modes; the KV cache is f32.
+//
+// Batch invariance: every row (token) is computed by the same code in the same reduction order
+// whatever else is in the batch (Linear guarantees it for matmuls; norms, RoPE and attention
+// are per row/per head with fixed-order loops), so results do not depend on batching.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "engine/kv_cache.h"
+#include "engine/linear.h"
+#include "engine/model_config.h"
+#include "engine/tensor.h"
+
+namespace qeval {
+
+// Returns the tensor stored under an HF name, or nullptr when absent. Views must outlive the
+// Model only during construction (weights are packed/copied by make_linear or into the model),
+// except the embedding table, which must outlive the Model.
+using TensorLookup = std::function<const TensorView*(const std::string&)>;
+
+struct ModelOptions {
+  ComputeType compute = ComputeType::F32;
+  QuantScheme quant = QuantScheme::None;  // scheme of the q/k/v/o and MLP projections
+};
+
+// One sequence's part of a forward batch.
+struct SeqChunk {
+  int seq = 0;                      // KvCache handle, capacity >= pos0 + tokens.size()
+  int64_t pos0 = 0;                 // position of tokens[0]; positions < pos0 are cached
+  std::span<const int32_t> tokens;
+  int64_t logits_from = 0;          // logits wanted for tokens[logits_from, size); size = none
+};
+
+// Receives one row of logits: chunk index, token index inside the chunk, logits [V].
+// The span is valid only during the call.
+using LogitsFn = std::function<void(size_t chunk, int64_t token, std::span<const float> logits)>;
+
+class Model {
+ public:
+  // Builds the layers from HF-named tensors. A weight's scale tensor ("<name>_scale_inv" or
+  // "<name>_scale" beside "<name>") is passed to make_linear when present. Throws Error naming
+  // the tensor on a missing tensor or a wrong shape.
+  Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOptions& opt);
+  ~Model();
+
+  const ModelConfig& config() const { return cfg_; }
+  const ModelOptions& options() const { return opt_; }
+
+  // Bytes of weights read by one forward step (all Linear layers incl. lm_head): the decode
+  // cost per step whatever the batch.
+  size_t weight_bytes_per_step() const;
+
+  // A KV cache shaped for this model, with `budget_bytes` of blocks.
+  std::unique_ptr<KvCache> make_kv_cache(size_t budget_bytes) const;
+
+  // Runs the chunks (at most one per sequence) as one batch: writes their K/V at positions
+  // pos0.. into `kv` and calls on_logits for every requested row, chunks in order, tokens in
+  // order. Not thread-safe (uses internal scratch); uses `pool` for all parallel work.
+  void forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& pool,
+               const LogitsFn& on_logits);
+
+ private:
+  struct Layer {
+    std::vector<float> attn_norm, ffn_norm;  // [D]
+    std::unique_ptr<Linear> wq, wk, wv, wo, w_gate, w_up, w_down;
+  };
+  void embed(int32_t token, float* out) const;
+  void attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPool& pool);
+
+  ModelConfig cfg_;
+  ModelOptions opt_;
+  TensorView embed_;                   // [V, D], borrowed
+  std::vector<Layer> layers_;
+  std::vector<float> final_norm_;      // [D]
+  std::unique_ptr<Linear> lm_head_;    // V x D
+  std::vector<double> inv_freq_;       // [E/2] after rope scaling
+
+  // Per-forward scratch.
+  std::vector<float> x_, xn_, q_, k_, v_, att_, o_, gate_, up_;
+  std::vector<float> rope_cos_, rope_sin_;  // [T, E/2]
+  std::vector<int32_t> tok_seq_;            // [T] kv handle of each token
+  std::vector<int64_t> tok_pos_;            // [T]
+  std::vector<std::vector<float>> scores_;  // per thread
+  std::vector<float> head_in_, logits_;
+  KvCache* kv_ = nullptr;                   // cache of the forward in progress
+};
+
+// Rounds f32 to the nearest bf16 (ties to even), returned as f32.
+float round_bf16(float x);
+
+}  // namespace qeval

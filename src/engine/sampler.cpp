@@ -1,0 +1,107 @@
+// Sampling: argmax, llama2.c-compatible temperature / top-p sampling, top-k, log-softmax.
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace qeval {
+
+int32_t argmax(std::span<const float> x) {
+  int32_t best = 0;
+  for (size_t i = 1; i < x.size(); ++i)
+    if (x[i] > x[best]) best = static_cast<int32_t>(i);
+  return best;
+}
+
+static double logsumexp(std::span<const float> x) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (float v : x) mx = std::max(mx, v);
+  double s = 0.0;
+  for (float v : x) s += std::exp(static_cast<double>(v) - mx);
+  return mx + std::log(s);
+}
+
+void log_softmax(std::span<const float> x, std::span<float> out) {
+  double lse = logsumexp(x);
+  for (size_t i = 0; i < x.size(); ++i) out[i] = static_cast<float>(x[i] - lse);
+}
+
+double token_logprob(std::span<const float> x, int32_t id) {
+  return static_cast<double>(x[id]) - logsumexp(x);
+}
+
+Sampler::Sampler(const SamplingParams& p) : p_(p), state_(p.seed ? p.seed : 0x9E3779B97F4A7C15ull) {}
+
+float Sampler::next_uniform() {
+  // xorshift64* as in llama2.c run.c (random_u32 / random_f32).
+  state_ ^= state_ >> 12;
+  state_ ^= state_ << 25;
+  state_ ^= state_ >> 27;
+  uint32_t u = static_cast<uint32_t>((state_ * 0x2545F4914F6CDD1Dull) >> 32);
+  return static_cast<float>(u >> 8) / 16777216.0f;
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (p_.temperature <= 0.0) return argmax(logits);
+  const size_t n = logits.size();
+  probs_.assign(logits.begin(), logits.end());
+  if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < n) {
+    // Keep exactly k tokens: highest logit first, lower id first on ties.
+    std::vector<int32_t> idx(n);
+    for (size_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(i);
+    std::nth_element(idx.begin(), idx.begin() + p_.top_k, idx.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (size_t i = p_.top_k; i < n; ++i) probs_[idx[i]] = -std::numeric_limits<float>::infinity();
+  }
+  // Softmax of logits / temperature in float, as run.c does.
+  const float t = static_cast<float>(p_.temperature);
+  for (auto& v : probs_) v /= t;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (float v : probs_) mx = std::max(mx, v);
+  float sum = 0.0f;
+  for (auto& v : probs_) {
+    v = std::exp(v - mx);
+    sum += v;
+  }
+  for (auto& v : probs_) v /= sum;
+
+  float coin = next_uniform();
+  if (p_.top_p <= 0.0 || p_.top_p >= 1.0) {
+    float cdf = 0.0f;
+    for (size_t i = 0; i < n; ++i) {
+      cdf += probs_[i];
+      if (coin < cdf) return static_cast<int32_t>(i);
+    }
+    return static_cast<int32_t>(n - 1);
+  }
+  // Nucleus: drop tokens below (1-p)/(n-1) (they cannot be in the nucleus), sort the rest by
+  // probability (stable: lower id first on ties), cut where the cumulative mass exceeds p.
+  const float topp = static_cast<float>(p_.top_p);
+  const float cutoff = (1.0f - topp) / static_cast<float>(n - 1);
+  cand_.clear();
+  for (size_t i = 0; i < n; ++i)
+    if (probs_[i] >= cutoff) cand_.emplace_back(probs_[i], static_cast<int32_t>(i));
+  if (cand_.empty()) return argmax(logits);
+  std::stable_sort(cand_.begin(), cand_.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  float cum = 0.0f;
+  size_t last = cand_.size() - 1;
+  for (size_t i = 0; i < cand_.size(); ++i) {
+    cum += cand_[i].first;
+    if (cum > topp) {
+      last = i;
+      break;
+    }
+  }
+  float r = coin * cum;
+  float cdf = 0.0f;
+  for (size_t i = 0; i <= last; ++i) {
+    cdf += cand_[i].first;
+    if (r < cdf) return cand_[i].second;
+  }
+  return cand_[last].second;
+}
+
+}  // namespace qeval

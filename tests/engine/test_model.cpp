@@ -1,0 +1,286 @@
+// Transformer forward pass against a plain float64 reference written here (random HF-layout
+// fixtures: GQA, qkv bias, untied and tied heads, RoPE scaling), in F32 and BF16; KV cache
+// paging and forking; GGUF and HF copies of one model agree.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <numbers>
+
+#include "core/error.h"
+#include "engine/checkpoint.h"
+#include "engine/model.h"
+#include "engine/fixtures_model.h"
+
+using namespace qeval;
+namespace fx = qeval::fixtures;
+
+namespace {
+
+// Plain float64 forward over all tokens of one sequence; returns logits [T][V].
+std::vector<std::vector<double>> reference_logits(const fx::FixtureModel& m,
+                                                  const std::vector<int32_t>& tokens) {
+  const auto& s = m.spec;
+  const int64_t D = s.hidden, H = s.heads, G = s.kv_heads, E = s.head_dim ? s.head_dim : D / H,
+                F = s.ffn, V = s.vocab, T = static_cast<int64_t>(tokens.size());
+  auto W = [&](const std::string& n) -> const std::vector<float>& { return m.tensors.at(n).values; };
+  auto has = [&](const std::string& n) { return m.tensors.count(n) > 0; };
+  auto matvec = [&](const std::vector<float>& w, const std::vector<double>& x, int64_t n, int64_t k) {
+    std::vector<double> y(n, 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) y[i] += static_cast<double>(w[i * k + j]) * x[j];
+    return y;
+  };
+  auto rms = [&](const std::vector<double>& x, const std::vector<float>& w) {
+    double ss = 0;
+    for (double v : x) ss += v * v;
+    double r = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + s.rms_norm_eps);
+    std::vector<double> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * w[i];
+    return y;
+  };
+  // inv_freq with HF's rope_scaling rules (linear: divide; llama3: wavelength bands).
+  std::vector<double> inv(E / 2);
+  for (int64_t i = 0; i < E / 2; ++i) {
+    double f = std::pow(s.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(E));
+    const auto& rs = s.rope_scaling;
+    if (!rs.is_null()) {
+      std::string type = rs.value("rope_type", rs.value("type", std::string()));
+      double factor = rs.value("factor", 1.0);
+      if (type == "linear") f /= factor;
+      if (type == "llama3") {
+        double lo = rs.value("low_freq_factor", 1.0), hi = rs.value("high_freq_factor", 4.0);
+        double old = rs.value("original_max_position_embeddings", 8192.0);
+        double wl = 2 * std::numbers::pi / f;
+        if (wl > old / lo) f = f / factor;
+        else if (wl >= old / hi) {
+          double sm = (old / wl - lo) / (hi - lo);
+          f = (1 - sm) * f / factor + sm * f;
+        }
+      }
+    }
+    inv[i] = f;
+  }
+  auto rope = [&](std::vector<double>& v, int64_t heads, int64_t pos) {
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < E / 2; ++i) {
+        double c = std::cos(pos * inv[i]), sn = std::sin(pos * inv[i]);
+        double a = v[h * E + i], b = v[h * E + i + E / 2];
+        v[h * E + i] = a * c - b * sn;
+        v[h * E + i + E / 2] = b * c + a * sn;
+      }
+  };
+  std::vector<std::vector<double>> x(T, std::vector<double>(D));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < D; ++i) x[t][i] = W("model.embed_tokens.weight")[tokens[t] * D + i];
+  for (int64_t l = 0; l < s.layers; ++l) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    std::vector<std::vector<double>> K(T), Vv(T), Q(T);
+    for (int64_t t = 0; t < T; ++t) {
+      auto xn = rms(x[t], W(p + "input_layernorm.weight"));
+      Q[t] = matvec(W(p + "self_attn.q_proj.weight"), xn, H * E, D);
+      K[t] = matvec(W(p + "self_attn.k_proj.weight"), xn, G * E, D);
+      Vv[t] = matvec(W(p + "self_attn.v_proj.weight"), xn, G * E, D);
+      if (has(p + "self_attn.q_proj.bias")) {
+        for (int64_t i = 0; i < H * E; ++i) Q[t][i] += W(p + "self_attn.q_proj.bias")[i];
+        for (int64_t i = 0; i < G * E; ++i) K[t][i] += W(p + "self_attn.k_proj.bias")[i];
+        for (int64_t i = 0; i < G * E; ++i) Vv[t][i] += W(p + "self_attn.v_proj.bias")[i];
+      }
+      rope(Q[t], H, t);
+      rope(K[t], G, t);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> att(H * E, 0.0);
+      for (int64_t h = 0; h < H; ++h) {
+        int64_t g = h / (H / G);
+        std::vector<double> sc(t + 1);
+        double mx = -1e300;
+        for (int64_t j = 0; j <= t; ++j) {
+          double d = 0;
+          for (int64_t e = 0; e < E; ++e) d += Q[t][h * E + e] * K[j][g * E + e];
+          sc[j] = d / std::sqrt(static_cast<double>(E));
+          mx = std::max(mx, sc[j]);
+        }
+        double sum = 0;
+        for (auto& v : sc) sum += (v = std::exp(v - mx));
+        for (int64_t j = 0; j <= t; ++j)
+          for (int64_t e = 0; e < E; ++e) att[h * E + e] += sc[j] / sum * Vv[j][g * E + e];
+      }
+      auto o = matvec(W(p + "self_attn.o_proj.weight"), att, D, H * E);
+      for (int64_t i = 0; i < D; ++i) x[t][i] += o[i];
+      auto xn = rms(x[t], W(p + "post_attention_layernorm.weight"));
+      auto gt = matvec(W(p + "mlp.gate_proj.weight"), xn, F, D);
+      auto up = matvec(W(p + "mlp.up_proj.weight"), xn, F, D);
+      for (int64_t i = 0; i < F; ++i) gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
+      auto dn = matvec(W(p + "mlp.down_proj.weight"), gt, D, F);
+      for (int64_t i = 0; i < D; ++i) x[t][i] += dn[i];
+    }
+  }
+  std::vector<std::vector<double>> out(T);
+  const auto& head = s.tied ? W("model.embed_tokens.weight") : W("lm_head.weight");
+  for (int64_t t = 0; t < T; ++t) out[t] = matvec(head, rms(x[t], W("model.norm.weight")), V, D);
+  return out;
+}
+
+// Logits of every token of `tokens`, fed as chunks of `chunk` tokens through the KV cache.
+std::vector<std::vector<float>> model_logits(Model& model, const std::vector<int32_t>& tokens,
+                                             int64_t chunk, ThreadPool& pool) {
+  auto kv = model.make_kv_cache(1 << 20);
+  int seq = kv->create();
+  REQUIRE(kv->reserve(seq, static_cast<int64_t>(tokens.size())));
+  std::vector<std::vector<float>> out(tokens.size());
+  for (size_t p = 0; p < tokens.size(); p += chunk) {
+    size_t n = std::min<size_t>(chunk, tokens.size() - p);
+    SeqChunk c{seq, static_cast<int64_t>(p), std::span<const int32_t>(tokens.data() + p, n), 0};
+    model.forward(std::span<const SeqChunk>(&c, 1), *kv, pool,
+                  [&](size_t, int64_t t, std::span<const float> lg) {
+                    out[p + t].assign(lg.begin(), lg.end());
+                  });
+  }
+  return out;
+}
+
+// max |a - b| / max |b| over all positions.
+double rel_err(const std::vector<std::vector<float>>& a, const std::vector<std::vector<double>>& b) {
+  double num = 0, den = 0;
+  for (size_t t = 0; t < b.size(); ++t)
+    for (size_t i = 0; i < b[t].size(); ++i) {
+      num = std::max(num, std::abs(a[t][i] - b[t][i]));
+      den = std::max(den, std::abs(b[t][i]));
+    }
+  return num / den;
+}
+
+std::unique_ptr<Model> load_model(const Checkpoint& ck, ComputeType ct) {
+  ModelOptions mo;
+  mo.compute = ct;
+  return std::make_unique<Model>(ck.config(), [&](const std::string& n) { return ck.find(n); }, mo);
+}
+
+std::vector<int32_t> some_tokens(int n, int vocab, int seed) {
+  std::vector<int32_t> t;
+  uint32_t s = 12345u + seed;
+  for (int i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    t.push_back(static_cast<int32_t>((s >> 8) % vocab));
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("model: logits match the float64 reference (2 layers, GQA, qkv bias, untied)", "[engine-model]") {
+  auto dir = fx::temp_dir("model-ref");
+  fx::ModelSpec spec;
+  spec.arch = "qwen2";
+  spec.qkv_bias = true;
+  spec.tied = false;
+  spec.layers = 2;
+  spec.heads = 4;
+  spec.kv_heads = 2;
+  auto fm = fx::write_hf_model(dir, spec);
+  auto ck = Checkpoint::open(dir);
+  ThreadPool pool(2);
+  auto tokens = some_tokens(40, static_cast<int>(spec.vocab), 1);
+  auto ref = reference_logits(fm, tokens);
+
+  auto f32 = load_model(*ck, ComputeType::F32);
+  for (int64_t chunk : {40, 7, 1}) {
+    double e = rel_err(model_logits(*f32, tokens, chunk, pool), ref);
+    INFO("chunk " << chunk << " rel err " << e);
+    CHECK(e <= 1e-5);
+  }
+  auto bf16 = load_model(*ck, ComputeType::BF16);
+  double e = rel_err(model_logits(*bf16, tokens, 40, pool), ref);
+  INFO("bf16 rel err " << e);
+  CHECK(e <= 2e-2);
+  CHECK(e > 1e-6);  // the bf16 path really rounds
+}
+
+TEST_CASE("model: RoPE scaling (llama3, linear), tied head, llama arch", "[engine-model]") {
+  for (std::string type : {"llama3", "linear"}) {
+    auto dir = fx::temp_dir("model-rope");
+    fx::ModelSpec spec;
+    spec.arch = "llama";
+    spec.tied = true;
+    spec.head_dim = 32;
+    spec.rope_theta = 500000.0;
+    if (type == "llama3")
+      spec.rope_scaling = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+    else
+      spec.rope_scaling = {{"type", "linear"}, {"factor", 4.0}};
+    auto fm = fx::write_hf_model(dir, spec);
+    auto ck = Checkpoint::open(dir);
+    ThreadPool pool(1);
+    auto tokens = some_tokens(70, static_cast<int>(spec.vocab), 2);
+    auto m = load_model(*ck, ComputeType::F32);
+    double e = rel_err(model_logits(*m, tokens, 70, pool), reference_logits(fm, tokens));
+    INFO(type << " rel err " << e);
+    CHECK(e <= 1e-5);
+  }
+}
+
+TEST_CASE("model: GGUF copy of a llama fixture gives the HF logits", "[engine-model]") {
+  auto dir = fx::temp_dir("model-gguf");
+  fx::ModelSpec spec;
+  spec.arch = "llama";
+  auto fm = fx::write_hf_model(dir, spec);
+  fx::write_tiny_gguf(dir / "m.gguf", fm);
+  auto hf = Checkpoint::open(dir);
+  auto gg = Checkpoint::open(dir / "m.gguf");
+  ThreadPool pool(2);
+  auto tokens = some_tokens(20, static_cast<int>(spec.vocab), 3);
+  auto a = model_logits(*load_model(*hf, ComputeType::F32), tokens, 20, pool);
+  auto b = model_logits(*load_model(*gg, ComputeType::F32), tokens, 20, pool);
+  CHECK(a == b);
+  CHECK(rel_err(a, reference_logits(fm, tokens)) <= 1e-5);
+}
+
+TEST_CASE("model: bad tensor shape is an Error naming the tensor", "[engine-model]") {
+  ModelConfig c;
+  c.arch = "llama";
+  c.vocab_size = 8;
+  c.hidden_size = 4;
+  c.intermediate_size = 4;
+  c.n_layers = 1;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 2;
+  c.max_position_embeddings = 16;
+  std::vector<float> emb(8 * 5, 0.0f);
+  TensorView t{"model.embed_tokens.weight", DType::F32, {8, 5}, emb.data(), emb.size() * 4};
+  auto find = [&](const std::string& n) -> const TensorView* {
+    return n == t.name ? &t : nullptr;
+  };
+  try {
+    Model m(c, find, {});
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("model.embed_tokens.weight") != std::string::npos);
+    CHECK(std::string(e.what()).find("[8, 4]") != std::string::npos);
+  }
+}
+
+TEST_CASE("kv cache: budget, fork shares full blocks, release returns them", "[engine-model]") {
+  KvCache kv(2, 1, 4, 0);  // budget 0 -> one block
+  CHECK(kv.n_blocks_total() == 1);
+  KvCache kv2(2, 1, 4, 10 * KvCache::kBlockTokens * 2 * 2 * 4 * 4);
+  CHECK(kv2.n_blocks_total() == 10);
+  int a = kv2.create();
+  REQUIRE(kv2.reserve(a, 70));  // 3 blocks
+  CHECK(kv2.n_blocks_free() == 7);
+  for (int64_t p = 0; p < 70; ++p) kv2.k_at(a, 1, 0, p)[0] = static_cast<float>(p);
+  int b = kv2.fork(a, 40);      // shares block 0, copies block 1
+  CHECK(kv2.n_blocks_free() == 6);
+  REQUIRE(kv2.reserve(b, 64));
+  CHECK(kv2.n_blocks_free() == 6);
+  kv2.k_at(b, 1, 0, 45)[0] = -1.0f;
+  CHECK(kv2.k_at(a, 1, 0, 45)[0] == 45.0f);  // the copy is private
+  CHECK(kv2.k_at(b, 1, 0, 39)[0] == 39.0f);
+  CHECK(kv2.k_at(b, 1, 0, 5)[0] == 5.0f);
+  CHECK_FALSE(kv2.reserve(b, 1000));
+  kv2.release(a);
+  CHECK(kv2.n_blocks_free() == 8);  // block 0 still held by b
+  kv2.release(b);
+  CHECK(kv2.n_blocks_free() == 10);
+}
