@@ -49,7 +49,7 @@ int cli_main(int argc, char** argv) {
   c_report->add_option("results", rep_in, "results.json of a run")->required();
   c_report->add_option("--out", rep_out, "Markdown file to write (default: report.md beside results.json)");
   c_report->callback([&] {
-    rerender_report(rep_in, rep_out.empty() ? std::nullopt : std::optional<fs::path>(rep_out));
+    rerender_report(rep_in, rep_out.empty() ? std::nullopt : std::optional<std::filesystem::path>(rep_out));
   });
 
   // qeval fetch

@@ -322,14 +322,7 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
   TaskSpec spec = load_task(task);
   for (const auto& sub : expand_task(spec)) {
     for (const auto& in : build_instances(spec, sub, lim)) {
-      json j = {{"task", in.task}, {"doc_id", in.doc_id}};
-      if (in.gen && in.gen->chat) {
-        json msgs = json::array();
-        for (const auto& m : in.gen->messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
-        j["messages"] = msgs;
-      } else {
-        j["prompt"] = in.gen ? in.gen->prompt : in.loglik->context;
-      }
+      json j = prompt_record(in);
       std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
       line += '\n';
       std::fwrite(line.data(), 1, line.size(), stdout);
