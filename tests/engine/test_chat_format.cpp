@@ -116,7 +116,7 @@ TEST_CASE("detect_chat_format recognises templates by their markers", "[chat][un
 
 TEST_CASE("llama3 chat prompt tokenizes to Meta's reference ids", "[chat][model]") {
   const char* models = std::getenv("QEVAL_MODELS");
-  if (!models) {
+  if (!models || !*models) {
     WARN("QEVAL_MODELS is unset: skipping");
     return;
   }

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "engine/tokenizer_bpe.h"
 
@@ -68,7 +70,10 @@ fs::path tiny_tiktoken(const std::vector<std::string>& extra) {
   return p;
 }
 
-const char* models_dir() { return std::getenv("QEVAL_MODELS"); }
+const char* models_dir() {
+  const char* d = std::getenv("QEVAL_MODELS");
+  return d && *d ? d : nullptr;
+}
 
 // llama.cpp test vectors: inputs separated by "\n__ggml_vocab_test__\n"; one output line each.
 std::vector<std::string> read_inp(const fs::path& p) {
@@ -473,4 +478,71 @@ TEST_CASE("tokenizer throughput on MMLU-sized prompts", "[tokenizer][model]") {
                          << " tokens/s; 20k-byte word: " << s_long * 1e3 << " ms");
   CHECK(tok->decode(lw) == longword);
   CHECK(s_long < 1.0);
+}
+
+TEST_CASE("stories260K.gguf vocabulary (GGUF VocabData path) matches the reference", "[tokenizer][model]") {
+  REQUIRE_MODELS();
+  auto gguf = qeval::GgufFile::open(fs::path(models_dir()) / "stories260K/stories260K.gguf");
+  qeval::VocabData v = gguf->vocab();
+  CHECK(v.model == "llama");
+  auto tok = qeval::make_tokenizer(v);
+  CHECK(tok->vocab_size() == 512);
+  CHECK(tok->add_bos);
+  check_stories_reference(*tok, false);
+}
+
+namespace {
+
+// Random text mixing ASCII, spaces/newlines, multi-byte UTF-8 and invalid bytes.
+std::string random_text(std::mt19937& rng, size_t n) {
+  static const std::vector<std::string> atoms = {
+      "a", "Z", " ", "  ", "\n", "\t", "7", "42", "'s", ".", "\xC3\xA9", "\xE4\xB8\xAD", "\xF0\x9F\xA6\x99",
+      "\xFF", "\x80", "\xE2\x82", "<", "|", "the", " of", "\r\n", "\xC2\xA0"};
+  std::string s;
+  while (s.size() < n) s += atoms[rng() % atoms.size()];
+  return s;
+}
+
+void check_round_trip(const Tokenizer& tok, bool skip_special) {
+  std::mt19937 rng(1234);
+  for (int i = 0; i < 300; ++i) {
+    std::string text = random_text(rng, 1 + rng() % 64);
+    auto ids = tok.encode(text, /*add_special=*/true, /*parse_special=*/false);
+    INFO("case " << i);
+    CHECK(tok.decode(ids, skip_special) == text);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("random byte strings round-trip exactly (tiny vocabularies)", "[tokenizer][unit]") {
+  auto bl = qeval::load_tiktoken(tiny_tiktoken({"th", "the", " o", " of", "42"}), "llama3");
+  check_round_trip(*bl, true);
+  qeval::VocabData v;
+  v.model = "llama";
+  v.tokens = {"<unk>", "<s>", "</s>"};
+  v.token_types = {2, 3, 3};
+  for (int b = 0; b < 256; ++b) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+    v.tokens.push_back(buf);
+    v.token_types.push_back(6);
+  }
+  for (const char* p : {"\xE2\x96\x81", "t", "h", "e", "th", "the", "\xE2\x96\x81the", "a"}) {
+    v.tokens.push_back(p);
+    v.token_types.push_back(1);
+  }
+  v.scores.assign(v.tokens.size(), 0.0f);
+  for (size_t i = 259; i < v.scores.size(); ++i) v.scores[i] = -float(i);
+  v.bos_id = 1;
+  v.unk_id = 0;
+  check_round_trip(*qeval::make_tokenizer(v), true);
+}
+
+TEST_CASE("random byte strings round-trip exactly (real vocabularies)", "[tokenizer][model]") {
+  REQUIRE_MODELS();
+  fs::path m = models_dir();
+  check_round_trip(*qeval::load_tiktoken(m / "llama3-tokenizer/tokenizer.model", "llama3"), true);
+  check_round_trip(*qeval::load_tiktoken(m / "qwen-tokenizer/qwen.tiktoken", "qwen2"), true);
+  check_round_trip(*qeval::make_tokenizer(qeval::tok::read_sentencepiece_model(m / "llama2-tokenizer/tokenizer.model")), true);
 }
