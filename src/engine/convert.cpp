@@ -1,0 +1,484 @@
+// The checkpoint converter. Each output tensor is produced by a streaming "producer" that
+// reads its input 128 rows (one block row) or a few MiB at a time and pushes bytes to a sink:
+// the shard writer when converting, a comparator when verifying, so --verify checks the
+// output bytes against an independent re-computation from the input.
+//
+// Rounding choices (all in src/engine/quant.h, shared with the engine's kernels):
+//   - to bf16: round to nearest even (bf16_from_f32_n).
+//   - FP8 input (float8_e4m3fn + weight_scale_inv, DeepSeek format) to anything else: each
+//     value is f32(q) * s, rounded to bf16 with RNE, exactly as DeepSeek's fp8_cast_bf16
+//     script; INT8 outputs are then quantised from those bf16 values.
+//   - quantisation: quantize_weight() on each 128-row slab (= one block row, so block scales
+//     are identical to quantising the whole matrix): s = amax / Q in f32, all-zero block/row
+//     s = 1, q = RNE(w / s) clamped to +-127 (int8) or clamped to +-448 then e4m3 RNE (fp8).
+#include "engine/convert.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "engine/linear.h"
+#include "engine/quant.h"
+#include "engine/safetensors.h"
+#include "engine/safetensors_writer.h"
+
+namespace qeval {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Sink = std::function<void(const void*, size_t)>;
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// How an output tensor is made from its input.
+enum class Op {
+  Copy,        // bytes as they are
+  ToBf16,      // float input -> bf16
+  Fp8ToBf16,   // e4m3 + block scales -> bf16
+  Quantize,    // float (or FP8 via bf16) -> q bytes of the target scheme
+  Scales,      // the scale tensor of the preceding Quantize
+};
+
+struct OutTensor {
+  TensorSpec spec;
+  Op op = Op::Copy;
+  const TensorView* src = nullptr;        // input tensor
+  const TensorView* src_scale = nullptr;  // FP8 input: its weight_scale_inv
+  const SafetensorsFile* src_file = nullptr;
+  std::shared_ptr<std::vector<float>> scales;  // Quantize writes, Scales reads
+};
+
+struct Shard {
+  std::string file;
+  std::vector<OutTensor> tensors;
+  uint64_t bytes = 0;
+};
+
+QuantScheme target_scheme(const std::string& to) {
+  if (to == "bf16") return QuantScheme::None;
+  return parse_quant_scheme(to);
+}
+
+nlohmann::json quant_config_for(QuantScheme s) {
+  switch (s) {
+    case QuantScheme::Fp8Block:
+      return {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
+              {"weight_block_size", {128, 128}}};
+    case QuantScheme::Int8Block:
+      return {{"quant_method", "blockwise_int8"}, {"activation_scheme", "dynamic"}, {"weight_block_size", {128, 128}}};
+    case QuantScheme::Int8Channel:
+      return {{"quant_method", "w8a8_int8"}};
+    case QuantScheme::None:
+      break;
+  }
+  return nullptr;
+}
+
+// Decodes rows [r0, r1) of an FP8 block-scaled weight [N, K] to f32, rounded to bf16 values.
+void fp8_rows_to_bf16_values(const TensorView& w, const TensorView& s, int64_t r0, int64_t r1, float* out) {
+  const int64_t K = w.shape[1], kb = s.shape[1];
+  const auto* q = static_cast<const uint8_t*>(w.data);
+  const float* table = e4m3_table();
+  std::vector<float> srow(static_cast<size_t>(kb));
+  for (int64_t n = r0; n < r1; ++n) {
+    std::memcpy(srow.data(), static_cast<const uint8_t*>(s.data) + (n / 128) * kb * 4, kb * 4);
+    float* o = out + (n - r0) * K;
+    for (int64_t k = 0; k < K; ++k) o[k] = bf16_round(table[q[n * K + k]] * srow[k / 128]);
+  }
+}
+
+// Streams output tensor `t` into `sink`. Reads at most one 128-row slab (or 4 Mi elements)
+// of input at a time. `check` runs the formula checks of the verify pass on quantised slabs.
+void produce(const OutTensor& t, QuantScheme scheme, const Sink& sink, bool check) {
+  const TensorView& src = *t.src;
+  switch (t.op) {
+    case Op::Copy: {
+      const auto* p = static_cast<const uint8_t*>(src.data);
+      for (size_t off = 0; off < src.nbytes; off += (64u << 20)) sink(p + off, std::min<size_t>(64u << 20, src.nbytes - off));
+      return;
+    }
+    case Op::ToBf16: {
+      const size_t n = static_cast<size_t>(src.numel()), chunk = 1u << 22, es = dtype_size(src.dtype);
+      std::vector<float> f(std::min(n, chunk));
+      std::vector<uint16_t> b(f.size());
+      for (size_t i = 0; i < n; i += chunk) {
+        size_t m = std::min(chunk, n - i);
+        to_f32_into(src.dtype, static_cast<const uint8_t*>(src.data) + i * es, m, f.data());
+        bf16_from_f32_n(f.data(), static_cast<int64_t>(m), b.data());
+        sink(b.data(), m * 2);
+      }
+      return;
+    }
+    case Op::Fp8ToBf16:
+    case Op::Quantize: {
+      const int64_t N = src.shape[0], K = src.shape[1];
+      std::vector<float> slab(static_cast<size_t>(std::min<int64_t>(N, kQuantBlock) * K));
+      std::vector<uint16_t> b;
+      if (t.op == Op::Fp8ToBf16) b.resize(slab.size());
+      if (t.scales) t.scales->clear();
+      for (int64_t r0 = 0; r0 < N; r0 += kQuantBlock) {
+        const int64_t r1 = std::min(N, r0 + kQuantBlock), rows = r1 - r0;
+        if (t.src_scale) {
+          fp8_rows_to_bf16_values(src, *t.src_scale, r0, r1, slab.data());
+        } else {
+          to_f32_into(src.dtype, static_cast<const uint8_t*>(src.data) + r0 * K * dtype_size(src.dtype),
+                      static_cast<size_t>(rows * K), slab.data());
+        }
+        if (t.op == Op::Fp8ToBf16) {
+          bf16_from_f32_n(slab.data(), rows * K, b.data());  // values are bf16 already: exact
+          sink(b.data(), static_cast<size_t>(rows * K) * 2);
+          continue;
+        }
+        QuantizedWeight qw = quantize_weight(slab.data(), rows, K, scheme);
+        if (check) {
+          // Independent checks of the stored values against the formulas: the scale is amax/Q
+          // of its block (1 for all-zero), and every value dequantises to within half a step.
+          const float qmax = scheme == QuantScheme::Fp8Block ? kE4m3Max : kInt8Max;
+          const int64_t kb = qw.scale_cols();
+          for (int64_t n = 0; n < rows; ++n)
+            for (int64_t k = 0; k < K; ++k) {
+              const float s = scheme == QuantScheme::Int8Channel ? qw.scale[n] : qw.scale[(n / 128) * kb + k / 128];
+              const float x = slab[n * K + k];
+              const uint8_t q = qw.q[n * K + k];
+              const float deq = scheme == QuantScheme::Fp8Block ? e4m3_to_f32(q) * s
+                                                                : static_cast<float>(static_cast<int8_t>(q)) * s;
+              const float tol = scheme == QuantScheme::Fp8Block ? std::max(std::fabs(x) * 0.0625f, s * 0.001f) : s * 0.5f;
+              if (!(s > 0) || !std::isfinite(s) || !(std::fabs(deq - x) <= tol * 1.0001f + 1e-30f) ||
+                  (scheme != QuantScheme::Fp8Block && static_cast<int8_t>(q) == -128))
+                fail("verify: tensor {} row {} col {}: value {} stored as {} x scale {} (dequantised {})", t.spec.name,
+                     r0 + n, k, x, static_cast<int>(q), s, deq);
+            }
+          (void)qmax;
+        }
+        sink(qw.q.data(), qw.q.size());
+        t.scales->insert(t.scales->end(), qw.scale.begin(), qw.scale.end());
+      }
+      return;
+    }
+    case Op::Scales:
+      sink(t.scales->data(), t.scales->size() * sizeof(float));
+      return;
+  }
+}
+
+struct Plan {
+  std::vector<Shard> shards;
+  nlohmann::json config;
+  uint64_t bytes_in = 0, bytes_out = 0;
+  std::string hash;  // identifies this conversion (inputs + target); stored in shard metadata
+};
+
+std::string shape_key(const TensorSpec& s) {
+  std::string k = s.name + ":" + dtype_name(s.dtype);
+  for (auto d : s.shape) k += "," + std::to_string(d);
+  return k;
+}
+
+Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<SafetensorsFile>>& inputs,
+               const std::map<std::string, std::pair<const TensorView*, const SafetensorsFile*>>& by_name) {
+  Plan plan;
+  const QuantScheme scheme = target_scheme(opt.to);
+  const auto cfg_path = opt.in / "config.json";
+  try {
+    plan.config = nlohmann::json::parse(read_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", cfg_path.string(), e.what());
+  }
+  if (!plan.config.is_object()) fail("{}: not a JSON object", cfg_path.string());
+  bool fp8_in = false;
+  if (auto q = plan.config.find("quantization_config"); q != plan.config.end() && !q->is_null()) {
+    std::string method = q->is_object() ? q->value("quant_method", std::string()) : "";
+    if (method != "fp8")
+      fail("{}: input is quantised with quant_method '{}'; convert from a BF16/F16/F32 or DeepSeek FP8 checkpoint",
+           cfg_path.string(), method);
+    if (q->contains("weight_block_size") && (*q)["weight_block_size"] != nlohmann::json({128, 128}))
+      fail("{}: quantization_config.weight_block_size {} is not [128, 128]", cfg_path.string(),
+           (*q)["weight_block_size"].dump());
+    fp8_in = true;
+  }
+
+  std::vector<OutTensor> outs;
+  for (const auto& file : inputs) {
+    for (const auto& t : file->tensors()) {
+      auto owner = by_name.find(t.name);
+      if (owner == by_name.end() || owner->second.second != file.get()) continue;  // listed in another shard
+      plan.bytes_in += t.nbytes;
+      if (ends_with(t.name, ".weight_scale_inv") && fp8_in) {
+        std::string w = t.name.substr(0, t.name.size() - 10);  // "...weight"
+        if (by_name.count(w)) continue;  // consumed with its weight
+      }
+      if (ends_with(t.name, ".weight_scale") || ends_with(t.name, ".input_scale"))
+        fail("{}: tensor {}: input already carries per-channel/activation scales; not a supported input",
+             file->source(), t.name);
+      const TensorView* scale = nullptr;
+      if (ends_with(t.name, ".weight")) {
+        auto s = by_name.find(t.name + "_scale_inv");
+        if (s != by_name.end()) scale = s->second.first;
+      }
+      if (t.dtype == DType::F8_E4M3 || scale) {
+        if (!fp8_in || !scale || t.dtype != DType::F8_E4M3 || t.shape.size() != 2)
+          fail("{}: tensor {}: an FP8 weight needs quantization_config quant_method fp8 and an F32 weight_scale_inv",
+               file->source(), t.name);
+        std::vector<int64_t> es = {(t.shape[0] + 127) / 128, (t.shape[1] + 127) / 128};
+        if (scale->dtype != DType::F32 || scale->shape != es)
+          fail("{}: tensor {}_scale_inv: expected F32 [{}, {}]", file->source(), t.name, es[0], es[1]);
+      }
+      const SafetensorsFile* f = file.get();
+      const bool quantize = scheme != QuantScheme::None && (scale || (is_float(t.dtype) && is_quantizable_weight(t.name, t.shape.size())));
+      if (quantize && scale && scheme == QuantScheme::Fp8Block) {  // FP8 -> FP8: keep as it is
+        outs.push_back({{t.name, t.dtype, t.shape}, Op::Copy, &t, nullptr, f, nullptr});
+        outs.push_back({{t.name + "_scale_inv", DType::F32, scale->shape}, Op::Copy, scale, nullptr, f, nullptr});
+      } else if (quantize) {
+        auto scales = std::make_shared<std::vector<float>>();
+        const std::string base = t.name.substr(0, t.name.size() - 7);  // strip ".weight"
+        DType qd = scheme == QuantScheme::Fp8Block ? DType::F8_E4M3 : DType::I8;
+        outs.push_back({{t.name, qd, t.shape}, Op::Quantize, &t, scale, f, scales});
+        if (scheme == QuantScheme::Int8Channel)
+          outs.push_back({{base + ".weight_scale", DType::F32, {t.shape[0], 1}}, Op::Scales, &t, nullptr, f, scales});
+        else
+          outs.push_back({{base + ".weight_scale_inv", DType::F32, {(t.shape[0] + 127) / 128, (t.shape[1] + 127) / 128}},
+                          Op::Scales, &t, nullptr, f, scales});
+      } else if (scale) {
+        outs.push_back({{t.name, DType::BF16, t.shape}, Op::Fp8ToBf16, &t, scale, f, nullptr});
+      } else if (scheme == QuantScheme::None && is_float(t.dtype) && t.dtype != DType::BF16) {
+        outs.push_back({{t.name, DType::BF16, t.shape}, Op::ToBf16, &t, nullptr, f, nullptr});
+      } else {
+        outs.push_back({{t.name, t.dtype, t.shape}, Op::Copy, &t, nullptr, f, nullptr});
+      }
+    }
+  }
+  if (outs.empty()) fail("{}: no tensors to convert", opt.in.string());
+
+  // Shards: consecutive tensors up to shard_bytes (a weight and its scales stay together).
+  std::string hash_src = opt.to;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const uint64_t nb = outs[i].spec.nbytes();
+    plan.bytes_out += nb;
+    hash_src += "\n" + shape_key(outs[i].spec);
+    const bool follows = outs[i].op == Op::Scales || (i > 0 && ends_with(outs[i].spec.name, "_scale_inv") &&
+                                                      outs[i].op == Op::Copy && outs[i - 1].op == Op::Copy &&
+                                                      outs[i - 1].spec.dtype == DType::F8_E4M3);
+    if (plan.shards.empty() || (!follows && plan.shards.back().bytes > 0 && plan.shards.back().bytes + nb > opt.shard_bytes))
+      plan.shards.emplace_back();
+    plan.shards.back().bytes += nb;
+    plan.shards.back().tensors.push_back(std::move(outs[i]));
+  }
+  for (const auto& file : inputs) hash_src += "\n" + file->source() + ":" + std::to_string(file->data_start());
+  plan.hash = sha256_hex(hash_src).substr(0, 16);
+  const size_t n = plan.shards.size();
+  for (size_t i = 0; i < n; ++i) plan.shards[i].file = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n);
+
+  if (scheme == QuantScheme::None) {
+    plan.config.erase("quantization_config");
+    plan.config["torch_dtype"] = "bfloat16";
+  } else {
+    plan.config["quantization_config"] = quant_config_for(scheme);
+    if (fp8_in) plan.config["torch_dtype"] = "bfloat16";
+  }
+  return plan;
+}
+
+// Whether `path` already holds shard `s` of this plan (complete: it was renamed into place).
+bool shard_done(const std::filesystem::path& path, const Shard& s, const std::string& hash) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return false;
+  try {
+    auto f = SafetensorsFile::open(path);
+    auto it = f->metadata().find("qeval_convert");
+    if (it == f->metadata().end() || it->second != hash || f->tensors().size() != s.tensors.size()) return false;
+    for (const auto& t : s.tensors) {
+      const TensorView* v = f->find(t.spec.name);
+      if (!v || v->dtype != t.spec.dtype || v->shape != t.spec.shape) return false;
+    }
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+class Progress {
+ public:
+  Progress(bool on, uint64_t total) : on_(on && isatty(2)), lines_(on && !isatty(2)), total_(total), t0_(Clock::now()) {}
+  void add(uint64_t bytes, const std::string& what) {
+    done_ += bytes;
+    double s = std::chrono::duration<double>(Clock::now() - t0_).count();
+    if (on_) {
+      int pct = total_ ? static_cast<int>(100.0 * done_ / total_) : 100;
+      int bar = pct * 30 / 100;
+      fmt::print(stderr, "\r[{}{}] {:3d}% {:.2f}/{:.2f} GB {:.2f} GB/s {:<40.40}", std::string(bar, '#'),
+                 std::string(30 - bar, ' '), pct, done_ / 1e9, total_ / 1e9, s > 0 ? done_ / 1e9 / s : 0.0, what);
+    }
+  }
+  void line(const std::string& msg) {
+    if (on_) fmt::print(stderr, "\r{:<100}\r", "");
+    if (on_ || lines_) fmt::print(stderr, "{}\n", msg);
+  }
+  void end() {
+    if (on_) fmt::print(stderr, "\n");
+  }
+
+ private:
+  bool on_, lines_;
+  uint64_t total_, done_ = 0;
+  Clock::time_point t0_;
+};
+
+}  // namespace
+
+bool is_quantizable_weight(const std::string& name, size_t rank) {
+  if (rank != 2 || !ends_with(name, ".weight")) return false;
+  if (name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos) return false;
+  if (name.find("norm") != std::string::npos) return false;
+  if (ends_with(name, ".mlp.gate.weight") || ends_with(name, "shared_expert_gate.weight")) return false;
+  return true;
+}
+
+std::string ConvertOptions::validate() const {
+  if (in.empty()) return "--in is required";
+  if (out.empty()) return "--out is required";
+  if (to != "bf16" && to != "fp8-block" && to != "int8-block" && to != "int8-channel")
+    return fmt::format("--to '{}' must be bf16, fp8-block, int8-block or int8-channel", to);
+  std::error_code ec;
+  if (std::filesystem::equivalent(in, out, ec)) return "--out must differ from --in";
+  if (shard_bytes == 0) return "shard size must be positive";
+  return "";
+}
+
+ConvertStats convert_checkpoint(const ConvertOptions& opt) {
+  if (std::string e = opt.validate(); !e.empty()) fail("convert: {}", e);
+  const auto t0 = Clock::now();
+  ConvertStats st;
+  // Inputs: the index's shards, or model.safetensors.
+  std::vector<std::unique_ptr<SafetensorsFile>> inputs;
+  std::map<std::string, std::pair<const TensorView*, const SafetensorsFile*>> by_name;
+  std::error_code ec;
+  const auto index_path = opt.in / "model.safetensors.index.json";
+  if (std::filesystem::exists(index_path, ec)) {
+    SafetensorsIndex idx = read_safetensors_index(index_path);
+    std::map<std::string, const SafetensorsFile*> file_of;
+    for (const auto& f : idx.files()) {
+      inputs.push_back(SafetensorsFile::open(opt.in / f));
+      file_of[f] = inputs.back().get();
+    }
+    for (const auto& [name, f] : idx.weight_map) {
+      const TensorView* v = file_of.at(f)->find(name);
+      if (!v) fail("{}: weight_map puts {} in {}, which has no such tensor", index_path.string(), name, f);
+      by_name[name] = {v, file_of.at(f)};
+    }
+  } else if (std::filesystem::exists(opt.in / "model.safetensors", ec)) {
+    inputs.push_back(SafetensorsFile::open(opt.in / "model.safetensors"));
+    for (const auto& t : inputs.back()->tensors()) by_name[t.name] = {&t, inputs.back().get()};
+  } else {
+    fail("{}: no model.safetensors or model.safetensors.index.json (hint: --in is an HF model directory)", opt.in.string());
+  }
+
+  Plan plan = make_plan(opt, inputs, by_name);
+  const QuantScheme scheme = target_scheme(opt.to);
+  std::filesystem::create_directories(opt.out, ec);
+  if (ec) fail("{}: cannot create output directory: {}", opt.out.string(), ec.message());
+  // Shards of an earlier, different conversion would be picked up by nothing (new names/index)
+  // but could confuse a reader: the index written last lists exactly this run's files.
+  Progress progress(opt.progress, plan.bytes_in);
+  st.n_shards = static_cast<int>(plan.shards.size());
+  for (const auto& shard : plan.shards) {
+    const auto path = opt.out / shard.file;
+    uint64_t shard_in = 0;
+    for (const auto& t : shard.tensors) shard_in += t.op == Op::Scales ? 0 : t.src->nbytes + (t.src_scale ? t.src_scale->nbytes : 0);
+    if (shard_done(path, shard, plan.hash)) {
+      ++st.n_shards_skipped;
+      progress.add(shard_in, shard.file);
+      progress.line(fmt::format("{}: complete from an earlier run, skipped", shard.file));
+      continue;
+    }
+    std::vector<TensorSpec> specs;
+    for (const auto& t : shard.tensors) specs.push_back(t.spec);
+    SafetensorsWriter w(path, specs, {{"format", "pt"}, {"qeval_convert", plan.hash}});
+    for (const auto& t : shard.tensors) {
+      produce(t, scheme, [&](const void* p, size_t n) { w.append(p, n); }, false);
+      if (t.op != Op::Scales) {
+        // Drop the input pages we are done with so RSS stays bounded.
+        const auto* base = t.src_file->mapping() ? t.src_file->mapping()->data() : nullptr;
+        if (base) t.src_file->mapping()->release(static_cast<const uint8_t*>(t.src->data) - base, t.src->nbytes);
+        progress.add(t.src->nbytes + (t.src_scale ? t.src_scale->nbytes : 0), t.spec.name);
+      }
+      if (t.op == Op::Quantize || (t.op == Op::Copy && t.spec.dtype == DType::F8_E4M3)) ++st.n_quantized;
+    }
+    w.finish();
+  }
+  progress.end();
+
+  // Index, config, other files; the index goes last: its presence marks a complete output.
+  nlohmann::json wm = nlohmann::json::object();
+  for (const auto& shard : plan.shards)
+    for (const auto& t : shard.tensors) wm[t.spec.name] = shard.file;
+  for (const auto& entry : std::filesystem::directory_iterator(opt.in)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || ends_with(name, ".safetensors") || name == "model.safetensors.index.json" ||
+        name == "config.json")
+      continue;
+    write_file_atomic(opt.out / name, read_file(entry.path()));
+  }
+  write_file_atomic(opt.out / "config.json", plan.config.dump(2) + "\n");
+  write_file_atomic(opt.out / "model.safetensors.index.json",
+                    nlohmann::json{{"metadata", {{"total_size", plan.bytes_out}}}, {"weight_map", wm}}.dump(2) + "\n");
+  st.bytes_in = plan.bytes_in;
+  st.bytes_out = plan.bytes_out;
+  for (const auto& s : plan.shards) st.n_tensors_out += static_cast<int>(s.tensors.size());
+  st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  if (opt.verify) {
+    const auto v0 = Clock::now();
+    for (const auto& shard : plan.shards) {
+      auto f = SafetensorsFile::open(opt.out / shard.file);
+      if (f->tensors().size() != shard.tensors.size())
+        fail("verify: {}: {} tensors, expected {}", f->source(), f->tensors().size(), shard.tensors.size());
+      for (const auto& t : shard.tensors) {
+        const TensorView* v = f->find(t.spec.name);
+        if (!v || v->dtype != t.spec.dtype || v->shape != t.spec.shape)
+          fail("verify: {}: tensor {} missing or with the wrong dtype/shape", f->source(), t.spec.name);
+        size_t off = 0;
+        produce(t, scheme, [&](const void* p, size_t n) {
+          if (off + n > v->nbytes || std::memcmp(static_cast<const uint8_t*>(v->data) + off, p, n) != 0)
+            fail("verify: {}: tensor {} differs from the re-computed value near byte {}", f->source(), t.spec.name, off);
+          off += n;
+        }, true);
+        if (off != v->nbytes) fail("verify: {}: tensor {} has extra bytes", f->source(), t.spec.name);
+        f->mapping()->release(static_cast<const uint8_t*>(v->data) - f->mapping()->data(), v->nbytes);
+      }
+    }
+    st.verify_seconds = std::chrono::duration<double>(Clock::now() - v0).count();
+  }
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  st.peak_rss_kb = ru.ru_maxrss;
+  return st;
+}
+
+int convert_main(const ConvertOptions& opt) {
+  ConvertStats st = convert_checkpoint(opt);
+  fmt::print(stderr,
+             "converted {} -> {} ({}): {} tensors ({} quantised) in {} shards ({} reused), {:.2f} GB in -> {:.2f} GB "
+             "out, {:.1f} s ({:.2f} GB/s){}, peak RSS {:.0f} MiB\n",
+             opt.in.string(), opt.out.string(), opt.to, st.n_tensors_out, st.n_quantized, st.n_shards,
+             st.n_shards_skipped, st.bytes_in / 1e9, st.bytes_out / 1e9, st.seconds,
+             st.seconds > 0 ? st.bytes_in / 1e9 / st.seconds : 0.0,
+             opt.verify ? fmt::format(", verified in {:.1f} s", st.verify_seconds) : std::string(),
+             st.peak_rss_kb / 1024.0);
+  return 0;
+}
+
+}  // namespace qeval

@@ -1,0 +1,48 @@
+// Checkpoint converter (`qeval convert`): BF16/F16/F32 or DeepSeek FP8 HF checkpoints to
+// bf16, fp8-block, int8-block or int8-channel safetensors, one tensor (and one 128-row slab)
+// at a time so peak memory does not grow with the model; shards + index json, config.json with
+// the right quantization_config, other files copied, resumable per shard, optional verify pass.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace qeval {
+
+struct ConvertOptions {
+  std::filesystem::path in;            // HF directory (config.json + safetensors)
+  std::filesystem::path out;           // output directory (created)
+  std::string to;                      // "bf16" | "fp8-block" | "int8-block" | "int8-channel"
+  bool verify = false;                 // re-read the output and check every tensor
+  uint64_t shard_bytes = 5ull << 30;   // target maximum output shard size
+  bool progress = true;                // progress line on stderr
+  // "" when usable, else a message naming the bad option.
+  std::string validate() const;
+};
+
+struct ConvertStats {
+  uint64_t bytes_in = 0;               // input tensor bytes read
+  uint64_t bytes_out = 0;              // output tensor bytes written
+  int n_tensors_out = 0;
+  int n_quantized = 0;                 // weights quantised (or kept quantised)
+  int n_shards = 0;
+  int n_shards_skipped = 0;            // already complete from an earlier run (resume)
+  double seconds = 0;
+  double verify_seconds = 0;
+  long peak_rss_kb = 0;                // getrusage maxrss at the end
+};
+
+// Runs the conversion. Throws Error naming the file/tensor on any problem; on failure the
+// shards completed so far stay in place and a re-run skips them.
+ConvertStats convert_checkpoint(const ConvertOptions& opt);
+
+// The CLI entry: runs convert_checkpoint and prints a summary; returns the exit code (0).
+int convert_main(const ConvertOptions& opt);
+
+// Whether the converter quantises a tensor of this name and rank when the input carries no
+// scale for it: 2-D `.weight` tensors except embeddings, lm_head, norms and MoE routers
+// (`mlp.gate.weight`, `shared_expert_gate.weight`).
+bool is_quantizable_weight(const std::string& name, size_t rank);
+
+}  // namespace qeval

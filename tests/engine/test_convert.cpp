@@ -1,0 +1,410 @@
+// Converter and safetensors writer: DeepSeek-V3-style MoE names and odd shapes, every target
+// checked bit for bit against plain reference formulas written here (independent of quant.h),
+// FP8 -> BF16 -> INT8 chains, resume per shard, --verify catching a corrupted shard, and the
+// converted checkpoints loading back through Checkpoint.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "engine/checkpoint.h"
+#include "engine/convert.h"
+#include "engine/safetensors.h"
+#include "engine/safetensors_writer.h"
+#include "fixtures_model.h"
+
+using namespace qeval;
+namespace fx = qeval::fixtures;
+
+namespace {
+
+// ---- reference formulas (plain, slow, independent) -------------------------------------
+
+float e4m3_value(int code) {
+  int s = code >> 7, e = (code >> 3) & 15, m = code & 7;
+  if (e == 15 && m == 7) return NAN;
+  float v = e == 0 ? std::ldexp(float(m), -9) : std::ldexp(1.0f + m / 8.0f, e - 7);
+  return s ? -v : v;
+}
+// Nearest e4m3 code to v (|v| <= 448), ties to the even code (even mantissa).
+uint8_t e4m3_nearest(float v) {
+  int best = 0;
+  double best_d = INFINITY;
+  for (int c = 0; c < 256; ++c) {
+    float x = e4m3_value(c);
+    if (std::isnan(x) || (c == 0x80)) continue;  // prefer +0 for zero
+    double d = std::fabs(double(x) - double(v));
+    if (d < best_d || (d == best_d && (c & 1) == 0 && (best & 1) == 1)) {
+      best = c;
+      best_d = d;
+    }
+  }
+  if (best == 0 && std::signbit(v)) best = 0x80;
+  return static_cast<uint8_t>(best);
+}
+int8_t int8_ref(float v) {
+  float r = std::nearbyint(v);  // default rounding mode: nearest even
+  return static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, r)));
+}
+float bf16_ref(float x) { return fx::fx_bf16_value(fx::fx_bf16_bits(x)); }
+
+struct RefQuant {
+  std::vector<uint8_t> q;
+  std::vector<float> s;
+};
+// scheme: "fp8-block" | "int8-block" | "int8-channel"; w [N, K].
+RefQuant ref_quantize(const std::vector<float>& w, int64_t N, int64_t K, const std::string& scheme) {
+  RefQuant r;
+  r.q.resize(N * K);
+  const bool fp8 = scheme == "fp8-block";
+  const float Q = fp8 ? 448.0f : 127.0f;
+  const int64_t bn = scheme == "int8-channel" ? 1 : 128, bk = scheme == "int8-channel" ? K : 128;
+  const int64_t nb = (N + bn - 1) / bn, kb = (K + bk - 1) / bk;
+  r.s.resize(nb * kb);
+  for (int64_t i = 0; i < nb; ++i)
+    for (int64_t j = 0; j < kb; ++j) {
+      float amax = 0;
+      for (int64_t n = i * bn; n < std::min(N, (i + 1) * bn); ++n)
+        for (int64_t k = j * bk; k < std::min(K, (j + 1) * bk); ++k) amax = std::max(amax, std::fabs(w[n * K + k]));
+      float s = amax == 0 ? 1.0f : amax / Q;
+      r.s[i * kb + j] = s;
+      for (int64_t n = i * bn; n < std::min(N, (i + 1) * bn); ++n)
+        for (int64_t k = j * bk; k < std::min(K, (j + 1) * bk); ++k) {
+          float v = w[n * K + k] / s;
+          r.q[n * K + k] = fp8 ? e4m3_nearest(std::max(-448.0f, std::min(448.0f, v)))
+                               : static_cast<uint8_t>(int8_ref(v));
+        }
+    }
+  return r;
+}
+
+std::vector<uint8_t> bytes_of(const TensorView& t) {
+  const auto* p = static_cast<const uint8_t*>(t.data);
+  return {p, p + t.nbytes};
+}
+std::vector<float> floats_of(const TensorView& t) { return to_f32(t); }
+
+// A DeepSeek-V3-flavoured checkpoint: MoE expert names, a router, odd shapes, an all-zero block.
+std::map<std::string, fx::FixtureTensor> write_moe_fixture(const fs::path& dir, const std::string& dtype, int shards) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::map<std::string, fx::FixtureTensor> ts;
+  std::vector<std::string> order;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    fx::FixtureTensor t{name, shape, std::vector<float>(n), "", {}};
+    for (auto& v : t.values) v = nd(rng);
+    ts[name] = t;
+    order.push_back(name);
+  };
+  add("model.embed_tokens.weight", {300, 200});
+  add("model.layers.0.input_layernorm.weight", {200});
+  add("model.layers.0.self_attn.q_proj.weight", {200, 200});
+  add("model.layers.0.self_attn.kv_a_proj_with_mqa.weight", {72, 200});
+  add("model.layers.0.self_attn.kv_a_layernorm.weight", {72});
+  add("model.layers.3.mlp.gate.weight", {8, 200});
+  add("model.layers.3.mlp.gate.e_score_correction_bias", {8});
+  add("model.layers.3.mlp.experts.7.gate_proj.weight", {130, 200});
+  add("model.layers.3.mlp.experts.7.down_proj.weight", {200, 130});
+  add("model.layers.3.mlp.shared_experts.up_proj.weight", {257, 129});
+  add("model.norm.weight", {200});
+  add("lm_head.weight", {300, 200});
+  // All-zero 128x128 block and an all-zero row in q_proj; one large outlier.
+  auto& q = ts["model.layers.0.self_attn.q_proj.weight"].values;
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < 128; ++k) q[n * 200 + k] = 0.0f;
+  for (int k = 0; k < 200; ++k) q[150 * 200 + k] = 0.0f;
+  q[199 * 200 + 199] = 3.0f;
+  ts["model.layers.3.mlp.gate.e_score_correction_bias"].dtype = "F32";
+  nlohmann::json wm;
+  size_t per = (order.size() + shards - 1) / shards;
+  for (int s = 0; s < shards; ++s) {
+    std::string fname = shards == 1 ? "model.safetensors" : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards);
+    std::vector<fx::FixtureTensor*> part;
+    for (size_t i = s * per; i < std::min(order.size(), (s + 1) * per); ++i) {
+      part.push_back(&ts[order[i]]);
+      wm[order[i]] = fname;
+    }
+    fx::write_safetensors(dir / fname, part, dtype);
+  }
+  if (shards > 1) write_file_atomic(dir / "model.safetensors.index.json", nlohmann::json{{"weight_map", wm}}.dump());
+  write_file_atomic(dir / "config.json",
+                    nlohmann::json{{"architectures", {"DeepseekV3ForCausalLM"}}, {"hidden_size", 200}}.dump());
+  write_file_atomic(dir / "tokenizer.json", "{\"fake\": true}");
+  write_file_atomic(dir / "generation_config.json", "{}");
+  return ts;
+}
+
+const std::vector<std::string> kQuantized = {
+    "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.kv_a_proj_with_mqa.weight",
+    "model.layers.3.mlp.experts.7.gate_proj.weight", "model.layers.3.mlp.experts.7.down_proj.weight",
+    "model.layers.3.mlp.shared_experts.up_proj.weight"};
+
+struct OutDir {
+  std::map<std::string, TensorView> t;
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  nlohmann::json config;
+};
+OutDir read_out(const fs::path& dir) {
+  OutDir o;
+  auto idx = read_safetensors_index(dir / "model.safetensors.index.json");
+  for (const auto& f : idx.files()) {
+    o.files.push_back(SafetensorsFile::open(dir / f));
+    for (const auto& t : o.files.back()->tensors()) o.t[t.name] = t;
+  }
+  CHECK(o.t.size() == idx.weight_map.size());
+  o.config = nlohmann::json::parse(read_file(dir / "config.json"));
+  return o;
+}
+
+ConvertOptions opts(const fs::path& in, const fs::path& out, const std::string& to) {
+  ConvertOptions o;
+  o.in = in;
+  o.out = out;
+  o.to = to;
+  o.progress = false;
+  o.shard_bytes = 60000;  // several shards even for the small fixture
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("safetensors writer streams tensors and renames atomically", "[convert][unit]") {
+  auto dir = fx::temp_dir("stw");
+  std::vector<float> a = {1, 2, 3, 4, 5, 6};
+  std::vector<uint16_t> b = {0x3F80, 0x4000};
+  {
+    SafetensorsWriter w(dir / "x.safetensors", {{"a", DType::F32, {2, 3}}, {"empty", DType::I8, {0}}, {"b", DType::BF16, {2}}},
+                        {{"format", "pt"}});
+    CHECK(w.current() == "a");
+    w.append(a.data(), 8);
+    CHECK_THROWS_AS(w.write("b", b.data(), 4), Error);  // out of order
+    w.append(a.data() + 2, 16);
+    CHECK(!fs::exists(dir / "x.safetensors"));
+    w.write("b", b.data(), 4);
+    CHECK_THROWS_AS(w.append(b.data(), 1), Error);  // past the end
+    w.finish();
+  }
+  auto f = SafetensorsFile::open(dir / "x.safetensors");
+  CHECK(to_f32(*f->find("a")) == a);
+  CHECK(to_f32(*f->find("b")) == std::vector<float>{1.0f, 2.0f});
+  CHECK(f->find("empty")->nbytes == 0);
+  CHECK(f->metadata().at("format") == "pt");
+  CHECK(f->data_start() % 8 == 0);
+  {
+    SafetensorsWriter w(dir / "y.safetensors", {{"a", DType::F32, {2}}});
+    w.append(a.data(), 4);
+    CHECK_THROWS_AS(w.finish(), Error);  // incomplete
+  }
+  CHECK(!fs::exists(dir / "y.safetensors"));
+  CHECK(!fs::exists(dir / "y.safetensors.partial"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert: every target matches the reference formulas bit for bit", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  auto src = write_moe_fixture(dir / "in", "BF16", 2);
+  for (std::string to : {"int8-block", "int8-channel", "fp8-block", "bf16"}) {
+    DYNAMIC_SECTION(to) {
+      auto o = opts(dir / "in", dir / to, to);
+      o.verify = true;
+      ConvertStats st = convert_checkpoint(o);
+      CHECK(st.n_shards > 1);
+      CHECK(st.n_quantized == (to == "bf16" ? 0 : 5));
+      OutDir out = read_out(dir / to);
+      CHECK(read_file(dir / to / "tokenizer.json") == "{\"fake\": true}");
+      CHECK(fs::exists(dir / to / "generation_config.json"));
+      CHECK(out.config["architectures"][0] == "DeepseekV3ForCausalLM");
+      if (to == "bf16") {
+        CHECK(!out.config.contains("quantization_config"));
+      } else {
+        CHECK(out.config["quantization_config"]["quant_method"] ==
+              (to == "fp8-block" ? "fp8" : to == "int8-block" ? "blockwise_int8" : "w8a8_int8"));
+      }
+      for (const auto& [name, t] : src) {
+        INFO(to << " " << name);
+        REQUIRE(out.t.count(name));
+        const TensorView& ov = out.t.at(name);
+        CHECK(ov.shape == t.shape);
+        const bool q = to != "bf16" && std::find(kQuantized.begin(), kQuantized.end(), name) != kQuantized.end();
+        if (!q) {
+          // Unquantised tensors keep their values (BF16 sources stay BF16; the F32 bias stays
+          // F32 except in bf16 mode).
+          CHECK(floats_of(ov) == (to == "bf16" ? [&] { auto v = t.values; for (auto& x : v) x = bf16_ref(x); return v; }() : t.values));
+          const std::string base = name.substr(0, name.size() - 7);
+          CHECK(!out.t.count(base + ".weight_scale_inv"));
+          CHECK(!out.t.count(base + ".weight_scale"));
+          continue;
+        }
+        RefQuant r = ref_quantize(t.values, t.shape[0], t.shape[1], to);
+        CHECK(ov.dtype == (to == "fp8-block" ? DType::F8_E4M3 : DType::I8));
+        CHECK(bytes_of(ov) == r.q);
+        const std::string base = name.substr(0, name.size() - 7);
+        const std::string sname = base + (to == "int8-channel" ? ".weight_scale" : ".weight_scale_inv");
+        REQUIRE(out.t.count(sname));
+        const TensorView& sv = out.t.at(sname);
+        std::vector<int64_t> es = to == "int8-channel" ? std::vector<int64_t>{t.shape[0], 1}
+                                                       : std::vector<int64_t>{(t.shape[0] + 127) / 128, (t.shape[1] + 127) / 128};
+        CHECK(sv.shape == es);
+        CHECK(floats_of(sv) == r.s);
+      }
+      // The all-zero block / row got scale 1.
+      const auto& qs = out.t;
+      if (to == "int8-channel") CHECK(floats_of(qs.at("model.layers.0.self_attn.q_proj.weight_scale"))[150] == 1.0f);
+      if (to == "int8-block" || to == "fp8-block")
+        CHECK(floats_of(qs.at("model.layers.0.self_attn.q_proj.weight_scale_inv"))[0] == 1.0f);
+    }
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert: FP8 -> BF16 -> INT8 chain and FP8 -> INT8 agree", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  auto src = write_moe_fixture(dir / "in", "F32", 1);
+  convert_checkpoint(opts(dir / "in", dir / "fp8", "fp8-block"));
+  auto fp8 = read_out(dir / "fp8");
+  auto o = opts(dir / "fp8", dir / "bf16", "bf16");
+  o.verify = true;
+  convert_checkpoint(o);
+  auto bf = read_out(dir / "bf16");
+  CHECK(!bf.config.contains("quantization_config"));
+  CHECK(bf.config["torch_dtype"] == "bfloat16");
+  for (const auto& name : kQuantized) {
+    INFO(name);
+    const TensorView& w = fp8.t.at(name);
+    const TensorView& s = fp8.t.at(name + "_scale_inv");
+    auto q = bytes_of(w);
+    auto sv = floats_of(s);
+    const int64_t K = w.shape[1], kb = s.shape[1];
+    std::vector<float> expect(q.size());
+    for (size_t i = 0; i < q.size(); ++i)
+      expect[i] = bf16_ref(e4m3_value(q[i]) * sv[(i / K / 128) * kb + (i % K) / 128]);
+    CHECK(bf.t.at(name).dtype == DType::BF16);
+    CHECK(floats_of(bf.t.at(name)) == expect);
+    CHECK(!bf.t.count(name + "_scale_inv"));
+  }
+  // F32 non-quantised tensors became BF16 in the bf16 output.
+  CHECK(bf.t.at("model.embed_tokens.weight").dtype == DType::BF16);
+  convert_checkpoint(opts(dir / "bf16", dir / "int8a", "int8-block"));
+  convert_checkpoint(opts(dir / "fp8", dir / "int8b", "int8-block"));
+  auto a = read_out(dir / "int8a"), b = read_out(dir / "int8b");
+  for (const auto& name : kQuantized) {
+    INFO(name);
+    CHECK(bytes_of(a.t.at(name)) == bytes_of(b.t.at(name)));
+    CHECK(bytes_of(a.t.at(name + "_scale_inv")) == bytes_of(b.t.at(name + "_scale_inv")));
+    auto r = ref_quantize(floats_of(bf.t.at(name)), a.t.at(name).shape[0], a.t.at(name).shape[1], "int8-block");
+    CHECK(bytes_of(a.t.at(name)) == r.q);
+  }
+  // FP8 -> FP8 keeps the tensors as they are.
+  convert_checkpoint(opts(dir / "fp8", dir / "fp8b", "fp8-block"));
+  auto f2 = read_out(dir / "fp8b");
+  for (const auto& [name, t] : fp8.t) CHECK(bytes_of(f2.t.at(name)) == bytes_of(t));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert: resumes per shard and --verify catches a corrupted shard", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  write_moe_fixture(dir / "in", "BF16", 1);
+  auto o = opts(dir / "in", dir / "out", "int8-block");
+  ConvertStats a = convert_checkpoint(o);
+  REQUIRE(a.n_shards >= 3);
+  CHECK(a.n_shards_skipped == 0);
+  ConvertStats b = convert_checkpoint(o);
+  CHECK(b.n_shards_skipped == a.n_shards);
+  // A missing shard (and a leftover partial file) is rewritten; the others are reused.
+  auto idx = read_safetensors_index(dir / "out" / "model.safetensors.index.json");
+  auto files = idx.files();
+  fs::remove(dir / "out" / files[1]);
+  write_file_atomic(dir / "out" / (files[1] + ".partial"), "junk");
+  ConvertStats c = convert_checkpoint(o);
+  CHECK(c.n_shards_skipped == a.n_shards - 1);
+  CHECK(fs::exists(dir / "out" / files[1]));
+  CHECK(!fs::exists(dir / "out" / (files[1] + ".partial")));
+  // A different target does not reuse the shards.
+  auto o2 = opts(dir / "in", dir / "out", "int8-channel");
+  CHECK(convert_checkpoint(o2).n_shards_skipped == 0);
+  // Flip one data byte of a finished shard: the header still matches (so it is reused), and
+  // the verify pass must notice.
+  ConvertStats d = convert_checkpoint(o);
+  CHECK(d.n_shards_skipped == 0);
+  auto path = dir / "out" / files[0];
+  std::string bytes = read_file(path);
+  bytes[bytes.size() - 3] ^= 0x55;
+  write_file_atomic(path, bytes);
+  o.verify = true;
+  CHECK_THROWS_WITH(convert_checkpoint(o), Catch::Contains("verify") && Catch::Contains(files[0]));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert: outputs load back through Checkpoint with their quantization_config", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  auto m = fx::write_hf_model(dir / "in", {.arch = "qwen2", .layers = 2, .hidden = 160, .heads = 5, .kv_heads = 1,
+                                           .ffn = 200, .vocab = 300, .dtype = "BF16"});
+  for (std::string to : {"fp8-block", "int8-block", "int8-channel"}) {
+    INFO(to);
+    auto o = opts(dir / "in", dir / to, to);
+    o.verify = true;
+    convert_checkpoint(o);
+    auto ck = Checkpoint::open(dir / to);
+    CHECK(ck->config().quantization_config["quant_method"] ==
+          (to == "fp8-block" ? "fp8" : to == "int8-block" ? "blockwise_int8" : "w8a8_int8"));
+    CHECK(ck->get("model.layers.1.mlp.down_proj.weight").dtype == (to == "fp8-block" ? DType::F8_E4M3 : DType::I8));
+    CHECK(ck->get("model.embed_tokens.weight").dtype == DType::BF16);
+    CHECK(ck->get("model.layers.0.self_attn.q_proj.bias").dtype == DType::BF16);
+    CHECK(ck->find(to == "int8-channel" ? "model.layers.0.self_attn.k_proj.weight_scale"
+                                        : "model.layers.0.self_attn.k_proj.weight_scale_inv"));
+    CHECK(ck->fingerprint() != Checkpoint::open(dir / "in")->fingerprint());
+    CHECK(fs::exists(dir / to / "tokenizer.json"));
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert: bad inputs and options are clear errors", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  write_moe_fixture(dir / "in", "BF16", 1);
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "o", "int4")), Catch::Contains("--to"));
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "in", "bf16")), Catch::Contains("--out"));
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "nowhere", dir / "o", "bf16")), Catch::Contains("nowhere"));
+  convert_checkpoint(opts(dir / "in", dir / "i8", "int8-channel"));
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "i8", dir / "o", "bf16")), Catch::Contains("w8a8_int8"));
+  CHECK(is_quantizable_weight("model.layers.3.mlp.experts.7.gate_proj.weight", 2));
+  CHECK(!is_quantizable_weight("model.layers.3.mlp.gate.weight", 2));
+  CHECK(!is_quantizable_weight("model.embed_tokens.weight", 2));
+  CHECK(!is_quantizable_weight("lm_head.weight", 2));
+  CHECK(!is_quantizable_weight("model.layers.0.self_attn.kv_a_layernorm.weight", 1));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert throughput and peak RSS", "[convert][.bench]") {
+  // Hidden benchmark: ./test_ckpt "[.bench]" (writes ~1 GB to $TMPDIR).
+  auto dir = fx::temp_dir("convbench");
+  const int64_t N = 4096, K = 4096;
+  std::vector<uint16_t> row(K);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::vector<TensorSpec> specs;
+  for (int l = 0; l < 32; ++l) specs.push_back({fmt::format("model.layers.{}.mlp.up_proj.weight", l), DType::BF16, {N, K}});
+  {
+    SafetensorsWriter w(dir / "in" / "model.safetensors", specs);
+    for (int l = 0; l < 32; ++l)
+      for (int64_t n = 0; n < N; ++n) {
+        for (auto& v : row) v = fx::fx_bf16_bits(nd(rng));
+        w.append(row.data(), row.size() * 2);
+      }
+    w.finish();
+  }
+  write_file_atomic(dir / "in" / "config.json", "{}");
+  for (std::string to : {"int8-block", "int8-channel", "fp8-block"}) {
+    ConvertOptions o = opts(dir / "in", dir / to, to);
+    o.shard_bytes = 5ull << 30;
+    ConvertStats st = convert_checkpoint(o);
+    WARN(fmt::format("{}: {:.2f} GB in {:.2f} s = {:.2f} GB/s input; peak RSS {:.0f} MiB", to, st.bytes_in / 1e9,
+                     st.seconds, st.bytes_in / 1e9 / st.seconds, st.peak_rss_kb / 1024.0));
+    fs::remove_all(dir / to);
+  }
+  fs::remove_all(dir);
+}
