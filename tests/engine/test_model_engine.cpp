@@ -1,0 +1,308 @@
+// Engine-level tests: stories260K greedy reference (GGUF and HF copies; needs $QEVAL_MODELS),
+// batch invariance of greedy generation across batch sizes, compositions and prefill chunking,
+// loglikelihood vs step-by-step decoding, lm-eval tokenisation of (context, continuation),
+// prompt truncation, stop strings, and next-token log-probabilities.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+#include "engine/engine.h"
+#include "engine/fixtures_model.h"
+#include "engine/random_model.h"
+
+using namespace qeval;
+namespace fx = qeval::fixtures;
+
+namespace {
+
+const char* models_dir() {
+  const char* m = std::getenv("QEVAL_MODELS");
+  return m && *m ? m : nullptr;
+}
+
+std::string read_file(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    t.push_back(static_cast<int32_t>((seed >> 8) % vocab));
+  }
+  return t;
+}
+
+std::map<size_t, GenerationOutput> run_generate(Engine& e, const std::vector<GenerationRequest>& reqs) {
+  std::map<size_t, GenerationOutput> out;
+  e.generate(reqs, [&](size_t i, GenerationOutput&& o) {
+    REQUIRE(out.count(i) == 0);
+    out[i] = std::move(o);
+  });
+  REQUIRE(out.size() == reqs.size());
+  return out;
+}
+
+std::unique_ptr<Engine> tiny_engine(int max_batch, int64_t step_tokens, int64_t kv_mb = 0,
+                                    ComputeType ct = ComputeType::F32) {
+  EngineOptions o;
+  o.model = "random:tiny";
+  o.dtype = ct;
+  o.threads = 2;
+  o.max_batch = max_batch;
+  o.max_step_tokens = step_tokens;
+  o.kv_cache_mb = kv_mb;
+  o.seed = 7;
+  return Engine::load(o);
+}
+
+}  // namespace
+
+TEST_CASE("engine: stories260K greedy from BOS matches the reference (GGUF and HF)", "[engine-model][model]") {
+  const char* m = models_dir();
+  if (!m) {
+    WARN("QEVAL_MODELS is unset: skipping stories260K reference test");
+    return;
+  }
+  std::string ref_dir = std::string(m) + "/stories260K/reference/";
+  std::vector<int32_t> want_ids;
+  {
+    std::ifstream f(ref_dir + "greedy_ids_from_bos_n200.txt");
+    int32_t v;
+    while (f >> v) want_ids.push_back(v);
+  }
+  REQUIRE(want_ids.size() == 200);
+  const std::string want_text = read_file(ref_dir + "expected_greedy_runc_n200.txt");
+  for (std::string path : {std::string(m) + "/stories260K/stories260K.gguf", std::string(m) + "/stories260K-hf"}) {
+    INFO(path);
+    EngineOptions o;
+    o.model = path;
+    o.threads = 2;
+    auto e = Engine::load(o);
+    CHECK(e->dtype() == ComputeType::F32);
+    GenerationRequest r;
+    r.prompt = e->tokenizer()->encode("", true);
+    REQUIRE(r.prompt == std::vector<int32_t>{1});
+    r.max_tokens = 200;
+    auto out = run_generate(*e, {r});
+    CHECK(out[0].tokens == want_ids);
+    CHECK(out[0].text == want_text);
+    CHECK(out[0].finish_reason == "length");
+  }
+}
+
+TEST_CASE("engine: stories260K seeded sample (t=1.0, top-p 0.9, seed 133742) matches run.c", "[engine-model][model]") {
+  const char* m = models_dir();
+  if (!m) {
+    WARN("QEVAL_MODELS is unset: skipping stories260K sampling test");
+    return;
+  }
+  const std::string want =
+      read_file(std::string(m) + "/stories260K/reference/expected_sample_t1.0_p0.9_s133742.txt");
+  EngineOptions o;
+  o.model = std::string(m) + "/stories260K/stories260K.gguf";
+  o.threads = 1;
+  auto e = Engine::load(o);
+  GenerationRequest r;
+  r.prompt = {1};
+  r.max_tokens = 256;
+  r.sampling.temperature = 1.0;
+  r.sampling.top_p = 0.9;
+  r.sampling.seed = 133742;
+  auto out = run_generate(*e, {r});
+  // run.c prints until BOS is sampled or 256 steps; its file has no trailing newline.
+  std::string got = out[0].text;
+  while (!got.empty() && got.back() == '\n') got.pop_back();
+  std::string w = want;
+  while (!w.empty() && w.back() == '\n') w.pop_back();
+  INFO("got " << got.size() << " bytes, finish " << out[0].finish_reason);
+  CHECK(got == w);
+}
+
+TEST_CASE("engine: greedy tokens do not depend on batching (F32)", "[engine-model]") {
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 7; ++i) {
+    GenerationRequest r;
+    r.prompt = random_ids(3 + 17 * i, 256, 100 + i);
+    r.max_tokens = 12 + 3 * i;
+    reqs.push_back(r);
+  }
+  auto solo = tiny_engine(1, 512);
+  std::map<size_t, GenerationOutput> want;
+  for (size_t i = 0; i < reqs.size(); ++i)
+    want[i] = std::move(run_generate(*solo, {reqs[i]})[0]);
+  struct Setup {
+    int batch;
+    int64_t step;
+    int64_t kv_mb;
+  };
+  for (Setup s : {Setup{7, 512, 0}, Setup{3, 16, 0}, Setup{4, 5, 0}, Setup{16, 64, 1}}) {
+    INFO("max_batch " << s.batch << " step tokens " << s.step);
+    auto e = tiny_engine(s.batch, s.step, s.kv_mb);
+    auto got = run_generate(*e, reqs);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      INFO("request " << i);
+      CHECK(got[i].tokens == want[i].tokens);
+      CHECK(got[i].tokens.size() == static_cast<size_t>(reqs[i].max_tokens));
+      CHECK(got[i].finish_reason == "length");
+    }
+  }
+  // A different composition: the same requests mixed with others, reversed.
+  std::vector<GenerationRequest> mixed;
+  for (size_t i = reqs.size(); i-- > 0;) {
+    mixed.push_back(reqs[i]);
+    GenerationRequest other;
+    other.prompt = random_ids(9, 256, 999 + static_cast<uint32_t>(i));
+    other.max_tokens = 5;
+    mixed.push_back(other);
+  }
+  auto e = tiny_engine(5, 32);
+  auto got = run_generate(*e, mixed);
+  for (size_t i = 0; i < reqs.size(); ++i) CHECK(got[2 * (reqs.size() - 1 - i)].tokens == want[i].tokens);
+}
+
+TEST_CASE("engine: loglikelihood equals the sum of step-by-step logprobs", "[engine-model]") {
+  auto e = tiny_engine(16, 512);
+  // Step-by-step twin: the same random model, one token per forward.
+  RandomModel rm(random_model_config("tiny"), DType::F32, 7);
+  Model model(rm.config(), rm.lookup(), {});
+  ThreadPool pool(2);
+  auto stepwise = [&](const std::vector<int32_t>& seq, int64_t n_ctx, bool& greedy) {
+    auto kv = model.make_kv_cache(1 << 20);
+    int s = kv->create();
+    REQUIRE(kv->reserve(s, static_cast<int64_t>(seq.size())));
+    double sum = 0;
+    greedy = true;
+    for (size_t p = 0; p + 1 < seq.size(); ++p) {
+      SeqChunk c{s, static_cast<int64_t>(p), std::span<const int32_t>(&seq[p], 1), 0};
+      model.forward(std::span<const SeqChunk>(&c, 1), *kv, pool, [&](size_t, int64_t, std::span<const float> lg) {
+        if (static_cast<int64_t>(p) + 1 >= n_ctx) {
+          sum += token_logprob(lg, seq[p + 1]);
+          if (argmax(lg) != seq[p + 1]) greedy = false;
+        }
+      });
+    }
+    return sum;
+  };
+  auto ctx = random_ids(45, 256, 5);
+  // A greedy continuation, to check is_greedy.
+  GenerationRequest g;
+  g.prompt = ctx;
+  g.max_tokens = 3;
+  auto greedy_cont = run_generate(*e, {g})[0].tokens;
+  std::vector<ScoreRequest> reqs(3);
+  for (int c = 0; c < 4; ++c) {
+    auto seq = ctx;
+    auto cont = c == 0 ? greedy_cont : random_ids(1 + c, 256, 50 + c);
+    seq.insert(seq.end(), cont.begin(), cont.end());
+    reqs[0].sequences.push_back(seq);
+    reqs[0].n_context.push_back(static_cast<int64_t>(ctx.size()));
+  }
+  // Continuations whose context tokens differ at the boundary (shared prefix shorter).
+  reqs[1].sequences = {random_ids(30, 256, 8), random_ids(30, 256, 8)};
+  reqs[1].sequences[1][28] = (reqs[1].sequences[1][28] + 1) % 256;
+  reqs[1].n_context = {29, 28};
+  reqs[2].sequences = {random_ids(2, 256, 9)};
+  reqs[2].n_context = {1};
+  std::map<size_t, ScoreOutput> got;
+  e->score(reqs, [&](size_t i, ScoreOutput&& o) { got[i] = std::move(o); });
+  REQUIRE(got.size() == reqs.size());
+  for (size_t r = 0; r < reqs.size(); ++r)
+    for (size_t c = 0; c < reqs[r].sequences.size(); ++c) {
+      INFO("request " << r << " continuation " << c);
+      REQUIRE(got[r].error.empty());
+      bool greedy;
+      double want = stepwise(reqs[r].sequences[c], reqs[r].n_context[c], greedy);
+      CHECK(got[r].logprob[c] == Approx(want).epsilon(1e-9).margin(1e-9));
+      CHECK(got[r].is_greedy[c] == greedy);
+      CHECK(got[r].logprob[c] < 0);
+    }
+  CHECK(got[0].is_greedy[0]);
+  CHECK(got[0].n_tokens_prompt == 45);
+
+  // next_token_logprobs: rows are log-softmax of the same logits.
+  auto rows = e->logprobs_all_positions(ctx);
+  REQUIRE(rows.size() == ctx.size());
+  double s = 0;
+  for (float v : rows[10]) s += std::exp(static_cast<double>(v));
+  CHECK(s == Approx(1.0).epsilon(1e-5));
+  bool gr;
+  std::vector<int32_t> two(ctx.begin(), ctx.begin() + 12);
+  CHECK(rows[10][ctx[11]] == Approx(stepwise(two, 11, gr)).margin(1e-5));
+}
+
+TEST_CASE("engine: long prompts are left-truncated to context - max_tokens", "[engine-model]") {
+  auto e = tiny_engine(4, 512);
+  GenerationRequest r;
+  r.prompt = random_ids(300, 256, 3);  // context is 256
+  r.max_tokens = 10;
+  auto out = run_generate(*e, {r})[0];
+  CHECK(out.prompt_truncated);
+  CHECK(out.n_tokens_prompt == 246);
+  GenerationRequest r2 = r;
+  r2.prompt.erase(r2.prompt.begin(), r2.prompt.begin() + 54);
+  auto out2 = run_generate(*e, {r2})[0];
+  CHECK_FALSE(out2.prompt_truncated);
+  CHECK(out2.tokens == out.tokens);
+  GenerationRequest empty;
+  CHECK_FALSE(run_generate(*e, {empty})[0].error.empty());
+}
+
+TEST_CASE("engine: stop strings, lm-eval loglikelihood tokenisation (fixture tokenizer)", "[engine-model]") {
+  auto dir = fx::temp_dir("engine-tok");
+  fx::ModelSpec spec;
+  spec.arch = "qwen2";
+  fx::write_hf_model(dir, spec);
+  EngineOptions o;
+  o.model = dir.string();
+  o.threads = 2;
+  auto e = Engine::load(o);
+  const Tokenizer& tk = *e->tokenizer();
+
+  GenerationRequest r;
+  r.prompt = tk.encode("Hello there, the", true);
+  r.max_tokens = 40;
+  r.stop_at_stop_ids = false;
+  auto full = run_generate(*e, {r})[0];
+  REQUIRE(full.tokens.size() == 40);
+  CHECK(full.text == tk.decode(full.tokens));
+  // Stop at a substring starting in the middle of the completion.
+  std::string stop = full.text.substr(full.text.size() / 2, 3);
+  size_t at = full.text.find(stop);
+  r.stop = {"\x01never", stop};
+  auto cut = run_generate(*e, {r})[0];
+  CHECK(cut.finish_reason == "stop");
+  CHECK(cut.text == full.text.substr(0, at));
+
+  // lm-eval split: trailing spaces of the context move to the continuation.
+  std::vector<std::string> conts = {"the end", " B"};
+  ScoreRequest s = e->make_score_request("Answer: ", conts);
+  REQUIRE(s.sequences.size() == 2);
+  CHECK(s.sequences[0] == tk.encode("Answer: the end", true, false));
+  CHECK(s.n_context[0] == static_cast<int64_t>(tk.encode("Answer:", true, false).size()));
+  CHECK(s.sequences[1] == tk.encode("Answer:  B", true, false));
+  std::map<size_t, ScoreOutput> got;
+  e->score(std::span<const ScoreRequest>(&s, 1), [&](size_t i, ScoreOutput&& so) { got[i] = std::move(so); });
+  REQUIRE(got[0].error.empty());
+  CHECK(got[0].logprob[0] < 0);
+}
+
+TEST_CASE("engine: options are validated", "[engine-model]") {
+  EngineOptions o;
+  o.model = "random:nope";
+  CHECK_THROWS_AS(Engine::load(o), Error);
+  o.model = "random:tiny";
+  o.max_batch = 0;
+  CHECK_THROWS_AS(Engine::load(o), Error);
+  o.max_batch = 4;
+  o.model = "/nonexistent/model";
+  CHECK_THROWS_AS(Engine::load(o), Error);
+}
