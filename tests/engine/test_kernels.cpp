@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -90,6 +91,7 @@ TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
       for (const auto& s : shapes) {
         const int64_t N = s[0], K = s[1];
         std::vector<float> w = random_vec(N * K, seed++, 0.05f);
+        for (size_t i = 0; i < w.size(); i += 7) w[i] *= 1e-4f;  // e4m3 subnormals after scaling
         std::vector<float> bias = random_vec(N, seed++, 0.1f);
         auto fast = build(level, w, N, K, &bias, v);
         auto ref = build(KernelLevel::Ref, w, N, K, &bias, v);
@@ -286,5 +288,5 @@ TEST_CASE("scheme names and kernel levels parse", "[kernels]") {
   set_kernel_level_override(KernelLevel::Ref);
   CHECK(active_kernel_level() == KernelLevel::Ref);
   set_kernel_level_override(std::nullopt);
-  CHECK(active_kernel_level() == max_kernel_level());
+  if (!std::getenv("QEVAL_KERNEL")) CHECK(active_kernel_level() == max_kernel_level());
 }

@@ -43,13 +43,33 @@ QEVAL_AMX void load_tile_config() {
 
 enum class Epi { Int8Channel, Int8Block, Fp8Block, Bf16 };
 
+// e4m3 bytes -> bf16 bits, n a multiple of 16. Exact: the 7 magnitude bits shifted into an f32
+// (exponent field 4 bits, mantissa 3 bits) and multiplied by 2^(127-7) give the value, subnormals
+// included; every e4m3 value is a bf16 value, so the top 16 bits are exact. (0x7F/0xFF, NaN in
+// e4m3, would decode as +-480; weights never hold NaN after quantisation.)
+QEVAL_AMX void decode_e4m3_to_bf16(const uint8_t* src, uint16_t* dst, int64_t n) {
+  const __m512 rebias = _mm512_set1_ps(0x1p120f);
+  const __m512i mag_mask = _mm512_set1_epi32(0x7F), sign_mask = _mm512_set1_epi32(0x80);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_and_si512(b, mag_mask), 20)), rebias);
+    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(b, sign_mask), 24);
+    const __m512i r = _mm512_srli_epi32(_mm512_or_si512(_mm512_castps_si512(v), sign), 16);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(r));
+  }
+}
+
+thread_local AlignedBuffer<uint16_t> t_decoded;  // one decoded fp8 column block per thread
+
 constexpr int64_t kRowsPerChunk = 128;  // activation rows kept hot in L2 while weights stream
 
 // Computes y for rows [0, M) and 32-column blocks [nb0, nb1).
 // a: activations, lda bytes per row; wb: packed weight blocks (2 KiB per 64-byte k chunk);
 // n_chunks: k chunks of 64 bytes; chunks_per_group: chunks per scale group (all for no groups).
+// w_e4m3 (Fp8Block only, else null): e4m3 weights in the AMX element order of `wb`, decoded per
+// column block into a per-thread buffer which then plays the role of wb.
 template <Epi kEpi>
-QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, int64_t n_chunks,
+QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const uint8_t* w_e4m3, int64_t n_chunks,
                         int64_t chunks_per_group, int64_t groups, const float* sa,
                         const float* sw, int64_t M, int64_t N, const float* bias, float* y,
                         int64_t nb0, int64_t nb1) {
@@ -57,10 +77,19 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, int64_
   load_tile_config();
   alignas(64) float acc[32 * 32];
   alignas(64) int32_t cbuf[4 * 256];  // int32 or f32 bits of the 4 accumulator tiles
+  uint16_t* decoded = nullptr;
+  if (w_e4m3) {
+    if (t_decoded.size() < static_cast<size_t>(n_chunks * 1024)) t_decoded = AlignedBuffer<uint16_t>(n_chunks * 1024);
+    decoded = t_decoded.data();
+  }
   for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
     const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
     for (int64_t nb = nb0; nb < nb1; ++nb) {
-      const uint8_t* wblk = wb + nb * n_chunks * 2048;
+      const uint8_t* wblk = w_e4m3 ? nullptr : wb + nb * n_chunks * 2048;
+      if (w_e4m3) {
+        decode_e4m3_to_bf16(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
+        wblk = reinterpret_cast<const uint8_t*>(decoded);
+      }
       const int64_t n0 = nb * 32;
       const __mmask16 mask0 = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
       const __mmask16 mask1 =
@@ -162,9 +191,9 @@ void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64
   const auto* w = reinterpret_cast<const uint8_t*>(p.w.data());
   const int64_t n_chunks = p.kp / 64;
   if (p.channel)
-    amx_gemm<Epi::Int8Channel>(a, p.kp, w, n_chunks, n_chunks, 1, sa, p.sw.data(), M, p.n, bias, y, nb0, nb1);
+    amx_gemm<Epi::Int8Channel>(a, p.kp, w, nullptr, n_chunks, n_chunks, 1, sa, p.sw.data(), M, p.n, bias, y, nb0, nb1);
   else
-    amx_gemm<Epi::Int8Block>(a, p.kp, w, n_chunks, kQuantBlock / 64, p.groups, sa, p.sw.data(), M, p.n,
+    amx_gemm<Epi::Int8Block>(a, p.kp, w, nullptr, n_chunks, kQuantBlock / 64, p.groups, sa, p.sw.data(), M, p.n,
                              bias, y, nb0, nb1);
 }
 
@@ -174,10 +203,10 @@ void gemm_float_amx(const FloatPacked& p, const uint16_t* xb, const float* sa, i
   const auto* w = reinterpret_cast<const uint8_t*>(p.wb.data());
   const int64_t n_chunks = p.kp / 32;  // 32 bf16 = 64 bytes per chunk
   if (p.kind == FloatKind::Fp8Block)
-    amx_gemm<Epi::Fp8Block>(a, p.kp * 2, w, n_chunks, kQuantBlock / 32, p.groups, sa, p.sw.data(), M,
+    amx_gemm<Epi::Fp8Block>(a, p.kp * 2, nullptr, p.w8.data(), n_chunks, kQuantBlock / 32, p.groups, sa, p.sw.data(), M,
                             p.n, bias, y, nb0, nb1);
   else
-    amx_gemm<Epi::Bf16>(a, p.kp * 2, w, n_chunks, n_chunks, 1, nullptr, nullptr, M, p.n, bias, y, nb0,
+    amx_gemm<Epi::Bf16>(a, p.kp * 2, w, nullptr, n_chunks, n_chunks, 1, nullptr, nullptr, M, p.n, bias, y, nb0,
                         nb1);
 }
 

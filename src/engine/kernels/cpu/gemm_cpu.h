@@ -85,8 +85,10 @@ void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const f
 enum class FloatKind { F32, Bf16, Fp8Block };
 
 // Packed float weight. amx: bf16 "VNNI blocks" (column blocks of 32, K chunks of 32, 1 KiB tiles
-// of 16 k-pairs x [16 columns][2 k]). Otherwise "panels": [np/16][kp][16] of f32 (F32) or bf16
-// bits (Bf16, Fp8Block decoded exactly to bf16). Padding is zero.
+// of 16 k-pairs x [16 columns][2 k]); an Fp8Block weight keeps its e4m3 bytes in that element
+// order (w8, half the bytes to stream) and the kernel decodes one column block at a time to bf16
+// (exact). Otherwise "panels": [np/16][kp][16] of f32 (F32) or bf16 bits (Bf16, Fp8Block decoded
+// exactly to bf16 at pack time). Padding is zero.
 struct FloatPacked {
   FloatKind kind = FloatKind::F32;
   bool amx = false;
@@ -94,8 +96,9 @@ struct FloatPacked {
   int64_t groups = 1;                    // Fp8Block: ceil(K/128)
   AlignedBuffer<float> wf;               // F32 panels
   AlignedBuffer<uint16_t> wb;            // bf16 (panels or AMX blocks)
+  AlignedBuffer<uint8_t> w8;             // Fp8Block + amx: e4m3 bytes in AMX block order
   AlignedBuffer<float> sw;               // Fp8Block: [ceil(N/128), groups]
-  size_t bytes() const { return 4 * wf.size() + 2 * wb.size() + 4 * sw.size(); }
+  size_t bytes() const { return 4 * wf.size() + 2 * wb.size() + w8.size() + 4 * sw.size(); }
 };
 
 // w [N, K] as f32 values (F32), bf16 bits (Bf16) or e4m3 bits (Fp8Block, with sw

@@ -105,8 +105,14 @@ FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bo
   p.np = round_up(N, 32);
   p.kp = round_up(K, kQuantBlock);
   p.groups = n_groups(K);
-  // Every finite e4m3 value is a bf16 value (3 mantissa bits, exponents 2^-9..2^8): exact.
-  fill_bf16(p, [&](int64_t n, int64_t k) { return bf16_from_f32(e4m3_to_f32(w[n * K + k])); });
+  if (amx) {  // e4m3 bytes in AMX element order; the kernel decodes them per column block
+    p.w8 = AlignedBuffer<uint8_t>(static_cast<size_t>(p.np * p.kp));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) p.w8[bf16_amx_offset(n, k, p.kp)] = w[n * K + k];
+  } else {
+    // Every finite e4m3 value is a bf16 value (3 mantissa bits, exponents 2^-9..2^8): exact.
+    fill_bf16(p, [&](int64_t n, int64_t k) { return bf16_from_f32(e4m3_to_f32(w[n * K + k])); });
+  }
   const size_t ns = static_cast<size_t>(n_groups(N) * p.groups);
   p.sw = AlignedBuffer<float>(ns);
   std::copy(sw, sw + ns, p.sw.data());
