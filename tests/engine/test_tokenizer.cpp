@@ -546,3 +546,125 @@ TEST_CASE("random byte strings round-trip exactly (real vocabularies)", "[tokeni
   check_round_trip(*qeval::load_tiktoken(m / "qwen-tokenizer/qwen.tiktoken", "qwen2"), true);
   check_round_trip(*qeval::make_tokenizer(qeval::tok::read_sentencepiece_model(m / "llama2-tokenizer/tokenizer.model")), true);
 }
+
+namespace {
+
+// Builds a Hugging Face tokenizer.json equivalent to a tiktoken rank file, the way HF
+// conversions do: every token's merge is the last step of a rank-limited BPE of its bytes.
+// Lets the tokenizer.json code path be checked against the same reference ids.
+fs::path tiktoken_as_hf_dir(const fs::path& tiktoken, const std::string& name, const std::string& regex,
+                            bool ignore_merges, const std::vector<std::string>& specials) {
+  using nlohmann::json;
+  std::string data = qeval::read_file(tiktoken);
+  std::vector<std::string> pieces;
+  std::unordered_map<std::string, int> rank;
+  auto b64v = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+  };
+  size_t pos = 0;
+  while (pos < data.size()) {
+    size_t nl = data.find('\n', pos);
+    if (nl == std::string::npos) nl = data.size();
+    std::string line = data.substr(pos, nl - pos);
+    pos = nl + 1;
+    size_t sp = line.find(' ');
+    if (sp == std::string::npos) continue;
+    std::string bytes;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < sp && line[i] != '='; ++i) {
+      acc = (acc << 6) | uint32_t(b64v(line[i]));
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        bytes += char((acc >> bits) & 0xFF);
+      }
+    }
+    int r = std::stoi(line.substr(sp + 1));
+    if (r != int(pieces.size())) FAIL(tiktoken.string() << ": ranks are not consecutive at " << r);
+    pieces.push_back(bytes);
+    rank[bytes] = r;
+  }
+  json vocab = json::object();
+  json merges = json::array();
+  for (size_t r = 0; r < pieces.size(); ++r) {
+    const std::string& t = pieces[r];
+    vocab[qeval::tok::byte_level_encode(t)] = r;
+    if (t.size() < 2) continue;
+    std::vector<std::string> parts;
+    for (char c : t) parts.emplace_back(1, c);
+    while (parts.size() > 2) {
+      int best = -1, best_rank = int(r);
+      for (size_t i = 0; i + 1 < parts.size(); ++i) {
+        auto it = rank.find(parts[i] + parts[i + 1]);
+        if (it != rank.end() && it->second < best_rank) {
+          best_rank = it->second;
+          best = int(i);
+        }
+      }
+      if (best < 0) break;
+      parts[best] += parts[best + 1];
+      parts.erase(parts.begin() + best + 1);
+    }
+    if (parts.size() == 2)
+      merges.push_back(qeval::tok::byte_level_encode(parts[0]) + " " + qeval::tok::byte_level_encode(parts[1]));
+  }
+  json added = json::array();
+  for (size_t i = 0; i < specials.size(); ++i)
+    added.push_back({{"id", pieces.size() + i}, {"content", specials[i]}, {"special", true}});
+  json tj = json::parse(R"({"normalizer": {"type": "NFC"}, "decoder": {"type": "ByteLevel"},
+      "post_processor": {"type": "ByteLevel"},
+      "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}})");
+  tj["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", regex}};
+  tj["added_tokens"] = added;
+  tj["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", ignore_merges},
+                 {"byte_fallback", false}};
+  fs::path dir = temp_dir("hf_" + name);
+  write(dir / "tokenizer.json", tj.dump());
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer.json path (tiktoken ranks converted to merges) matches the reference ids", "[tokenizer][model]") {
+  REQUIRE_MODELS();
+  fs::path m = models_dir();
+  const std::string qwen_re =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const std::string llama3_re =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  SECTION("Qwen2.5-style") {
+    fs::path dir = tiktoken_as_hf_dir(m / "qwen-tokenizer/qwen.tiktoken", "qwen", qwen_re, false,
+                                      {"<|endoftext|>", "<|im_start|>", "<|im_end|>"});
+    write(dir / "tokenizer_config.json",
+          R"({"bos_token": null, "eos_token": "<|im_end|>", "chat_template": "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"})");
+    write(dir / "generation_config.json", R"({"bos_token_id": 151643, "eos_token_id": [151645, 151643]})");
+    auto tok = qeval::load_hf_tokenizer(dir);
+    CHECK(check_llamacpp_vectors(*tok, "ggml-vocab-qwen2.gguf.out") == 0);
+    CHECK_FALSE(tok->add_bos);
+    CHECK(tok->eos_id == 151645);
+    CHECK(tok->stop_ids == Ids{151645, 151643});
+    CHECK(tok->encode("<|im_start|>user\nhi<|im_end|>", true).front() == 151644);
+    CHECK(tok->chat_template.find("You are Qwen") != std::string::npos);
+  }
+  SECTION("Llama-3-style (ignore_merges)") {
+    std::vector<std::string> specials = {"<|begin_of_text|>", "<|end_of_text|>"};
+    fs::path dir = tiktoken_as_hf_dir(m / "llama3-tokenizer/tokenizer.model", "llama3", llama3_re, true, specials);
+    auto tj = nlohmann::json::parse(qeval::read_file(dir / "tokenizer.json"));
+    tj["post_processor"] = nlohmann::json::parse(R"({"type": "Sequence", "processors": [
+        {"type": "ByteLevel"},
+        {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                                                  {"Sequence": {"id": "A", "type_id": 0}}]}]})");
+    write(dir / "tokenizer.json", tj.dump());
+    auto tok = qeval::load_hf_tokenizer(dir);
+    CHECK(check_llamacpp_vectors(*tok, "ggml-vocab-llama-bpe.gguf.out") == 0);
+    CHECK(tok->add_bos);
+    CHECK(tok->bos_id == 128000);
+    CHECK(tok->encode("This is a test sentence.", true) == Ids{128000, 2028, 374, 264, 1296, 11914, 13});
+  }
+}
