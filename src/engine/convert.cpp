@@ -13,6 +13,7 @@
 //     s = 1, q = RNE(w / s) clamped to +-127 (int8) or clamped to +-448 then e4m3 RNE (fp8).
 #include "engine/convert.h"
 
+#include <immintrin.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -143,7 +144,13 @@ void produce(const OutTensor& t, QuantScheme scheme, const Sink& sink, bool chec
           sink(b.data(), static_cast<size_t>(rows * K) * 2);
           continue;
         }
-        QuantizedWeight qw = quantize_weight(slab.data(), rows, K, scheme);
+        QuantizedWeight qw;
+        qw.scheme = scheme;
+        qw.n = rows;
+        qw.k = K;
+        qw.q.resize(static_cast<size_t>(rows * K));
+        qw.scale.resize(static_cast<size_t>(qw.scale_rows() * qw.scale_cols()));
+        quantize_rows(slab.data(), rows, K, static_cast<int>(scheme), qw.q.data(), qw.scale.data());
         if (check) {
           // Independent checks of the stored values against the formulas: the scale is amax/Q
           // of its block (1 for all-zero), and every value dequantises to within half a step.
@@ -339,6 +346,96 @@ class Progress {
 
 }  // namespace
 
+
+// ---- vectorised quantisation of one block row (bit-identical to quantize_weight) ---------
+
+namespace {
+
+float amax_span(const float* x, int64_t n) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  alignas(32) float t[8];
+  _mm256_store_ps(t, m);
+  float a = 0.0f;
+  for (float v : t) a = std::max(a, v);
+  for (; i < n; ++i) a = std::max(a, std::fabs(x[i]));
+  return a;
+}
+
+// 8 lanes of clamp(x / s) -> int32 codes: int8 (RNE, +-127) or e4m3 bits (clamp +-448, then
+// the same bit steps as e4m3_from_f32 for |v| < 480: subnormal add trick or rebias + RNE).
+inline __m256i codes8(__m256 x, __m256 s, bool fp8) {
+  __m256 v = _mm256_div_ps(x, s);
+  if (!fp8) {
+    __m256 r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    return _mm256_cvtps_epi32(r);
+  }
+  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-448.0f)), _mm256_set1_ps(448.0f));
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i sign = _mm256_and_si256(bits, _mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  const __m256i f = _mm256_xor_si256(bits, sign);
+  const __m256i denorm_mask = _mm256_set1_epi32(141 << 23);
+  const __m256i sub = _mm256_sub_epi32(
+      _mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(denorm_mask))), denorm_mask);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(f, 20), _mm256_set1_epi32(1));
+  const __m256i norm = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(f, _mm256_set1_epi32(static_cast<int>((static_cast<uint32_t>(7 - 127) << 23) + 0x7FFFFu))), odd), 20);
+  const __m256i is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(121 << 23), f);
+  const __m256i r = _mm256_and_si256(_mm256_blendv_epi8(norm, sub, is_sub), _mm256_set1_epi32(0xFF));
+  return _mm256_or_si256(r, _mm256_srli_epi32(sign, 24));
+}
+
+inline uint8_t code1(float x, float s, bool fp8) {
+  const float v = x / s;
+  if (fp8) return e4m3_from_f32(std::min(std::max(v, -kE4m3Max), kE4m3Max));
+  const float r = std::min(std::max(std::nearbyint(v), -kInt8Max), kInt8Max);
+  return static_cast<uint8_t>(static_cast<int8_t>(static_cast<int>(r)));
+}
+
+// q[0..n) = codes of x[0..n) / s.
+void quantize_span(const float* x, int64_t n, float s, bool fp8, uint8_t* q) {
+  const __m256 vs = _mm256_set1_ps(s);
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i a = codes8(_mm256_loadu_ps(x + i), vs, fp8), b = codes8(_mm256_loadu_ps(x + i + 8), vs, fp8);
+    __m256i c = codes8(_mm256_loadu_ps(x + i + 16), vs, fp8), d = codes8(_mm256_loadu_ps(x + i + 24), vs, fp8);
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);  // 16-bit, lane-interleaved
+    __m256i p = fp8 ? _mm256_packus_epi16(ab, cd) : _mm256_packs_epi16(ab, cd);
+    p = _mm256_permutevar8x32_epi32(p, perm);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), p);
+  }
+  for (; i < n; ++i) q[i] = code1(x[i], s, fp8);
+}
+
+}  // namespace
+
+void quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_t* q, float* scales) {
+  const auto scheme = static_cast<QuantScheme>(scheme_i);
+  const bool fp8 = scheme == QuantScheme::Fp8Block;
+  const float qmax = fp8 ? kE4m3Max : kInt8Max;
+  if (scheme == QuantScheme::Int8Channel) {
+    for (int64_t n = 0; n < rows; ++n) {
+      const float amax = amax_span(w + n * K, K);
+      const float s = amax > 0.0f ? amax / qmax : 1.0f;  // all-zero row: s = 1
+      scales[n] = s;
+      quantize_span(w + n * K, K, s, false, q + n * K);
+    }
+    return;
+  }
+  for (int64_t k0 = 0; k0 < K; k0 += kQuantBlock) {
+    const int64_t kw = std::min(kQuantBlock, K - k0);  // partial edge block
+    float amax = 0.0f;
+    for (int64_t n = 0; n < rows; ++n) amax = std::max(amax, amax_span(w + n * K + k0, kw));
+    const float s = amax > 0.0f ? amax / qmax : 1.0f;  // all-zero block: s = 1
+    scales[k0 / kQuantBlock] = s;
+    for (int64_t n = 0; n < rows; ++n) quantize_span(w + n * K + k0, kw, s, fp8, q + n * K + k0);
+  }
+}
+
 bool is_quantizable_weight(const std::string& name, size_t rank) {
   if (rank != 2 || !ends_with(name, ".weight")) return false;
   if (name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos) return false;
@@ -361,6 +458,12 @@ std::string ConvertOptions::validate() const {
 ConvertStats convert_checkpoint(const ConvertOptions& opt) {
   if (std::string e = opt.validate(); !e.empty()) fail("convert: {}", e);
   const auto t0 = Clock::now();
+  auto cpu_now = [] {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+  };
+  const double cpu0 = cpu_now();
   ConvertStats st;
   // Inputs: the index's shards, or model.safetensors.
   std::vector<std::unique_ptr<SafetensorsFile>> inputs;
@@ -439,6 +542,7 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
   st.bytes_out = plan.bytes_out;
   for (const auto& s : plan.shards) st.n_tensors_out += static_cast<int>(s.tensors.size());
   st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  st.cpu_seconds = cpu_now() - cpu0;
 
   if (opt.verify) {
     const auto v0 = Clock::now();
@@ -472,10 +576,11 @@ int convert_main(const ConvertOptions& opt) {
   ConvertStats st = convert_checkpoint(opt);
   fmt::print(stderr,
              "converted {} -> {} ({}): {} tensors ({} quantised) in {} shards ({} reused), {:.2f} GB in -> {:.2f} GB "
-             "out, {:.1f} s ({:.2f} GB/s){}, peak RSS {:.0f} MiB\n",
+             "out, {:.1f} s ({:.2f} GB/s; {:.2f} GB per CPU-second){}, peak RSS {:.0f} MiB\n",
              opt.in.string(), opt.out.string(), opt.to, st.n_tensors_out, st.n_quantized, st.n_shards,
              st.n_shards_skipped, st.bytes_in / 1e9, st.bytes_out / 1e9, st.seconds,
              st.seconds > 0 ? st.bytes_in / 1e9 / st.seconds : 0.0,
+             st.cpu_seconds > 0 ? st.bytes_in / 1e9 / st.cpu_seconds : 0.0,
              opt.verify ? fmt::format(", verified in {:.1f} s", st.verify_seconds) : std::string(),
              st.peak_rss_kb / 1024.0);
   return 0;

@@ -28,7 +28,8 @@ struct ConvertStats {
   int n_quantized = 0;                 // weights quantised (or kept quantised)
   int n_shards = 0;
   int n_shards_skipped = 0;            // already complete from an earlier run (resume)
-  double seconds = 0;
+  double seconds = 0;                  // wall clock of the conversion (without verify)
+  double cpu_seconds = 0;              // user + system CPU time of the conversion
   double verify_seconds = 0;
   long peak_rss_kb = 0;                // getrusage maxrss at the end
 };
@@ -39,6 +40,12 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt);
 
 // The CLI entry: runs convert_checkpoint and prints a summary; returns the exit code (0).
 int convert_main(const ConvertOptions& opt);
+
+// Quantises `rows` (<= 128) rows of w [rows, K] f32, the rows of one 128-row block row, in
+// `scheme` (not None): q [rows, K] (int8 or e4m3 bits), scales [ceil(K/128)] (block schemes)
+// or [rows] (Int8Channel). Bit-identical to quantize_weight() of quant.h on the same rows
+// (AVX2; the converter's hot loop). Thread-safe.
+void quantize_rows(const float* w, int64_t rows, int64_t K, int scheme, uint8_t* q, float* scales);
 
 // Whether the converter quantises a tensor of this name and rank when the input carries no
 // scale for it: 2-D `.weight` tensors except embeddings, lm_head, norms and MoE routers

@@ -12,6 +12,7 @@
 #include "core/fs.h"
 #include "engine/checkpoint.h"
 #include "engine/convert.h"
+#include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "engine/safetensors_writer.h"
 #include "fixtures_model.h"
@@ -402,9 +403,33 @@ TEST_CASE("convert throughput and peak RSS", "[convert][.bench]") {
     ConvertOptions o = opts(dir / "in", dir / to, to);
     o.shard_bytes = 5ull << 30;
     ConvertStats st = convert_checkpoint(o);
-    WARN(fmt::format("{}: {:.2f} GB in {:.2f} s = {:.2f} GB/s input; peak RSS {:.0f} MiB", to, st.bytes_in / 1e9,
-                     st.seconds, st.bytes_in / 1e9 / st.seconds, st.peak_rss_kb / 1024.0));
+    WARN(fmt::format("{}: {:.2f} GB in {:.2f} s = {:.2f} GB/s input ({:.2f} GB per CPU-second); peak RSS {:.0f} MiB",
+                     to, st.bytes_in / 1e9, st.seconds, st.bytes_in / 1e9 / st.seconds,
+                     st.bytes_in / 1e9 / st.cpu_seconds, st.peak_rss_kb / 1024.0));
     fs::remove_all(dir / to);
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("quantize_rows equals quantize_weight bit for bit on random slabs", "[convert][unit]") {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> ex(-30, 12);
+  for (int64_t K : {1, 7, 31, 32, 33, 127, 128, 129, 300, 515}) {
+    for (int64_t rows : {1, 5, 128}) {
+      std::vector<float> w(rows * K);
+      for (auto& v : w) v = std::ldexp(u(rng), ex(rng));  // magnitudes from 2^-30 to 2^12
+      for (int64_t k = 0; k < std::min<int64_t>(K, 128); ++k) w[k] = 0.0f;  // a zero row/part block
+      if (K > 3) w[3] = -0.0f;
+      for (QuantScheme sc : {QuantScheme::Fp8Block, QuantScheme::Int8Block, QuantScheme::Int8Channel}) {
+        INFO("K " << K << " rows " << rows << " scheme " << quant_scheme_name(sc));
+        QuantizedWeight ref = quantize_weight(w.data(), rows, K, sc);
+        std::vector<uint8_t> q(rows * K);
+        std::vector<float> s(ref.scale.size());
+        quantize_rows(w.data(), rows, K, static_cast<int>(sc), q.data(), s.data());
+        CHECK(q == ref.q);
+        CHECK(s == ref.scale);
+      }
+    }
+  }
 }
