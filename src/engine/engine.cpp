@@ -308,8 +308,8 @@ ScoreRequest Engine::make_score_request(const std::string& context,
       cont = ctx.substr(ctx.size() - n_sp) + cont;
       ctx.resize(ctx.size() - n_sp);
     }
-    std::vector<int32_t> whole = tk.encode(ctx + cont, true, false);
-    std::vector<int32_t> ctx_ids = tk.encode(ctx, true, false);
+    std::vector<int32_t> whole = tk.encode(ctx + cont, true, true);
+    std::vector<int32_t> ctx_ids = tk.encode(ctx, true, true);
     int64_t n_ctx = static_cast<int64_t>(std::min(ctx_ids.size(), whole.size()));
     if (n_ctx == 0) {
       std::optional<int32_t> b = tk.bos_id ? tk.bos_id : tk.eos_id;

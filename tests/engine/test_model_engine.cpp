@@ -286,9 +286,9 @@ TEST_CASE("engine: stop strings, lm-eval loglikelihood tokenisation (fixture tok
   std::vector<std::string> conts = {"the end", " B"};
   ScoreRequest s = e->make_score_request("Answer: ", conts);
   REQUIRE(s.sequences.size() == 2);
-  CHECK(s.sequences[0] == tk.encode("Answer: the end", true, false));
-  CHECK(s.n_context[0] == static_cast<int64_t>(tk.encode("Answer:", true, false).size()));
-  CHECK(s.sequences[1] == tk.encode("Answer:  B", true, false));
+  CHECK(s.sequences[0] == tk.encode("Answer: the end", true));
+  CHECK(s.n_context[0] == static_cast<int64_t>(tk.encode("Answer:", true).size()));
+  CHECK(s.sequences[1] == tk.encode("Answer:  B", true));
   std::map<size_t, ScoreOutput> got;
   e->score(std::span<const ScoreRequest>(&s, 1), [&](size_t i, ScoreOutput&& so) { got[i] = std::move(so); });
   REQUIRE(got[0].error.empty());
