@@ -161,11 +161,11 @@ TEST_CASE("every fault kind is retried and recovered", "[openai][backend]") {
   CAPTURE(static_cast<int>(fault));
   FakeOpenAI::Options o = mmlu_model();
   o.fault = FakeOpenAI::fail_first(1, fault);
-  o.delay_s = 0.8;
+  o.delay_s = 1.5;
   o.retry_after_s = 1;
   FakeOpenAI server(o);
   OpenAIConfig c = config_for({server.base_url()}, 4);
-  c.timeout_s = 0.4;
+  c.timeout_s = 1.0;  // generous: the build machine may be loaded
   auto backend = make_openai_backend(c, "test");
 
   auto t0 = std::chrono::steady_clock::now();

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -164,6 +165,9 @@ class FakeOpenAI {
                  });
     port_ = server_.bind_to_any_port("127.0.0.1");
     if (port_ <= 0) throw std::runtime_error("FakeOpenAI: cannot bind a port on 127.0.0.1");
+    // httplib listens with a backlog of 5: a burst of new connections would overflow it and
+    // wait for the client's 1 s SYN retransmit. Listening again raises the backlog.
+    ::listen(server_.listening_socket(), 4096);
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     for (int i = 0; i < 2000 && !server_.is_running(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -371,50 +375,84 @@ class FakeOpenAI {
     return {-static_cast<double>(h % 500 + 1) / 100.0, (h & 8) != 0};
   }
 
-  // The logprobs object of an echoed prompt plus one generated token " the".
-  nlohmann::json echo_logprobs(const std::string& prompt) const {
+  // Appends `s` as a JSON string literal (UTF-8 passes through).
+  static void put_string(std::string& out, std::string_view s) {
+    out.push_back('"');
+    for (char ch : s) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (c == '"' || c == '\\') {
+        out.push_back('\\');
+        out.push_back(ch);
+      } else if (c < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+        out += buf;
+      } else {
+        out.push_back(ch);
+      }
+    }
+    out.push_back('"');
+  }
+
+  static void put_number(std::string& out, double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.17g", v);
+    out += buf;
+  }
+
+  // Appends the logprobs object of an echoed prompt plus one generated token " the". Written
+  // as text rather than through a JSON tree: it is the fake's hot path in benchmarks.
+  void put_echo_logprobs(std::string& out, const std::string& prompt) const {
     std::vector<std::string> toks = fake_tokenize(prompt);
-    nlohmann::json tokens = nlohmann::json::array(), lps = nlohmann::json::array(),
-                   tops = nlohmann::json::array(), offs = nlohmann::json::array();
+    std::string tokens = "[", lps = "[", tops = "[", offs = "[";
+    auto sep = [](std::string& s) {
+      if (s.size() > 1) s.push_back(',');
+    };
     if (!options_.bos.empty()) {
-      tokens.push_back(options_.bos);
-      lps.push_back(nullptr);
-      tops.push_back(nullptr);
-      offs.push_back(0);
+      put_string(tokens, options_.bos);
+      lps += "null";
+      tops += "null";
+      offs += "0";
     }
     size_t cp = 0, bytes = 0;
     for (size_t i = 0; i < toks.size(); ++i) {
-      tokens.push_back(toks[i]);
-      offs.push_back(cp);
+      sep(tokens), sep(lps), sep(tops), sep(offs);
+      put_string(tokens, toks[i]);
+      offs += std::to_string(cp);
       if (i == 0 && options_.bos.empty()) {
-        lps.push_back(nullptr);
-        tops.push_back(nullptr);
+        lps += "null";
+        tops += "null";
       } else {
-        FakeTokenScore s = run_score(std::string_view(prompt).substr(0, bytes), toks[i]);
-        lps.push_back(s.logprob);
-        nlohmann::json top = nlohmann::json::object();
-        if (s.greedy) {
-          top[toks[i]] = s.logprob;
-        } else {
-          top["<alt>"] = s.logprob + 0.5;
-          top[toks[i]] = s.logprob;
+        FakeTokenScore sc = run_score(std::string_view(prompt).substr(0, bytes), toks[i]);
+        put_number(lps, sc.logprob);
+        tops.push_back('{');
+        if (!sc.greedy) {
+          tops += "\"<alt>\":";
+          put_number(tops, sc.logprob + 0.5);
+          tops.push_back(',');
         }
-        tops.push_back(std::move(top));
+        put_string(tops, toks[i]);
+        tops.push_back(':');
+        put_number(tops, sc.logprob);
+        tops.push_back('}');
       }
       cp += fake_cp_length(toks[i]);
       bytes += toks[i].size();
     }
-    tokens.push_back(" the");
-    lps.push_back(-1.0);
-    tops.push_back({{" the", -1.0}});
-    offs.push_back(cp);
-    nlohmann::json lp = {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}};
+    sep(tokens), sep(lps), sep(tops), sep(offs);
+    tokens += "\" the\"]";
+    lps += "-1.0]";
+    tops += "{\" the\":-1.0}]";
+    offs += std::to_string(cp) + "]";
+    out += "{\"tokens\":" + tokens + ",\"token_logprobs\":" + lps + ",\"top_logprobs\":" + tops;
     if (options_.offsets == Offsets::kCodePoints) {
-      lp["text_offset"] = offs;
+      out += ",\"text_offset\":" + offs;
     } else if (options_.offsets == Offsets::kMinusOne) {
-      lp["text_offset"] = std::vector<int>(tokens.size(), -1);
+      out += ",\"text_offset\":[";
+      for (size_t i = 0; i < toks.size() + 1 + !options_.bos.empty(); ++i) out += i ? ",-1" : "-1";
+      out += "]";
     }
-    return lp;
+    out += "}";
   }
 
   std::string completion_answer(const nlohmann::json& body) const {
@@ -426,32 +464,31 @@ class FakeOpenAI {
     }
     const bool echo = body.value("echo", false);
     const bool logprobs = body.contains("logprobs") && !body["logprobs"].is_null();
-    nlohmann::json choices = nlohmann::json::array();
+    std::string out = "{\"id\":\"cmpl-fake\",\"object\":\"text_completion\",\"model\":";
+    put_string(out, options_.model_name);
+    out += ",\"choices\":[";
     int n_prompt = 0, n_gen = 0;
     for (size_t i = 0; i < prompts.size(); ++i) {
-      nlohmann::json c = {{"index", i}};
-      const int n_toks = static_cast<int>(fake_tokenize(prompts[i]).size());
-      n_prompt += n_toks;
+      if (i) out.push_back(',');
+      out += "{\"index\":" + std::to_string(i) + ",\"text\":";
+      n_prompt += static_cast<int>(fake_tokenize(prompts[i]).size());
       if (echo && logprobs) {
-        c["text"] = prompts[i] + " the";
-        c["logprobs"] = echo_logprobs(prompts[i]);
-        c["finish_reason"] = "length";
+        put_string(out, prompts[i] + " the");
+        out += ",\"logprobs\":";
+        put_echo_logprobs(out, prompts[i]);
+        out += ",\"finish_reason\":\"length\"}";
         n_gen += 1;
       } else {
         FakeGen g = run_complete(prompts[i]);
-        c["text"] = g.text;
-        c["logprobs"] = nullptr;
-        c["finish_reason"] = g.finish_reason;
+        put_string(out, g.text);
+        out += ",\"logprobs\":null,\"finish_reason\":";
+        put_string(out, g.finish_reason);
+        out += "}";
         n_gen += static_cast<int>(fake_tokenize(g.text).size());
       }
-      choices.push_back(std::move(c));
     }
-    nlohmann::json out = {{"id", "cmpl-fake"},
-                          {"object", "text_completion"},
-                          {"model", options_.model_name},
-                          {"choices", std::move(choices)},
-                          {"usage", usage(n_prompt, n_gen)}};
-    return out.dump();
+    out += "],\"usage\":" + usage(n_prompt, n_gen).dump() + "}";
+    return out;
   }
 
   std::string chat_answer(const nlohmann::json& body) const {
@@ -477,8 +514,13 @@ class FakeOpenAI {
     return out.dump();
   }
 
+  // httplib::Server with access to its listening socket.
+  struct Server : httplib::Server {
+    int listening_socket() const { return svr_sock_; }
+  };
+
   Options options_;
-  httplib::Server server_;
+  Server server_;
   std::thread thread_;
   int port_ = 0;
   mutable std::mutex mu_;
