@@ -1,0 +1,100 @@
+// `generate` and `bench` command bodies on top of Engine.
+#include "engine/engine_commands.h"
+
+#include "core/error.h"
+
+namespace qeval {
+
+namespace {
+
+EngineOptions engine_options(const std::string& model, const std::string& dtype,
+                             const std::string& quant, int threads, int max_batch) {
+  EngineOptions o;
+  o.model = model;
+  if (!dtype.empty()) o.dtype = parse_compute_type(dtype, "--dtype");
+  if (!quant.empty()) {
+    try {
+      o.quantization = parse_quant_scheme(quant == "w8a8_int8" ? "int8-channel" : quant);
+    } catch (const Error& e) {
+      fail("--quantization: {}", e.what());
+    }
+  }
+  o.threads = threads;
+  o.max_batch = max_batch;
+  o.max_step_tokens = std::max<int64_t>(512, max_batch + 1);
+  return o;
+}
+
+}  // namespace
+
+int run_generate_command(const GenerateCommand& c, std::ostream& out) {
+  if (c.model.empty()) fail("--model: missing (hint: a HF model directory or a .gguf file)");
+  if (c.max_tokens < 1) fail("--max-tokens: must be >= 1, got {}", c.max_tokens);
+  auto e = Engine::load(engine_options(c.model, c.dtype, c.quantization, c.threads, 1));
+  if (!e->tokenizer()) fail("--model: '{}' has no tokenizer (random models are for bench)", c.model);
+  GenerationRequest r;
+  r.prompt = e->tokenizer()->encode(c.prompt, true, true);
+  if (r.prompt.empty()) fail("--prompt: empty and the tokenizer adds no BOS (hint: give some text)");
+  r.max_tokens = c.max_tokens;
+  r.sampling.temperature = c.temperature;
+  r.sampling.top_p = c.top_p;
+  r.sampling.top_k = c.top_k;
+  r.sampling.seed = c.seed;
+  std::string text, error;
+  e->generate(std::span<const GenerationRequest>(&r, 1), [&](size_t, GenerationOutput&& o) {
+    text = std::move(o.text);
+    error = std::move(o.error);
+  });
+  if (!error.empty()) fail("generate: {}", error);
+  out << text << "\n";
+  return 0;
+}
+
+nlohmann::json bench_to_json(const BenchResult& r, const Engine& e) {
+  return {{"model", e.options().model},
+          {"dtype", compute_type_name(e.dtype())},
+          {"quantization", quant_scheme_name(e.quantization())},
+          {"threads", r.threads},
+          {"batch", r.batch},
+          {"prompt_tokens", r.prompt_tokens},
+          {"gen_tokens", r.gen_tokens},
+          {"prefill_tokens_per_s", r.prefill_tokens_per_s},
+          {"decode_tokens_per_s", r.decode_tokens_per_s},
+          {"weight_bytes_per_token", r.weight_bytes_per_token},
+          {"decode_weight_gb_per_s", r.decode_weight_gb_per_s},
+          {"prefill_s", r.prefill_s},
+          {"decode_s", r.decode_s}};
+}
+
+int run_bench_command(const BenchCommand& c, std::ostream& out) {
+  if (c.batch < 1) fail("--batch: must be >= 1, got {}", c.batch);
+  if (c.prompt_tokens < 1) fail("--prompt-tokens: must be >= 1, got {}", c.prompt_tokens);
+  if (c.gen_tokens < 0) fail("--gen-tokens: must be >= 0, got {}", c.gen_tokens);
+  EngineOptions o = engine_options(c.model, c.dtype, c.quantization, c.threads, c.batch);
+  auto e = Engine::load(o);
+  const size_t need = static_cast<size_t>(c.batch) * (c.prompt_tokens + c.gen_tokens + KvCache::kBlockTokens) *
+                      e->model().make_kv_cache(0)->bytes_per_token();
+  if (need > (size_t{2048} << 20)) {  // the default budget is capped; size it for the run
+    o.kv_cache_mb = static_cast<int64_t>(need >> 20) + 1;
+    e = Engine::load(o);
+  }
+  BenchOptions bo;
+  bo.prompt_tokens = c.prompt_tokens;
+  bo.gen_tokens = c.gen_tokens;
+  bo.batch = c.batch;
+  BenchResult r = e->bench(bo);
+  if (c.json) {
+    out << bench_to_json(r, *e).dump() << "\n";
+  } else {
+    out << fmt::format(
+        "model {} ({}, {}), {} threads, batch {}\n"
+        "prefill {} tokens: {:.1f} tokens/s\n"
+        "decode {} tokens: {:.2f} tokens/s ({:.1f} MB weights/step, {:.2f} GB/s)\n",
+        c.model, compute_type_name(e->dtype()), quant_scheme_name(e->quantization()), r.threads,
+        r.batch, r.prompt_tokens, r.prefill_tokens_per_s, r.gen_tokens, r.decode_tokens_per_s,
+        static_cast<double>(r.weight_bytes_per_token) / 1e6, r.decode_weight_gb_per_s);
+  }
+  return 0;
+}
+
+}  // namespace qeval
