@@ -25,7 +25,10 @@ std::map<int, nlohmann::json> read_sample_log(const fs::path& path) {
     if (j.is_discarded() || !j.is_object() || !j.contains("doc_id") || !j["doc_id"].is_number_integer())
       fail("{}:{}: malformed sample line (hint: the file was edited or corrupted; move it away "
            "and --resume to redo those samples)", path.string(), line_no);
-    out[j["doc_id"].get<int>()] = std::move(j);
+    // Read the id first: json's operator= takes its argument by value, and C++17 evaluates
+    // the right side of `=` first, so `out[j["doc_id"]] = std::move(j)` reads a moved-from j.
+    const int doc_id = j["doc_id"].get<int>();
+    out[doc_id] = std::move(j);
   }
   return out;
 }
