@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# CLI-level checks of `qeval`: every run-ending problem (bad config, unknown keys, missing or
+# malformed data, unreachable server, bad flag) exits 2 with exactly one clear
+# `qeval: error:` line naming the culprit, and config errors write nothing to the output dir;
+# `qeval prompts` prints one JSON line per doc (57 subjects x limit for --task mmlu).
+# Run by CTest as: bash test_errors.sh <path-to-qeval> <source-dir>
+set -u
+QEVAL=${1:?usage: test_errors.sh QEVAL SOURCE_DIR}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+FAILS=0
+
+fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+
+# A small datasets tree: 4 GSM8K test docs, 6 train docs, all 57 MMLU subjects (5 dev rows,
+# 3 test rows each).
+DATA=$TMP/data
+mkdir -p "$DATA/gsm8k" "$DATA/mmlu/dev" "$DATA/mmlu/val" "$DATA/mmlu/test"
+for i in 0 1 2 3; do
+  echo "{\"question\": \"Q$i: what is $i plus $i?\", \"answer\": \"$i + $i = $((2 * i))\\n#### $((2 * i))\"}"
+done > "$DATA/gsm8k/test.jsonl"
+for i in 0 1 2 3 4 5; do
+  echo "{\"question\": \"T$i: what is $i times 2?\", \"answer\": \"$i * 2 = $((2 * i))\\n#### $((2 * i))\"}"
+done > "$DATA/gsm8k/train.jsonl"
+SUBJECTS="abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology
+college_chemistry college_computer_science college_mathematics college_medicine college_physics
+computer_security conceptual_physics econometrics electrical_engineering elementary_mathematics
+formal_logic global_facts high_school_biology high_school_chemistry high_school_computer_science
+high_school_european_history high_school_geography high_school_government_and_politics
+high_school_macroeconomics high_school_mathematics high_school_microeconomics high_school_physics
+high_school_psychology high_school_statistics high_school_us_history high_school_world_history
+human_aging human_sexuality international_law jurisprudence logical_fallacies machine_learning
+management marketing medical_genetics miscellaneous moral_disputes moral_scenarios nutrition
+philosophy prehistory professional_accounting professional_law professional_medicine
+professional_psychology public_relations security_studies sociology us_foreign_policy virology
+world_religions"
+for s in $SUBJECTS; do
+  for i in 0 1 2 3 4; do echo "Dev $i of $s?,w,x,y,z,A"; done > "$DATA/mmlu/dev/${s}_dev.csv"
+  echo "Val of $s?,w,x,y,z,B" > "$DATA/mmlu/val/${s}_val.csv"
+  for i in 0 1 2; do echo "\"Test $i, $s?\",w,x,y,z,C"; done > "$DATA/mmlu/test/${s}_test.csv"
+done
+[ "$(ls "$DATA/mmlu/test" | wc -l)" = 57 ] || fail "fixture: expected 57 MMLU subjects"
+export QEVAL_DATA=$DATA
+
+# Nobody listens on port 1 of the loopback.
+DEAD_URL="http://127.0.0.1:1/v1"
+
+# write_config FILE BODY: a run config.
+write_config() { printf '%s\n' "$2" > "$1"; }
+
+GOOD="name: t
+tasks: [gsm8k]
+limit: 2
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m, timeout_s: 2}"
+
+# expect_error NAME PATTERN OUTDIR CMD...: exit code 2, exactly one `qeval: error:` line,
+# containing PATTERN (a fixed string), and (when OUTDIR is not -) nothing created at OUTDIR.
+expect_error() {
+  local name=$1 pattern=$2 outdir=$3
+  shift 3
+  "$@" > "$TMP/stdout" 2> "$TMP/stderr"
+  local rc=$?
+  local n
+  n=$(grep -c '^qeval: error:' "$TMP/stderr")
+  if [ "$rc" != 2 ]; then
+    fail "$name: exit code $rc, want 2 (stderr: $(cat "$TMP/stderr"))"
+  elif [ "$n" != 1 ]; then
+    fail "$name: $n 'qeval: error:' lines, want 1 (stderr: $(cat "$TMP/stderr"))"
+  elif ! grep '^qeval: error:' "$TMP/stderr" | grep -qF -- "$pattern"; then
+    fail "$name: the error does not mention '$pattern': $(cat "$TMP/stderr")"
+  else
+    echo "ok: $name: $(grep '^qeval: error:' "$TMP/stderr" | cut -c1-200)"
+  fi
+  if [ "$outdir" != - ] && [ -e "$outdir" ]; then
+    fail "$name: $outdir was created by a run that could not be done"
+  fi
+}
+
+C=$TMP/cfg
+mkdir -p "$C"
+
+write_config "$C/unknown_top.yaml" "$GOOD
+nmae: typo"
+expect_error "unknown top-level key" "nmae" "$TMP/o1" "$QEVAL" run "$C/unknown_top.yaml" --out "$TMP/o1"
+
+write_config "$C/unknown_variant_key.yaml" "name: t
+tasks: [gsm8k]
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m, concurency: 8}"
+expect_error "unknown variant key" "concurency" "$TMP/o2" "$QEVAL" run "$C/unknown_variant_key.yaml" --out "$TMP/o2"
+
+write_config "$C/unknown_gate_key.yaml" "$GOOD
+gates:
+  - {task: gsm8k, metric: \"exact_match,strict-match\", max_dorp: 0.05}"
+expect_error "unknown gate key" "max_dorp" "$TMP/o3" "$QEVAL" run "$C/unknown_gate_key.yaml" --out "$TMP/o3"
+
+write_config "$C/missing_tasks.yaml" "name: t
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
+expect_error "missing tasks" "tasks" "$TMP/o4" "$QEVAL" run "$C/missing_tasks.yaml" --out "$TMP/o4"
+
+write_config "$C/unknown_task.yaml" "name: t
+tasks: [gsm9k]
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
+expect_error "unknown task" "gsm9k" "$TMP/o5" "$QEVAL" run "$C/unknown_task.yaml" --out "$TMP/o5"
+
+write_config "$C/gate_no_threshold.yaml" "$GOOD
+gates:
+  - {task: gsm8k, metric: \"exact_match,strict-match\"}"
+expect_error "gate without threshold" "gates[0]" "$TMP/o6" "$QEVAL" run "$C/gate_no_threshold.yaml" --out "$TMP/o6"
+
+write_config "$C/gate_other_task.yaml" "$GOOD
+gates:
+  - {task: mmlu, metric: \"acc,none\", max_drop: 0.1}"
+expect_error "gate on a task not run" "mmlu" "$TMP/o7" "$QEVAL" run "$C/gate_other_task.yaml" --out "$TMP/o7"
+
+write_config "$C/gate_bad_alpha.yaml" "$GOOD
+gates:
+  - {task: gsm8k, metric: \"exact_match,strict-match\", significant_drop: 5}"
+expect_error "gate with a bad significance level" "significant_drop" "$TMP/o8" "$QEVAL" run "$C/gate_bad_alpha.yaml" --out "$TMP/o8"
+
+write_config "$C/no_variants.yaml" "name: t
+tasks: [gsm8k]"
+expect_error "no variants" "variants" "$TMP/o9" "$QEVAL" run "$C/no_variants.yaml" --out "$TMP/o9"
+
+write_config "$C/bad_yaml.yaml" "name: t
+tasks: [gsm8k
+variants: ]"
+expect_error "YAML syntax error" "bad_yaml.yaml" "$TMP/o10" "$QEVAL" run "$C/bad_yaml.yaml" --out "$TMP/o10"
+
+expect_error "missing config file" "nope.yaml" "$TMP/o11" "$QEVAL" run "$C/nope.yaml" --out "$TMP/o11"
+
+write_config "$C/good.yaml" "$GOOD"
+
+# Missing datasets: an empty QEVAL_DATA names the missing file and hints `qeval fetch`.
+mkdir -p "$TMP/empty"
+QEVAL_DATA=$TMP/empty expect_error "missing dataset" "gsm8k" "$TMP/o12" "$QEVAL" run "$C/good.yaml" --out "$TMP/o12"
+grep -qF "qeval fetch" "$TMP/stderr" || fail "missing dataset: no 'qeval fetch' hint: $(cat "$TMP/stderr")"
+grep -qF "$TMP/empty" "$TMP/stderr" || fail "missing dataset: the path under QEVAL_DATA is not named"
+
+# Malformed data: line 3 of the GSM8K test split is broken -> file:line.
+BAD=$TMP/bad_data
+cp -r "$DATA" "$BAD"
+sed -i '3s/.*/{"question": "broken/' "$BAD/gsm8k/test.jsonl"
+QEVAL_DATA=$BAD expect_error "malformed data line" "test.jsonl:3" "$TMP/o13" "$QEVAL" run "$C/good.yaml" --out "$TMP/o13"
+
+# A malformed MMLU record (5 fields) names the file.
+cp -r "$DATA" "$TMP/bad_mmlu"
+echo "Only,five,fields,here,A" >> "$TMP/bad_mmlu/mmlu/test/anatomy_test.csv"
+write_config "$C/mmlu.yaml" "name: t
+tasks: [mmlu]
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
+QEVAL_DATA=$TMP/bad_mmlu expect_error "malformed MMLU record" "anatomy_test.csv" "$TMP/o14" "$QEVAL" run "$C/mmlu.yaml" --out "$TMP/o14"
+
+# Unreachable server: exit 2, naming the address.
+expect_error "unreachable server" "127.0.0.1:1" "$TMP/o15" "$QEVAL" run "$C/good.yaml" --out "$TMP/o15"
+grep -qF "cannot reach" "$TMP/stderr" || fail "unreachable server: message lacks 'cannot reach'"
+
+# Bad CLI flags and values: exit 2 with one error line.
+expect_error "unknown flag" "--bogus" - "$QEVAL" run "$C/good.yaml" --bogus
+expect_error "bad --limit" "--limit" - "$QEVAL" run "$C/good.yaml" --limit zero
+expect_error "unknown subcommand" "subcommand" - "$QEVAL" frobnicate
+expect_error "report of a non-results file" "good.yaml" - "$QEVAL" report "$C/good.yaml"
+
+# --- qeval prompts ------------------------------------------------------------------------
+check_json_lines() {  # FILE EXPECTED_LINES KEY(prompt|messages) EXPECTED_TASKS
+  python3 - "$@" <<'EOF'
+import json, sys
+path, n, key, n_tasks = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+lines = open(path, encoding="utf-8").read().split("\n")
+assert lines[-1] == "", "output must end with a newline"
+recs = [json.loads(l) for l in lines[:-1]]
+assert len(recs) == n, f"{len(recs)} lines, want {n}"
+tasks = {}
+for r in recs:
+    assert set(r) == {"task", "doc_id", key}, f"keys {sorted(r)}"
+    assert isinstance(r["doc_id"], int)
+    tasks.setdefault(r["task"], []).append(r["doc_id"])
+assert len(tasks) == n_tasks, f"{len(tasks)} tasks, want {n_tasks}"
+for t, ids in tasks.items():
+    assert ids == list(range(len(ids))), f"{t}: doc ids {ids}"
+EOF
+}
+
+if "$QEVAL" prompts "$C/good.yaml" --task gsm8k > "$TMP/p_gsm8k.jsonl" 2> "$TMP/stderr"; then
+  check_json_lines "$TMP/p_gsm8k.jsonl" 2 prompt 1 || fail "prompts --task gsm8k: bad output"
+  python3 - "$TMP/p_gsm8k.jsonl" <<'EOF' || fail "prompts --task gsm8k: prompt text"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+assert r[0]["task"] == "gsm8k"
+assert r[1]["prompt"].endswith("Question: Q1: what is 1 plus 1?\nAnswer:"), r[1]["prompt"][-80:]
+assert r[0]["prompt"].count("Question: ") == 6  # 5 shots + the question
+EOF
+else
+  fail "prompts --task gsm8k exited non-zero: $(cat "$TMP/stderr")"
+fi
+
+if "$QEVAL" prompts "$C/good.yaml" --task mmlu --limit 2 > "$TMP/p_mmlu.jsonl" 2> "$TMP/stderr"; then
+  check_json_lines "$TMP/p_mmlu.jsonl" 114 prompt 57 || fail "prompts --task mmlu: bad output"
+  python3 - "$TMP/p_mmlu.jsonl" <<'EOF' || fail "prompts --task mmlu: prompt text"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+assert r[0]["task"] == "mmlu_abstract_algebra" and r[-1]["task"] == "mmlu_world_religions"
+p = r[0]["prompt"]
+assert p.startswith("The following are multiple choice questions (with answers) about abstract algebra.\n\n"), p[:100]
+assert p.endswith("Test 0, abstract_algebra?\nA. w\nB. x\nC. y\nD. z\nAnswer:"), p[-80:]
+EOF
+else
+  fail "prompts --task mmlu exited non-zero: $(cat "$TMP/stderr")"
+fi
+
+if "$QEVAL" prompts "$C/good.yaml" --task gsm8k_chat --limit 3 > "$TMP/p_chat.jsonl" 2> "$TMP/stderr"; then
+  check_json_lines "$TMP/p_chat.jsonl" 3 messages 1 || fail "prompts --task gsm8k_chat: bad output"
+else
+  fail "prompts --task gsm8k_chat exited non-zero: $(cat "$TMP/stderr")"
+fi
+
+expect_error "prompts with an unknown task" "gsm9k" - "$QEVAL" prompts "$C/good.yaml" --task gsm9k
+
+if [ "$FAILS" != 0 ]; then
+  echo "$FAILS check(s) failed"
+  exit 1
+fi
+echo "all CLI checks passed"
