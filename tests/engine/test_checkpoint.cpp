@@ -117,3 +117,18 @@ TEST_CASE("HF config parsing: rope scaling, defaults, errors", "[checkpoint][uni
   j["quantization_config"] = {{"quant_method", "w8a8_int8"}};
   CHECK(parse_hf_config(j, "c.json").quantization_config["quant_method"] == "w8a8_int8");
 }
+
+TEST_CASE("Checkpoint::tokenizer loads the HF tokenizer or the GGUF vocabulary", "[checkpoint][unit]") {
+  auto dir = fx::temp_dir("ck");
+  auto m = fx::write_hf_model(dir / "hf", {.layers = 1, .hidden = 32, .heads = 2, .kv_heads = 1, .ffn = 32, .vocab = 272});
+  fx::write_tiny_gguf(dir / "m.gguf", m);
+  auto hf_tok = Checkpoint::open(dir / "hf")->tokenizer();
+  REQUIRE(hf_tok);
+  CHECK(hf_tok->token_id("<|im_end|>") == 262);
+  CHECK(hf_tok->decode(hf_tok->encode("the cat", false)) == "the cat");
+  auto g_tok = Checkpoint::open(dir / "m.gguf")->tokenizer();
+  REQUIRE(g_tok);
+  CHECK(g_tok->vocab_size() == 272);
+  CHECK(g_tok->bos_id == 1);
+  fs::remove_all(dir);
+}
