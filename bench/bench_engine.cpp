@@ -1,10 +1,12 @@
 // Engine speed on a random-weight model of a real shape (default Qwen2.5-0.5B): prefill and
 // decode tokens/s at batch 1 and 16, and decode weight bandwidth (bytes read per step × steps/s).
 // Usage: bench_engine [shape=qwen2.5-0.5b] [dtype=bf16] [quantization=none] [threads=2]
+//                     [batch=both: 1 and 16] [gen tokens]
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "engine/engine_commands.h"
@@ -15,7 +17,9 @@ int main(int argc, char** argv) {
     std::string dtype = argc > 2 ? argv[2] : "bf16";
     std::string quant = argc > 3 ? argv[3] : "none";
     int threads = argc > 4 ? std::atoi(argv[4]) : 2;
-    for (int batch : {1, 16}) {
+    std::vector<int> batches = {1, 16};
+    if (argc > 5) batches = {std::atoi(argv[5])};
+    for (int batch : batches) {
       qeval::BenchCommand c;
       c.model = "random:" + shape;
       c.dtype = dtype;
@@ -23,7 +27,7 @@ int main(int argc, char** argv) {
       c.threads = threads;
       c.batch = batch;
       c.prompt_tokens = batch == 1 ? 512 : 64;
-      c.gen_tokens = batch == 1 ? 32 : 16;
+      c.gen_tokens = argc > 6 ? std::atoi(argv[6]) : batch == 1 ? 32 : 16;
       c.json = true;
       qeval::run_bench_command(c, std::cout);
     }

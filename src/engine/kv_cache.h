@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace qeval {
@@ -69,7 +70,7 @@ class KvCache {
   // Block layout: [layer][kv (0=K,1=V)][head][kBlockTokens][head_dim].
   float* slot(int seq, int64_t layer, int kv, int64_t head, int64_t pos) {
     int32_t b = seqs_[seq].blocks[pos / kBlockTokens];
-    return arena_.data() + static_cast<size_t>(b) * block_floats_ +
+    return arena_.get() + static_cast<size_t>(b) * block_floats_ +
            ((layer * 2 + kv) * n_kv_heads_ + head) * kBlockTokens * head_dim_ +
            (pos % kBlockTokens) * head_dim_;
   }
@@ -78,7 +79,7 @@ class KvCache {
 
   int64_t n_layers_, n_kv_heads_, head_dim_;
   size_t block_floats_;
-  std::vector<float> arena_;
+  std::unique_ptr<float[]> arena_;  // uninitialised: pages are touched only when used
   std::vector<int32_t> refcount_;
   std::vector<int32_t> free_;
   std::vector<Seq> seqs_;

@@ -54,12 +54,110 @@ inline void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+// exp(x) for 8 floats (Cephes-style: x = k ln2 + r, degree-6 polynomial for e^r, scale by 2^k);
+// relative error ~2 ulp; inputs clamped to [-87.3, 88.7].
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.72283f));
+  __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^k, split in two factors so k = 128 (x near 88.7) does not overflow the exponent field.
+  __m256i ki = _mm256_cvtps_epi32(k);
+  __m256i k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
+  __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, _mm256_set1_epi32(127)), 23));
+  __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, _mm256_set1_epi32(127)), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+inline float exp1(float x) {
+  alignas(32) float b[8] = {x};
+  _mm256_store_ps(b, exp8(_mm256_load_ps(b)));
+  return b[0];
+}
+
+// x[j] = exp(x[j] - mx) for j < n; returns the sum (8 lanes, fixed order, then the tail).
+inline float exp_sub_sum(float* x, int64_t n, float mx) {
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+    _mm256_storeu_ps(x + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; j < n; ++j) {
+    x[j] = exp1(x[j] - mx);
+    s += x[j];
+  }
+  return s;
+}
+
+// out[E] += sum_j p[j] * v[j, :] for j < m, keys in order; out kept in registers when E is a
+// multiple of 8 up to 128.
+template <int kChunks>
+inline void weighted_sum_fixed(const float* p, const float* v, int64_t m, float* out) {
+  __m256 acc[kChunks];
+  for (int c = 0; c < kChunks; ++c) acc[c] = _mm256_loadu_ps(out + 8 * c);
+  for (int64_t j = 0; j < m; ++j) {
+    const __m256 pj = _mm256_set1_ps(p[j]);
+    const float* vj = v + j * 8 * kChunks;
+    for (int c = 0; c < kChunks; ++c) acc[c] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+  }
+  for (int c = 0; c < kChunks; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
+inline void weighted_sum(const float* p, const float* v, int64_t m, int64_t E, float* out) {
+  switch (E) {
+    case 8: return weighted_sum_fixed<1>(p, v, m, out);
+    case 16: return weighted_sum_fixed<2>(p, v, m, out);
+    case 32: return weighted_sum_fixed<4>(p, v, m, out);
+    case 64: return weighted_sum_fixed<8>(p, v, m, out);
+    case 128: return weighted_sum_fixed<16>(p, v, m, out);
+    default:
+      for (int64_t j = 0; j < m; ++j) axpy(p[j], v + j * E, out, E);
+  }
+}
+
 // out = w * (x / sqrt(mean(x^2) + eps)); the sum of squares is accumulated in double.
 void rms_norm(const float* x, const float* w, float* out, int64_t n, double eps) {
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
   float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
   for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * scale);
+}
+
+// Runs fn(begin, end) over [0, n) on the pool, or inline when the work is too small to pay
+// for waking the workers (decode steps with few rows).
+template <class Fn>
+void rows_for(ThreadPool& pool, int64_t n, int64_t work, Fn&& fn) {
+  if (work < (int64_t{1} << 15)) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  pool.parallel_for(n, [&](int, int64_t b, int64_t e) { fn(b, e); });
+}
+
+// g[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u, elementwise.
+void silu_mul(float* g, const float* u, int64_t n) {
+  int64_t i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(g + i);
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) g[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
 }
 
 const TensorView& need(const TensorLookup& find, const std::string& name,
@@ -211,39 +309,48 @@ void Model::attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPoo
     if (static_cast<int64_t>(s.size()) < max_pos + 1) s.resize(max_pos + 1);
   const KvCache& kv = *kv_;
   // att[t, h, :] = softmax_j(q[t,h]·k[j,g] * scale) · v[j,g], j = 0..pos[t] (causal).
-  pool.parallel_for(T * H, [&](int thread, int64_t begin, int64_t end) {
-    float* sc = scores_[thread].data();
+  // One work item = one token and one kv head with its `group` query heads, so each K/V row is
+  // loaded once for the group. Per (t, h) the arithmetic order is fixed (keys ascending).
+  int64_t work = 0;
+  for (int64_t t = 0; t < T; ++t) work += (tok_pos_[t] + 1) * H * E;
+  const int64_t stride = max_pos + 1;
+  for (auto& s : scores_)
+    if (static_cast<int64_t>(s.size()) < group * stride) s.resize(group * stride);
+  auto run = [&](int thread, int64_t begin, int64_t end) {
+    float* sc_all = scores_[thread].data();
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / H, h = item % H, g = h / group;
+      const int64_t t = item / G, g = item % G;
       const int seq = tok_seq_[t];
       const int64_t n = tok_pos_[t] + 1;
-      const float* q = q_.data() + (t * H + h) * E;
-      float mx = -std::numeric_limits<float>::infinity();
+      const float* q0 = q_.data() + (t * H + g * group) * E;
       for (int64_t j0 = 0; j0 < n; j0 += KvCache::kBlockTokens) {
         const float* kb = kv.k_at(seq, layer, g, j0);
         const int64_t m = std::min<int64_t>(KvCache::kBlockTokens, n - j0);
-        for (int64_t j = 0; j < m; ++j) {
-          float s = dot(q, kb + j * E, E) * scale;
-          sc[j0 + j] = s;
-          mx = std::max(mx, s);
+        for (int64_t j = 0; j < m; ++j)
+          for (int64_t hh = 0; hh < group; ++hh)
+            sc_all[hh * stride + j0 + j] = dot(q0 + hh * E, kb + j * E, E) * scale;
+      }
+      for (int64_t hh = 0; hh < group; ++hh) {
+        float* sc = sc_all + hh * stride;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sc[j]);
+        const float sum = exp_sub_sum(sc, n, mx);  // sc[j] = exp(sc[j] - mx)
+        float* out = att_.data() + (t * H + g * group + hh) * E;
+        std::fill(out, out + E, 0.0f);
+        for (int64_t j0 = 0; j0 < n; j0 += KvCache::kBlockTokens) {
+          const float* vb = kv.v_at(seq, layer, g, j0);
+          const int64_t m = std::min<int64_t>(KvCache::kBlockTokens, n - j0);
+          weighted_sum(sc + j0, vb, m, E, out);
         }
+        const float inv = 1.0f / sum;
+        for (int64_t e = 0; e < E; ++e) out[e] *= inv;
       }
-      float sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        sc[j] = std::exp(sc[j] - mx);
-        sum += sc[j];
-      }
-      float* out = att_.data() + (t * H + h) * E;
-      std::fill(out, out + E, 0.0f);
-      for (int64_t j0 = 0; j0 < n; j0 += KvCache::kBlockTokens) {
-        const float* vb = kv.v_at(seq, layer, g, j0);
-        const int64_t m = std::min<int64_t>(KvCache::kBlockTokens, n - j0);
-        for (int64_t j = 0; j < m; ++j) axpy(sc[j0 + j], vb + j * E, out, E);
-      }
-      const float inv = 1.0f / sum;
-      for (int64_t e = 0; e < E; ++e) out[e] *= inv;
     }
-  });
+  };
+  if (work < (int64_t{1} << 16))
+    run(0, 0, T * G);
+  else
+    pool.parallel_for(T * G, run);
 }
 
 void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& pool,
@@ -305,14 +412,14 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     Layer& L = layers_[l];
     // xn = rmsnorm(x) [T, D]
-    pool.parallel_for(T, [&](int, int64_t b, int64_t e) {
+    rows_for(pool, T, T * D, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t)
         rms_norm(x_.data() + t * D, L.attn_norm.data(), xn_.data() + t * D, D, cfg_.rms_norm_eps);
     });
     L.wq->forward(xn_.data(), T, q_.data(), pool);  // [T, H*E]
     L.wk->forward(xn_.data(), T, k_.data(), pool);  // [T, G*E]
     L.wv->forward(xn_.data(), T, v_.data(), pool);  // [T, G*E]
-    pool.parallel_for(T, [&](int, int64_t b, int64_t e) {
+    rows_for(pool, T, T * (H + 2 * G) * E, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         rope(q_.data() + t * H * E, H, t);
         rope(k_.data() + t * G * E, G, t);
@@ -326,7 +433,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     });
     attention(l, chunks, pool);                       // att [T, H*E]
     L.wo->forward(att_.data(), T, o_.data(), pool);   // [T, D]
-    pool.parallel_for(T, [&](int, int64_t b, int64_t e) {
+    rows_for(pool, T, T * D, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* x = x_.data() + t * D;
         const float* o = o_.data() + t * D;
@@ -336,14 +443,11 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     });
     L.w_gate->forward(xn_.data(), T, gate_.data(), pool);  // [T, F]
     L.w_up->forward(xn_.data(), T, up_.data(), pool);      // [T, F]
-    pool.parallel_for(T * F, [&](int, int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        float g = gate_[i];
-        gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // silu(gate) * up
-      }
+    rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
+      silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
     });
     L.w_down->forward(gate_.data(), T, o_.data(), pool);  // [T, D]
-    pool.parallel_for(T, [&](int, int64_t b, int64_t e) {
+    rows_for(pool, T, T * D, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* x = x_.data() + t * D;
         const float* o = o_.data() + t * D;
