@@ -306,3 +306,41 @@ TEST_CASE("engine: options are validated", "[engine-model]") {
   o.model = "/nonexistent/model";
   CHECK_THROWS_AS(Engine::load(o), Error);
 }
+
+TEST_CASE("engine: greedy tokens do not depend on batching (BF16)", "[engine-model]") {
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 6; ++i) {
+    GenerationRequest r;
+    r.prompt = random_ids(5 + 23 * i, 300, 300 + i);
+    r.max_tokens = 16;
+    r.stop_at_stop_ids = false;
+    reqs.push_back(r);
+  }
+  // Wide enough for the AMX/AVX-512 kernel paths (K = 256, 512).
+  auto dir = fx::temp_dir("engine-bf16-inv");
+  fx::ModelSpec spec;
+  spec.arch = "qwen2";
+  spec.hidden = 256;
+  spec.heads = 4;
+  spec.kv_heads = 2;
+  spec.ffn = 512;
+  spec.vocab = 300;
+  spec.dtype = "BF16";
+  fx::write_hf_model(dir, spec);
+  auto load = [&](int batch, int64_t step) {
+    EngineOptions o;
+    o.model = dir.string();
+    o.threads = 2;
+    o.max_batch = batch;
+    o.max_step_tokens = step;
+    return Engine::load(o);
+  };
+  auto solo = load(1, 512);
+  auto batched = load(6, 24);
+  CHECK(solo->dtype() == ComputeType::BF16);
+  auto got = run_generate(*batched, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    INFO("request " << i);
+    CHECK(run_generate(*solo, {reqs[i]})[0].tokens == got[i].tokens);
+  }
+}
