@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "engine/engine.h"
+#include "engine/engine_commands.h"
 #include "engine/fixtures_model.h"
 #include "engine/random_model.h"
 
@@ -343,4 +344,40 @@ TEST_CASE("engine: greedy tokens do not depend on batching (BF16)", "[engine-mod
     INFO("request " << i);
     CHECK(run_generate(*solo, {reqs[i]})[0].tokens == got[i].tokens);
   }
+}
+
+TEST_CASE("engine commands: generate prints the completion, bench prints JSON", "[engine-model]") {
+  BenchCommand b;
+  b.model = "random:tiny";
+  b.prompt_tokens = 20;
+  b.gen_tokens = 4;
+  b.batch = 2;
+  b.threads = 1;
+  b.json = true;
+  std::ostringstream os;
+  CHECK(run_bench_command(b, os) == 0);
+  auto j = nlohmann::json::parse(os.str());
+  CHECK(j["prefill_tokens_per_s"].get<double>() > 0);
+  CHECK(j["decode_tokens_per_s"].get<double>() > 0);
+  CHECK(j["weight_bytes_per_token"].get<size_t>() > 0);
+  b.batch = 0;
+  CHECK_THROWS_AS(run_bench_command(b, os), Error);
+
+  const char* m = models_dir();
+  if (!m) {
+    WARN("QEVAL_MODELS is unset: skipping generate command test");
+    return;
+  }
+  GenerateCommand g;
+  g.model = std::string(m) + "/stories260K-hf";
+  g.prompt = "";
+  g.max_tokens = 200;
+  std::ostringstream out;
+  CHECK(run_generate_command(g, out) == 0);
+  CHECK(out.str() == read_file(std::string(m) + "/stories260K/reference/expected_greedy_runc_n200.txt") + "\n");
+  g.prompt = "Once upon a time";
+  g.max_tokens = 5;
+  std::ostringstream out2;
+  run_generate_command(g, out2);
+  CHECK(out2.str().rfind(", there was a", 0) == 0);
 }
