@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cstdint>
 
 #include "core/text.h"
 
@@ -124,8 +126,43 @@ ParseError parse_gen_response(std::string_view body, bool chat, GenResult& out) 
   return {};
 }
 
-ParseError score_continuation(const json& logprobs, std::string_view context,
-                              std::string_view continuation, ContinuationScore& out) {
+namespace {
+
+// One choice's echoed-prompt logprobs in a flat form, filled either from a parsed json
+// (score_continuation) or straight from the response text (the loglikelihood fast path).
+struct EchoLogprobs {
+  std::vector<std::string> tokens;
+  std::vector<double> lps;
+  std::vector<char> lp_is_number;
+  std::vector<int64_t> offsets;
+  bool offsets_valid = false;       // text_offset: an array of n non-negative integers
+  bool tops_valid = false;          // top_logprobs: an array of n entries
+  std::vector<char> top_ok;         // entry i is a non-empty object
+  std::vector<std::string> top_best_token;
+  std::vector<double> top_best;     // -1e300 when the object holds no number
+  void clear() {
+    tokens.clear();
+    lps.clear();
+    lp_is_number.clear();
+    offsets.clear();
+    top_ok.clear();
+    top_best_token.clear();
+    top_best.clear();
+    offsets_valid = tops_valid = false;
+  }
+};
+
+// Best (token, logprob) of one top_logprobs object: the highest number; among equal
+// numbers the smallest key (the first in the sorted order of a json object).
+void offer_top(const std::string& key, double v, std::string& best_token, double& best) {
+  if (v > best || (v == best && key < best_token)) {
+    best = v;
+    best_token = key;
+  }
+}
+
+ParseError echo_from_json(const json& logprobs, EchoLogprobs& e) {
+  e.clear();
   if (!logprobs.is_object()) return {"choice has no logprobs object"};
   auto tokens_it = logprobs.find("tokens");
   auto lps_it = logprobs.find("token_logprobs");
@@ -133,36 +170,62 @@ ParseError score_continuation(const json& logprobs, std::string_view context,
       !lps_it->is_array()) {
     return {"logprobs lacks tokens or token_logprobs"};
   }
-  const json& tokens = *tokens_it;
-  const json& lps = *lps_it;
-  const size_t n = tokens.size();
-  if (lps.size() != n) return {"logprobs.tokens and token_logprobs differ in length"};
-  for (const json& t : tokens) {
+  const size_t n = tokens_it->size();
+  if (lps_it->size() != n) return {"logprobs.tokens and token_logprobs differ in length"};
+  for (const json& t : *tokens_it) {
     if (!t.is_string()) return {"logprobs.tokens holds a non-string"};
+    e.tokens.push_back(t.get<std::string>());
   }
-
-  // Offsets in code points from the start of the prompt.
-  std::vector<int64_t> offsets(n, 0);
-  bool have_offsets = false;
+  for (const json& l : *lps_it) {
+    e.lp_is_number.push_back(l.is_number());
+    e.lps.push_back(l.is_number() ? l.get<double>() : 0.0);
+  }
   auto off_it = logprobs.find("text_offset");
   if (off_it != logprobs.end() && off_it->is_array() && off_it->size() == n) {
-    have_offsets = true;
-    for (size_t i = 0; i < n; ++i) {
-      const json& o = (*off_it)[i];
+    e.offsets_valid = true;
+    for (const json& o : *off_it) {
       if (!o.is_number_integer() || o.get<int64_t>() < 0) {
-        have_offsets = false;
+        e.offsets_valid = false;
         break;
       }
-      offsets[i] = o.get<int64_t>();
+      e.offsets.push_back(o.get<int64_t>());
     }
   }
-  if (!have_offsets) {
+  auto top_it = logprobs.find("top_logprobs");
+  if (top_it != logprobs.end() && top_it->is_array() && top_it->size() == n) {
+    e.tops_valid = true;
+    for (const json& top : *top_it) {
+      std::string best_token;
+      double best = -1e300;
+      const bool ok = top.is_object() && !top.empty();
+      if (ok) {
+        for (auto it = top.begin(); it != top.end(); ++it) {
+          if (it.value().is_number()) offer_top(it.key(), it.value().get<double>(), best_token, best);
+        }
+      }
+      e.top_ok.push_back(ok);
+      e.top_best_token.push_back(std::move(best_token));
+      e.top_best.push_back(best);
+    }
+  }
+  return {};
+}
+
+ParseError score_echo(const EchoLogprobs& e, std::string_view context, std::string_view continuation,
+                      ContinuationScore& out) {
+  const size_t n = e.tokens.size();
+  // Offsets in code points from the start of the prompt.
+  std::vector<int64_t> offsets;
+  if (e.offsets_valid && e.offsets.size() == n) {
+    offsets = e.offsets;
+  } else {
+    offsets.assign(n, 0);
     std::string prompt = std::string(context) + std::string(continuation);
     std::string_view rest = prompt;
     int64_t pos = 0;
     bool leading = true;
     for (size_t i = 0; i < n; ++i) {
-      const std::string& t = tokens[i].get_ref<const std::string&>();
+      const std::string& t = e.tokens[i];
       offsets[i] = pos;
       if (leading && !t.empty() && !starts_with(rest, t)) continue;  // BOS-like token
       leading = false;
@@ -172,37 +235,24 @@ ParseError score_continuation(const json& logprobs, std::string_view context,
 
   const int64_t ctx_end = static_cast<int64_t>(utf8_length(context));
   const int64_t prompt_end = ctx_end + static_cast<int64_t>(utf8_length(continuation));
-  auto top_it = logprobs.find("top_logprobs");
-  const json* tops = (top_it != logprobs.end() && top_it->is_array() && top_it->size() == n)
-                         ? &*top_it
-                         : nullptr;
+  const bool tops = e.tops_valid && e.top_ok.size() == n;
   out = ContinuationScore{};
-  out.is_greedy = tops != nullptr;
+  out.is_greedy = tops;
   for (size_t i = 0; i < n; ++i) {
     if (offsets[i] >= prompt_end) continue;
     ++out.n_tokens_prompt;
     if (offsets[i] < ctx_end) continue;
-    if (!lps[i].is_number()) return {fmt::format("token_logprobs[{}] is not a number", i)};
-    const double lp = lps[i].get<double>();
+    if (!e.lp_is_number[i]) return {fmt::format("token_logprobs[{}] is not a number", i)};
+    const double lp = e.lps[i];
     out.logprob += lp;
     ++out.n_tokens_cont;
     if (!tops) continue;
-    const json& top = (*tops)[i];
-    if (!top.is_object() || top.empty()) {
+    if (!e.top_ok[i]) {
       out.is_greedy = false;
       continue;
     }
     // Greedy: the token is the argmax of the top list, or ties with it.
-    double best = -1e300;
-    std::string best_token;
-    for (auto it = top.begin(); it != top.end(); ++it) {
-      if (it.value().is_number() && it.value().get<double>() > best) {
-        best = it.value().get<double>();
-        best_token = it.key();
-      }
-    }
-    const std::string& tok = tokens[i].get_ref<const std::string&>();
-    if (!(best_token == tok || lp >= best - 1e-9)) out.is_greedy = false;
+    if (!(e.top_best_token[i] == e.tokens[i] || lp >= e.top_best[i] - 1e-9)) out.is_greedy = false;
   }
   if (out.n_tokens_cont == 0) {
     return {fmt::format("no token starts inside the continuation (code points {}..{} of the "
@@ -213,13 +263,455 @@ ParseError score_continuation(const json& logprobs, std::string_view context,
   return {};
 }
 
+// A strict pull scanner over JSON text for the hot path of loglikelihood responses (an echoed
+// prompt's logprobs are most of the bytes a run reads). Every method returns false on
+// anything it does not expect, invalid JSON included; the caller then falls back to the
+// json DOM parser, which gives the error messages. Accepts exactly what json::parse accepts
+// for the parts it reads (strings are UTF-8 checked, numbers follow the JSON grammar).
+class Scanner {
+ public:
+  explicit Scanner(std::string_view s) : p_(s.data()), end_(s.data() + s.size()) {}
+
+  void ws() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+  bool at_end() {
+    ws();
+    return p_ == end_;
+  }
+  // Consumes `c` (after whitespace) when it is next.
+  bool eat(char c) {
+    ws();
+    if (p_ < end_ && *p_ == c) {
+      ++p_;
+      return true;
+    }
+    return false;
+  }
+  char peek() {
+    ws();
+    return p_ < end_ ? *p_ : '\0';
+  }
+  bool null() {
+    ws();
+    if (end_ - p_ >= 4 && std::string_view(p_, 4) == "null") {
+      p_ += 4;
+      return true;
+    }
+    return false;
+  }
+
+  bool string(std::string& out) {
+    out.clear();
+    if (!eat('"')) return false;
+    for (;;) {
+      const char* q = p_;
+      while (q < end_ && *q != '"' && *q != '\\' && static_cast<unsigned char>(*q) >= 0x20) ++q;
+      std::string_view raw(p_, static_cast<size_t>(q - p_));
+      if (!valid_utf8(raw)) return false;
+      out.append(raw);
+      p_ = q;
+      if (p_ >= end_ || static_cast<unsigned char>(*p_) < 0x20) return false;
+      if (*p_ == '"') {
+        ++p_;
+        return true;
+      }
+      if (++p_ >= end_) return false;  // after the backslash
+      switch (*p_++) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          uint32_t cp = 0;
+          if (!hex4(cp)) return false;
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            uint32_t lo = 0;
+            if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') return false;
+            p_ += 2;
+            if (!hex4(lo) || lo < 0xDC00 || lo > 0xDFFF) return false;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return false;
+          }
+          append_utf8(cp, out);
+          break;
+        }
+        default: return false;
+      }
+    }
+  }
+
+  // A JSON number; is_int is true when it has no fraction and no exponent.
+  bool number(double& value, bool& is_int, int64_t& int_value) {
+    ws();
+    const char* s = p_;
+    const char* q = p_;
+    if (q < end_ && *q == '-') ++q;
+    if (q >= end_ || !is_digit(*q)) return false;
+    if (*q == '0') {
+      ++q;
+    } else {
+      while (q < end_ && is_digit(*q)) ++q;
+    }
+    is_int = true;
+    if (q < end_ && *q == '.') {
+      is_int = false;
+      ++q;
+      if (q >= end_ || !is_digit(*q)) return false;
+      while (q < end_ && is_digit(*q)) ++q;
+    }
+    if (q < end_ && (*q == 'e' || *q == 'E')) {
+      is_int = false;
+      ++q;
+      if (q < end_ && (*q == '+' || *q == '-')) ++q;
+      if (q >= end_ || !is_digit(*q)) return false;
+      while (q < end_ && is_digit(*q)) ++q;
+    }
+    if (is_int) {
+      auto r = std::from_chars(s, q, int_value);
+      if (r.ec != std::errc() || r.ptr != q) return false;  // beyond int64: let json decide
+      value = static_cast<double>(int_value);
+    } else {
+      auto r = std::from_chars(s, q, value);
+      if (r.ec != std::errc() || r.ptr != q) return false;
+    }
+    p_ = q;
+    return true;
+  }
+
+  // Skips any JSON value, checking its syntax.
+  bool skip(int depth = 0) {
+    if (depth > 64) return false;
+    switch (peek()) {
+      case '"': return string(scratch_);
+      case '{': {
+        ++p_;
+        if (eat('}')) return true;
+        do {
+          if (!string(scratch_) || !eat(':') || !skip(depth + 1)) return false;
+        } while (eat(','));
+        return eat('}');
+      }
+      case '[': {
+        ++p_;
+        if (eat(']')) return true;
+        do {
+          if (!skip(depth + 1)) return false;
+        } while (eat(','));
+        return eat(']');
+      }
+      case 't': return word("true");
+      case 'f': return word("false");
+      case 'n': return word("null");
+      default: {
+        double d;
+        bool is_int;
+        int64_t i;
+        return number(d, is_int, i);
+      }
+    }
+  }
+
+ private:
+  static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+  // Well-formed UTF-8 as RFC 3629 (no overlong forms, no surrogates, at most U+10FFFF): the
+  // bytes json::parse accepts inside a string.
+  static bool valid_utf8(std::string_view s) {
+    auto in = [](unsigned char c, unsigned lo, unsigned hi) { return c >= lo && c <= hi; };
+    size_t i = 0;
+    const size_t n = s.size();
+    while (i < n) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      if (c < 0x80) {
+        ++i;
+        continue;
+      }
+      auto at = [&](size_t k) { return i + k < n ? static_cast<unsigned char>(s[i + k]) : 0u; };
+      size_t len = 0;
+      if (in(c, 0xC2, 0xDF)) {
+        len = in(at(1), 0x80, 0xBF) ? 2 : 0;
+      } else if (c == 0xE0) {
+        len = in(at(1), 0xA0, 0xBF) && in(at(2), 0x80, 0xBF) ? 3 : 0;
+      } else if (in(c, 0xE1, 0xEC) || in(c, 0xEE, 0xEF)) {
+        len = in(at(1), 0x80, 0xBF) && in(at(2), 0x80, 0xBF) ? 3 : 0;
+      } else if (c == 0xED) {
+        len = in(at(1), 0x80, 0x9F) && in(at(2), 0x80, 0xBF) ? 3 : 0;
+      } else if (c == 0xF0) {
+        len = in(at(1), 0x90, 0xBF) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
+      } else if (in(c, 0xF1, 0xF3)) {
+        len = in(at(1), 0x80, 0xBF) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
+      } else if (c == 0xF4) {
+        len = in(at(1), 0x80, 0x8F) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
+      }
+      if (len == 0) return false;
+      i += len;
+    }
+    return true;
+  }
+  bool word(std::string_view w) {
+    if (end_ - p_ < static_cast<ptrdiff_t>(w.size()) || std::string_view(p_, w.size()) != w) return false;
+    p_ += w.size();
+    return true;
+  }
+  bool hex4(uint32_t& v) {
+    if (end_ - p_ < 4) return false;
+    v = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = *p_++;
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= static_cast<uint32_t>(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= static_cast<uint32_t>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= static_cast<uint32_t>(c - 'A' + 10);
+      else return false;
+    }
+    return true;
+  }
+  static void append_utf8(uint32_t cp, std::string& out) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  const char* p_;
+  const char* end_;
+  std::string scratch_;
+};
+
+// Reads an array, calling item() for each element; false when not an array or item fails.
+template <typename F>
+bool scan_array(Scanner& sc, F&& item) {
+  if (!sc.eat('[')) return false;
+  if (sc.eat(']')) return true;
+  do {
+    if (!item()) return false;
+  } while (sc.eat(','));
+  return sc.eat(']');
+}
+
+// Reads an object, calling field(key) for each member (positioned at its value).
+template <typename F>
+bool scan_object(Scanner& sc, std::string& key, F&& field) {
+  if (!sc.eat('{')) return false;
+  if (sc.eat('}')) return true;
+  do {
+    if (!sc.string(key) || !sc.eat(':') || !field()) return false;
+  } while (sc.eat(','));
+  return sc.eat('}');
+}
+
+// The `logprobs` object of one choice, straight from the text. False on anything unusual
+// (the DOM path then decides), including repeated keys.
+bool scan_echo(Scanner& sc, EchoLogprobs& e) {
+  e.clear();
+  std::string key, top_key;
+  bool seen_tokens = false, seen_lps = false, seen_offsets = false, seen_tops = false;
+  std::string s;
+  bool ok = scan_object(sc, key, [&] {
+    if (key == "tokens") {
+      if (seen_tokens) return false;
+      seen_tokens = true;
+      return scan_array(sc, [&] {
+        e.tokens.emplace_back();
+        return sc.string(e.tokens.back());
+      });
+    }
+    if (key == "token_logprobs") {
+      if (seen_lps) return false;
+      seen_lps = true;
+      return scan_array(sc, [&] {
+        if (sc.null()) {
+          e.lps.push_back(0.0);
+          e.lp_is_number.push_back(false);
+          return true;
+        }
+        double d;
+        bool is_int;
+        int64_t i;
+        if (!sc.number(d, is_int, i)) return false;
+        e.lps.push_back(d);
+        e.lp_is_number.push_back(true);
+        return true;
+      });
+    }
+    if (key == "text_offset") {
+      if (seen_offsets) return false;
+      seen_offsets = true;
+      if (sc.null()) return true;
+      e.offsets_valid = true;
+      return scan_array(sc, [&] {
+        double d;
+        bool is_int;
+        int64_t i;
+        if (sc.null()) {
+          e.offsets_valid = false;
+          return true;
+        }
+        if (!sc.number(d, is_int, i)) return false;
+        if (!is_int || i < 0) e.offsets_valid = false;
+        e.offsets.push_back(i);
+        return true;
+      });
+    }
+    if (key == "top_logprobs") {
+      if (seen_tops) return false;
+      seen_tops = true;
+      if (sc.null()) return true;
+      e.tops_valid = true;
+      return scan_array(sc, [&] {
+        std::string best_token;
+        double best = -1e300;
+        bool ok_top = false;
+        if (sc.null()) {
+          // not an object: not greedy
+        } else {
+          std::vector<std::string> keys;
+          bool fine = scan_object(sc, top_key, [&] {
+            for (const auto& k : keys) {
+              if (k == top_key) return false;  // repeated key: json keeps the last; let it decide
+            }
+            keys.push_back(top_key);
+            if (sc.peek() == '-' || (sc.peek() >= '0' && sc.peek() <= '9')) {
+              double d;
+              bool is_int;
+              int64_t i;
+              if (!sc.number(d, is_int, i)) return false;
+              offer_top(top_key, d, best_token, best);
+              return true;
+            }
+            return sc.skip();
+          });
+          if (!fine) return false;
+          ok_top = !keys.empty();
+        }
+        e.top_ok.push_back(ok_top);
+        e.top_best_token.push_back(std::move(best_token));
+        e.top_best.push_back(best);
+        return true;
+      });
+    }
+    return sc.skip();
+  });
+  if (!ok || !seen_tokens || !seen_lps || e.tokens.size() != e.lps.size()) return false;
+  const size_t n = e.tokens.size();
+  if (e.offsets.size() != n) e.offsets_valid = false;
+  if (e.top_ok.size() != n) e.tops_valid = false;
+  return true;
+}
+
+// The fast path of parse_loglik_response: fills `choices` (by index, the last one wins as in
+// the DOM path) when the body is well-formed and has what it needs; false otherwise.
+bool scan_loglik_response(std::string_view body, size_t n, std::vector<EchoLogprobs>& choices,
+                          std::vector<char>& have) {
+  Scanner sc(body);
+  choices.assign(n, EchoLogprobs{});
+  have.assign(n, 0);
+  std::string key, ckey;
+  bool seen_choices = false;
+  EchoLogprobs tmp;
+  bool ok = scan_object(sc, key, [&] {
+    if (key != "choices") return sc.skip();
+    if (seen_choices) return false;
+    seen_choices = true;
+    size_t pos = 0;
+    return scan_array(sc, [&] {
+      size_t idx = pos++;
+      bool seen_lp = false, seen_index = false;
+      bool fine = scan_object(sc, ckey, [&] {
+        if (ckey == "index") {
+          if (seen_index) return false;
+          seen_index = true;
+          double d;
+          bool is_int;
+          int64_t i;
+          if (sc.peek() != '-' && (sc.peek() < '0' || sc.peek() > '9')) return sc.skip();
+          if (!sc.number(d, is_int, i)) return false;
+          if (!is_int || i < 0) return false;  // unusual: let the DOM path decide
+          idx = static_cast<size_t>(i);
+          return true;
+        }
+        if (ckey == "logprobs") {
+          if (seen_lp) return false;
+          seen_lp = true;
+          return scan_echo(sc, tmp);
+        }
+        return sc.skip();
+      });
+      if (!fine || !seen_lp) return false;
+      if (idx < n) {
+        std::swap(choices[idx], tmp);
+        have[idx] = 1;
+      }
+      return true;
+    });
+  });
+  if (!ok || !sc.at_end()) return false;
+  for (char h : have) {
+    if (!h) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+ParseError score_continuation(const json& logprobs, std::string_view context,
+                              std::string_view continuation, ContinuationScore& out) {
+  EchoLogprobs e;
+  if (ParseError err = echo_from_json(logprobs, e)) return err;
+  return score_echo(e, context, continuation, out);
+}
+
 ParseError parse_loglik_response(std::string_view body, const LoglikRequest& req,
                                  LoglikResult& out) {
+  const size_t n = req.continuations.size();
+  // Fast path: read the logprobs straight from the text (no DOM); any surprise, and any
+  // scoring error, goes through the DOM path below for the exact message.
+  {
+    std::vector<EchoLogprobs> choices;
+    std::vector<char> have;
+    if (scan_loglik_response(body, n, choices, have)) {
+      LoglikResult r;
+      r.logprob.assign(n, 0.0);
+      r.is_greedy.assign(n, false);
+      bool fine = true;
+      for (size_t i = 0; i < n && fine; ++i) {
+        ContinuationScore s;
+        if (score_echo(choices[i], req.context, req.continuations[i], s)) {
+          fine = false;
+          break;
+        }
+        r.logprob[i] = s.logprob;
+        r.is_greedy[i] = s.is_greedy;
+        r.n_tokens_prompt += s.n_tokens_prompt;
+      }
+      if (fine) {
+        out.logprob = std::move(r.logprob);
+        out.is_greedy = std::move(r.is_greedy);
+        out.n_tokens_prompt = r.n_tokens_prompt;
+        return {};
+      }
+    }
+  }
   json j;
   if (ParseError e = parse_json(body, j)) return e;
   auto choices_it = j.find("choices");
   if (choices_it == j.end() || !choices_it->is_array()) return {"response has no choices"};
-  const size_t n = req.continuations.size();
   std::vector<const json*> by_index(n, nullptr);
   size_t pos = 0;
   for (const json& c : *choices_it) {
