@@ -75,7 +75,7 @@ std::unique_ptr<FakeOpenAI> make_server(int variant, const std::string& model, s
   testing::FakeOptions o;
   o.model_name = model;
   o.model = Oracle{variant}.model();
-  o.delay_s = 2.0;  // kDelay: beyond the variants' timeout_s of 1.2
+  o.delay_s = 2.5;  // kDelay: beyond the variants' timeout_s of 2
   o.retry_after_s = 1;
   if (plan) o.fault = [plan](const std::string& key, int attempt) { return plan->decide(key, attempt); };
   return std::make_unique<FakeOpenAI>(std::move(o));
@@ -89,9 +89,9 @@ std::string config_yaml(const std::string& name, const std::string& url_a, const
          "limit: 20\n"
          "baseline: a\n"
          "variants:\n"
-         "  - {name: a, backend: openai, base_url: \"" + url_a + "\", model: model-a, concurrency: 8, timeout_s: 1.2}\n"
+         "  - {name: a, backend: openai, base_url: \"" + url_a + "\", model: model-a, concurrency: 8, timeout_s: 2}\n"
          "  - {name: b, backend: openai, base_url: \"" + url_b + "\", model: model-b, concurrency: 8,\n"
-         "     timeout_s: 1.2, max_retries: 2}\n" + gates;
+         "     timeout_s: 2, max_retries: 2}\n" + gates;
 }
 
 // Expected per-doc scores of one variant, computed from the oracle alone.

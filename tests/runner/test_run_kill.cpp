@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "core/fs.h"
@@ -114,6 +115,16 @@ TEST_CASE("kill -9 at several points, then --resume, gives the numbers of an uni
   REQUIRE((rc_ref == 0 || rc_ref == 1));
   const json want = numbers(json::parse(read_file(ref / "results.json")));
   CHECK(count_lines(ref / "samples") == 2 * docs_per_variant);
+  // `qeval report` re-renders report.md (and its SVG) from results.json alone, identically.
+  {
+    const fs::path md = tmp.path() / "rerendered" / "report.md";
+    fs::create_directories(md.parent_path());
+    const std::string cmd = std::string(kQeval) + " report '" + (ref / "results.json").string() + "' --out '" +
+                            md.string() + "'";
+    CHECK(std::system(cmd.c_str()) == 0);
+    CHECK(read_file(md) == read_file(ref / "report.md"));
+    CHECK(read_file(md.parent_path() / "report.svg") == read_file(ref / "report.svg"));
+  }
 
   for (size_t kill_at : {size_t{3}, size_t{70}, docs_per_variant + 1, 2 * docs_per_variant - 10}) {
     {
