@@ -159,6 +159,15 @@ QEVAL_DATA=$TMP/bad_mmlu expect_error "malformed MMLU record" "anatomy_test.csv"
 expect_error "unreachable server" "127.0.0.1:1" "$TMP/o15" "$QEVAL" run "$C/good.yaml" --out "$TMP/o15"
 grep -qF "cannot reach" "$TMP/stderr" || fail "unreachable server: message lacks 'cannot reach'"
 
+# An output directory holding samples of an earlier run is refused without --resume or
+# --overwrite, and left untouched.
+mkdir -p "$TMP/earlier/samples/a"
+echo '{"doc_id":0,"error":null}' > "$TMP/earlier/samples/a/gsm8k.jsonl"
+cp "$TMP/earlier/samples/a/gsm8k.jsonl" "$TMP/earlier.bak"
+expect_error "output dir with samples" "--resume" - "$QEVAL" run "$C/good.yaml" --out "$TMP/earlier"
+cmp -s "$TMP/earlier/samples/a/gsm8k.jsonl" "$TMP/earlier.bak" || fail "output dir with samples: the samples changed"
+[ "$(ls "$TMP/earlier")" = samples ] || fail "output dir with samples: something was written: $(ls "$TMP/earlier")"
+
 # Bad CLI flags and values: exit 2 with one error line.
 expect_error "unknown flag" "--bogus" - "$QEVAL" run "$C/good.yaml" --bogus
 expect_error "bad --limit" "--limit" - "$QEVAL" run "$C/good.yaml" --limit zero

@@ -464,7 +464,9 @@ TEST_CASE("run_eval: --overwrite discards earlier samples; --limit overrides the
   CHECK(read_lines(tmp.path() / "out" / "samples" / "a" / "gsm8k.jsonl").size() == 6);
   opts.overwrite = true;
   opts.limit = 4;
+  opts.junit = tmp.path() / "junit.xml";
   CHECK(run_eval(opts) == 0);
+  CHECK(read_file(tmp.path() / "junit.xml").find("<testsuite") != std::string::npos);
   CHECK(read_lines(tmp.path() / "out" / "samples" / "a" / "gsm8k.jsonl").size() == 4);
   json r = json::parse(read_file(tmp.path() / "out" / "results.json"));
   CHECK(r["variants"]["a"]["tasks"]["gsm8k"]["n"] == 4);
