@@ -521,8 +521,8 @@ bool scan_object(Scanner& sc, std::string& key, F&& field) {
 bool scan_echo(Scanner& sc, EchoLogprobs& e) {
   e.clear();
   std::string key, top_key;
+  std::vector<std::string> keys;  // of one top_logprobs object; reused to spare allocations
   bool seen_tokens = false, seen_lps = false, seen_offsets = false, seen_tops = false;
-  std::string s;
   bool ok = scan_object(sc, key, [&] {
     if (key == "tokens") {
       if (seen_tokens) return false;
@@ -581,12 +581,13 @@ bool scan_echo(Scanner& sc, EchoLogprobs& e) {
         if (sc.null()) {
           // not an object: not greedy
         } else {
-          std::vector<std::string> keys;
+          size_t n_keys = 0;
           bool fine = scan_object(sc, top_key, [&] {
-            for (const auto& k : keys) {
-              if (k == top_key) return false;  // repeated key: json keeps the last; let it decide
+            for (size_t k = 0; k < n_keys; ++k) {
+              if (keys[k] == top_key) return false;  // repeated key: json keeps the last; let it decide
             }
-            keys.push_back(top_key);
+            if (n_keys == keys.size()) keys.emplace_back();
+            keys[n_keys++] = top_key;
             if (sc.peek() == '-' || (sc.peek() >= '0' && sc.peek() <= '9')) {
               double d;
               bool is_int;
@@ -598,7 +599,7 @@ bool scan_echo(Scanner& sc, EchoLogprobs& e) {
             return sc.skip();
           });
           if (!fine) return false;
-          ok_top = !keys.empty();
+          ok_top = n_keys > 0;
         }
         e.top_ok.push_back(ok_top);
         e.top_best_token.push_back(std::move(best_token));
