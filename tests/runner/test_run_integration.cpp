@@ -473,4 +473,22 @@ TEST_CASE("run_eval: --overwrite discards earlier samples; --limit overrides the
   CHECK(s->total_requests() == 10);
   opts.resume = true;
   CHECK_THROWS_AS(run_eval(opts), Error);  // --resume with --overwrite
+
+  // --resume never reuses an answer to a different question: change doc 2's question and
+  // only doc 2 is asked again.
+  opts.overwrite = false;
+  {
+    fs::path test_file = tmp.path() / "data" / "gsm8k" / "test.jsonl";
+    std::string text = read_file(test_file);
+    const std::string q2 = gsm8k_question(2);
+    size_t at = text.find(q2);
+    REQUIRE(at != std::string::npos);
+    text.replace(at, q2.size(), q2 + " Really?");
+    write_text(test_file, text);
+  }
+  CHECK(run_eval(opts) == 0);
+  CHECK(s->total_requests() == 11);
+  auto lines = read_lines(tmp.path() / "out" / "samples" / "a" / "gsm8k.jsonl");
+  REQUIRE(lines.size() == 5);
+  CHECK(lines.back()["doc_id"] == 2);
 }
