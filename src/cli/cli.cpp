@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -23,7 +24,7 @@ int cli_main(int argc, char** argv) {
   auto* c_run = app.add_subcommand("run", "Run a config's tasks on its variants and write the side-by-side report");
   c_run->add_option("config", run.config, "Run config (YAML)")->required();
   c_run->add_option("--out", run_out, "Output directory (default: reports/<config name>/)");
-  c_run->add_option("--limit", run_limit, "Docs per task (overrides the config's limit)")->check(CLI::PositiveNumber);
+  c_run->add_option("--limit", run_limit, "Docs per task (overrides the config's limit)")->check(CLI::Range(1, 1 << 30));
   c_run->add_flag("--resume", run.resume, "Continue a run: ask only samples never logged or logged with an error");
   c_run->add_flag("--overwrite", run.overwrite, "Discard the samples of an earlier run in the output directory");
   c_run->add_option("--junit", run_junit, "Also write the gates as JUnit XML to this file");
@@ -40,7 +41,7 @@ int cli_main(int argc, char** argv) {
   auto* c_prompts = app.add_subcommand("prompts", "Print the exact prompts of a task, one JSON line per test doc");
   c_prompts->add_option("config", pr_config, "Run config (YAML)")->required();
   c_prompts->add_option("--task", pr_task, "Task name (e.g. gsm8k, mmlu, mmlu_anatomy)")->required();
-  c_prompts->add_option("--limit", pr_limit, "Docs per (sub)task")->check(CLI::PositiveNumber);
+  c_prompts->add_option("--limit", pr_limit, "Docs per (sub)task")->check(CLI::Range(1, 1 << 30));
   c_prompts->callback([&] { print_prompts(pr_config, pr_task, pr_limit); });
 
   // qeval report
@@ -77,7 +78,7 @@ int cli_main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    fmt::print(stderr, "qeval: error: {} (hint: qeval --help, or qeval <command> --help)\n", e.what());
     return 2;
   }
   return rc;

@@ -1,13 +1,44 @@
-// Engine subcommands: convert (checkpoint formats), generate and bench (embedded engine).
+// Engine subcommands: generate and bench (embedded engine), convert (checkpoint formats).
+#include <iostream>
+
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "engine/convert.h"
+#include "engine/engine_commands.h"
 
 namespace qeval {
 
 void register_engine_commands(CLI::App& app, int& rc) {
+  static GenerateCommand gen;
+  auto* g = app.add_subcommand("generate", "Generate a completion with the embedded engine (prints only the completion)");
+  g->add_option("--model", gen.model, "HF model directory or .gguf file")->required();
+  g->add_option("--prompt", gen.prompt, "Prompt text (\"\" starts from BOS alone)")->required();
+  g->add_option("--max-tokens", gen.max_tokens, "New tokens at most (default 256)")->check(CLI::PositiveNumber);
+  g->add_option("--temperature", gen.temperature, "0 = greedy (default)")->check(CLI::NonNegativeNumber);
+  g->add_option("--top-p", gen.top_p, "Nucleus sampling threshold (default 1)")->check(CLI::Range(0.0, 1.0));
+  g->add_option("--top-k", gen.top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
+  g->add_option("--seed", gen.seed, "Sampling seed (reproducible)");
+  g->add_option("--dtype", gen.dtype, "Compute precision")->check(CLI::IsMember({"bf16", "f32"}));
+  g->add_option("--quantization", gen.quantization, "Quantization scheme")
+      ->check(CLI::IsMember({"none", "fp8-block", "int8-block", "int8-channel"}));
+  g->add_option("--threads", gen.threads, "Threads (default: all cores)");
+  g->callback([&rc] { rc = run_generate_command(gen, std::cout); });
+
+  static BenchCommand bench;
+  auto* b = app.add_subcommand("bench", "Measure prefill and decode speed of the embedded engine");
+  b->add_option("--model", bench.model, "HF dir, .gguf, or random:qwen2.5-0.5b | random:r1-distill-qwen-1.5b");
+  b->add_option("--dtype", bench.dtype, "Compute precision")->check(CLI::IsMember({"bf16", "f32"}));
+  b->add_option("--quantization", bench.quantization, "Quantization scheme")
+      ->check(CLI::IsMember({"none", "fp8-block", "int8-block", "int8-channel"}));
+  b->add_option("--prompt-tokens", bench.prompt_tokens, "Prompt tokens per sequence")->check(CLI::PositiveNumber);
+  b->add_option("--gen-tokens", bench.gen_tokens, "Decode steps")->check(CLI::PositiveNumber);
+  b->add_option("--batch", bench.batch, "Sequences in the batch")->check(CLI::PositiveNumber);
+  b->add_option("--threads", bench.threads, "Threads (default: all cores)");
+  b->add_flag("--json", bench.json, "Print one JSON object");
+  b->callback([&rc] { rc = run_bench_command(bench, std::cout); });
+
   static ConvertOptions conv;
   static double shard_gb = 5.0;
   auto* c = app.add_subcommand("convert", "Convert a checkpoint: DeepSeek FP8 -> BF16 -> INT8 (formats SGLang loads)");
