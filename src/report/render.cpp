@@ -183,17 +183,20 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
     if (find(r, {"variants", v, "fidelity"})) any_fid = true;
   if (any_fid) {
     md += "\n## Fidelity against the baseline (next-token distributions)\n\n";
-    md += "| variant | source | tokens | mean KLD | KLD p99 | KLD max | same top token | PPL ratio |\n";
-    md += "|---|---|---|---|---|---|---|---|\n";
+    md += "KL divergence of each variant's next-token distribution from the baseline's on the same "
+          "tokens (as llama-perplexity --kl-divergence), with percentiles; same top token = top-1 "
+          "agreement; PPL ratio = variant / baseline perplexity of the actual next tokens.\n\n";
+    md += "| variant | source | tokens | mean KLD | max | 99.9% | 99% | 95% | 90% | median | 10% | 5% | 1% | 0.1% | min | same top token | PPL ratio |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& v : vs) {
       const json* f = find(r, {"variants", v, "fidelity"});
       if (!f) continue;
       for (const auto& [src, s] : f->items()) {
-        md += fmt::format("| {} | {} | {} | {:.6f} | {:.6f} | {:.6f} | {:.2f}% | {:.4f} |\n", md_escape(v),
-                          md_escape(src), s.value("n_tokens", 0), s.value("kld_mean", 0.0),
-                          s.contains("kld_percentiles") ? s["kld_percentiles"].value("99", 0.0) : 0.0,
-                          s.contains("kld_percentiles") ? s["kld_percentiles"].value("max", 0.0) : 0.0,
-                          100.0 * s.value("top1_agreement", 0.0), s.value("ppl_ratio", 0.0));
+        md += fmt::format("| {} | {} | {} | {:.6f} ± {:.6f} |", md_escape(v), md_escape(src), s.value("n_tokens", 0),
+                          s.value("kld_mean", 0.0), s.value("kld_stderr", 0.0));
+        for (const char* p : {"max", "99.9", "99", "95", "90", "50", "10", "5", "1", "0.1", "min"})
+          md += fmt::format(" {:.6f} |", s.contains("kld_percentiles") ? s["kld_percentiles"].value(p, 0.0) : 0.0);
+        md += fmt::format(" {:.2f}% | {:.4f} |\n", 100.0 * s.value("top1_agreement", 0.0), s.value("ppl_ratio", 0.0));
       }
     }
   }

@@ -45,7 +45,7 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
   RunConfig c;
   c.raw = j;
   if (!j.is_object()) fail("{}: the run config must be a mapping with name, tasks and variants", source);
-  check_keys(j, {"name", "tasks", "limit", "baseline", "variants", "gates", "fidelity_text"}, source);
+  check_keys(j, {"name", "tasks", "limit", "baseline", "variants", "gates", "fidelity_text", "fidelity_prompts"}, source);
   c.name = get_string(j, "name", source, true);
   if (c.name.empty() || c.name.find('/') != std::string::npos || c.name == "." || c.name == "..")
     fail("{}: name: '{}' must be a non-empty file name (it names the output directory)", source, c.name);
@@ -129,6 +129,11 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
     }
   }
   if (j.contains("fidelity_text")) c.fidelity_text = get_string(j, "fidelity_text", source, true);
+  if (j.contains("fidelity_prompts")) {
+    if (!j["fidelity_prompts"].is_number_integer() || j["fidelity_prompts"].get<int>() < 0)
+      fail("{}: fidelity_prompts: expected a non-negative integer (task prompts scored for KLD)", source);
+    c.fidelity_prompts = j["fidelity_prompts"].get<int>();
+  }
   return c;
 }
 

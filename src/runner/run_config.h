@@ -22,7 +22,8 @@ struct RunConfig {
   std::string baseline;                   // variant name; default: the first variant
   std::vector<nlohmann::json> variants;   // each has at least name and backend
   std::vector<Gate> gates;
-  std::optional<std::filesystem::path> fidelity_text;
+  std::optional<std::filesystem::path> fidelity_text;  // text for KLD/PPL of engine variants
+  int fidelity_prompts = 16;              // task prompts scored for fidelity (0 = none)
   nlohmann::json raw;                     // the whole config as JSON
 };
 

@@ -12,9 +12,12 @@
 #include <fmt/format.h>
 
 #include "backends/backend.h"
+#include "backends/engine_backend.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/text.h"
+#include "engine/engine.h"
+#include "metrics/fidelity.h"
 #include "report/gates.h"
 #include "report/render.h"
 #include "runner/aggregate.h"
@@ -267,6 +270,94 @@ json build_results(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
   return r;
 }
 
+// Fidelity of every engine variant against an engine baseline, on the same token sequences:
+// up to `max_prompts` task prompts (spread over tasks and subtasks; every position scored) and
+// the fidelity_text in chunks (the second half of each chunk scored, as llama-perplexity does).
+json run_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
+                  const std::vector<std::unique_ptr<Backend>>& backends) {
+  json out = json::object();
+  size_t base_i = 0;
+  for (size_t v = 0; v < cfg.variants.size(); ++v)
+    if (cfg.variants[v]["name"] == cfg.baseline) base_i = v;
+  Engine* base = engine_of(*backends[base_i]);
+  if (!base || !base->tokenizer()) return out;
+  std::vector<std::pair<std::string, Engine*>> others;
+  for (size_t v = 0; v < cfg.variants.size(); ++v) {
+    Engine* e = engine_of(*backends[v]);
+    if (v == base_i || !e) continue;
+    if (e->config().vocab_size != base->config().vocab_size) {
+      fmt::print(stderr, "fidelity: skipping {}: vocabulary differs from the baseline's\n",
+                 cfg.variants[v]["name"].get<std::string>());
+      continue;
+    }
+    others.emplace_back(cfg.variants[v]["name"].get<std::string>(), e);
+  }
+  if (others.empty()) return out;
+
+  const int64_t max_len = std::min<int64_t>(base->context_length(), 1024);
+  struct Seq {
+    std::vector<int32_t> tokens;
+    int64_t first_scored;
+  };
+  std::map<std::string, std::vector<Seq>> sources;
+  // Task prompts, round-robin over (task, subtask) so every task is represented.
+  std::vector<std::pair<size_t, size_t>> subs;
+  for (size_t t = 0; t < tasks.size(); ++t)
+    for (size_t s = 0; s < tasks[t].subs.size(); ++s) subs.emplace_back(t, s);
+  for (size_t round = 0; sources["task_prompts"].size() < static_cast<size_t>(cfg.fidelity_prompts); ++round) {
+    bool any = false;
+    for (auto [t, s] : subs) {
+      if (round >= tasks[t].instances[s].size() ||
+          sources["task_prompts"].size() >= static_cast<size_t>(cfg.fidelity_prompts))
+        continue;
+      any = true;
+      const Instance& in = tasks[t].instances[s][round];
+      if (in.gen && in.gen->chat) continue;
+      std::string text = in.gen ? in.gen->prompt : in.loglik->context;
+      std::vector<int32_t> toks = base->tokenizer()->encode(text, true);
+      if (static_cast<int64_t>(toks.size()) > max_len) toks.erase(toks.begin(), toks.end() - max_len);
+      if (toks.size() >= 2) sources["task_prompts"].push_back({std::move(toks), 0});
+    }
+    if (!any) break;
+  }
+  if (cfg.fidelity_text) {
+    std::vector<int32_t> all = base->tokenizer()->encode(read_file(*cfg.fidelity_text), true);
+    const int64_t chunk = std::min<int64_t>(max_len, 512);
+    for (int64_t b = 0; b + chunk <= static_cast<int64_t>(all.size()) && sources["text"].size() < 64; b += chunk)
+      sources["text"].push_back({std::vector<int32_t>(all.begin() + b, all.begin() + b + chunk), chunk / 2});
+    if (sources["text"].empty())
+      fail("{}: fidelity_text: {} has {} tokens, fewer than one chunk of {} (hint: use a longer text)",
+           cfg.path.string(), cfg.fidelity_text->string(), all.size(), chunk);
+  }
+
+  const int64_t V = base->config().vocab_size;
+  for (auto& [src, seqs] : sources) {
+    if (seqs.empty()) continue;
+    std::vector<FidelityAccumulator> acc(others.size());
+    for (const Seq& sq : seqs) {
+      const int64_t n = static_cast<int64_t>(sq.tokens.size());
+      std::vector<float> ref(static_cast<size_t>(n * V));
+      std::vector<std::vector<int32_t>> one{sq.tokens};
+      base->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
+        std::copy(lp.begin(), lp.end(), ref.begin() + i * V);
+      });
+      for (size_t o = 0; o < others.size(); ++o) {
+        others[o].second->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
+          if (i < sq.first_scored || i + 1 >= n) return;  // the last position has no next token
+          acc[o].add(std::span<const float>(ref.data() + i * V, V), lp, sq.tokens[i + 1]);
+        });
+      }
+    }
+    for (size_t o = 0; o < others.size(); ++o) {
+      json r = acc[o].result();
+      r["reference"] = cfg.baseline;
+      r["n_sequences"] = seqs.size();
+      out[others[o].first][src] = r;
+    }
+  }
+  return out;
+}
+
 void write_outputs(const json& r, const fs::path& out, const std::optional<fs::path>& junit) {
   write_file_atomic(out / "results.json", r.dump(2));
   write_file_atomic(out / "report.svg", render_svg(r));
@@ -305,6 +396,8 @@ int run_eval(const RunOptions& opts) {
     run_variant(cfg.variants[v]["name"].get<std::string>(), *backends[v], tasks, out);
 
   json r = build_results(cfg, tasks, backends, out);
+  json fid = run_fidelity(cfg, tasks, backends);
+  for (const auto& [v, f] : fid.items()) r["variants"][v]["fidelity"] = f;
   write_outputs(r, out, opts.junit);
   fmt::print(stderr, "wrote {}\n", (out / "report.md").string());
   bool ok = true;

@@ -1,0 +1,65 @@
+#include "metrics/fidelity.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace qeval {
+
+void FidelityAccumulator::add(std::span<const float> logp_ref, std::span<const float> logp_var,
+                              int32_t next_token) {
+  if (logp_ref.size() != logp_var.size() || logp_ref.empty())
+    fail("fidelity: distributions of different sizes ({} vs {})", logp_ref.size(), logp_var.size());
+  double kld = 0;
+  size_t top_ref = 0, top_var = 0;
+  for (size_t i = 0; i < logp_ref.size(); ++i) {
+    const double lp = logp_ref[i], lq = logp_var[i];
+    if (std::isfinite(lp)) kld += std::exp(lp) * (lp - lq);
+    if (logp_ref[i] > logp_ref[top_ref]) top_ref = i;
+    if (logp_var[i] > logp_var[top_var]) top_var = i;
+  }
+  kld_.push_back(std::max(0.0, kld));  // rounding can give a tiny negative value
+  same_top_ += top_ref == top_var;
+  if (next_token >= 0 && static_cast<size_t>(next_token) < logp_ref.size()) {
+    nll_ref_ -= logp_ref[next_token];
+    nll_var_ -= logp_var[next_token];
+    ++n_ppl_;
+  }
+}
+
+nlohmann::json FidelityAccumulator::result() const {
+  nlohmann::json j;
+  const size_t n = kld_.size();
+  j["n_tokens"] = n;
+  if (n == 0) return j;
+  double sum = 0, sum2 = 0;
+  for (double x : kld_) sum += x, sum2 += x * x;
+  const double mean = sum / static_cast<double>(n);
+  j["kld_mean"] = mean;
+  j["kld_stderr"] = n > 1 ? std::sqrt(std::max(0.0, (sum2 - n * mean * mean) / static_cast<double>(n - 1)) /
+                                      static_cast<double>(n))
+                          : 0.0;
+  std::vector<double> s = kld_;
+  std::sort(s.begin(), s.end());
+  auto pct = [&](double q) {
+    double pos = q / 100.0 * static_cast<double>(n - 1);
+    size_t lo = static_cast<size_t>(std::floor(pos)), hi = static_cast<size_t>(std::ceil(pos));
+    return s[lo] + (s[hi] - s[lo]) * (pos - static_cast<double>(lo));
+  };
+  j["kld_percentiles"] = {{"max", s.back()}, {"99.9", pct(99.9)}, {"99", pct(99)}, {"95", pct(95)},
+                          {"90", pct(90)},   {"50", pct(50)},     {"10", pct(10)}, {"5", pct(5)},
+                          {"1", pct(1)},     {"0.1", pct(0.1)},   {"min", s.front()}};
+  j["top1_agreement"] = static_cast<double>(same_top_) / static_cast<double>(n);
+  if (n_ppl_ > 0) {
+    const double pr = std::exp(nll_ref_ / static_cast<double>(n_ppl_));
+    const double pv = std::exp(nll_var_ / static_cast<double>(n_ppl_));
+    j["ppl_ref"] = pr;
+    j["ppl_variant"] = pv;
+    j["ppl_ratio"] = pv / pr;
+    j["n_ppl_tokens"] = n_ppl_;
+  }
+  return j;
+}
+
+}  // namespace qeval

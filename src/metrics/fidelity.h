@@ -1,0 +1,35 @@
+// Fidelity of a quantized variant against its reference on the same token sequences, as
+// llama.cpp's `llama-perplexity --kl-divergence` reports it: KL divergence of the next-token
+// distributions (mean and percentiles), agreement of the top token, and perplexity ratio.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace qeval {
+
+class FidelityAccumulator {
+ public:
+  // Adds one position: log-probabilities over the vocabulary from the reference and from the
+  // variant (same length V), and the id of the token that actually follows (-1 when unknown:
+  // then perplexity is not updated). KL(ref || var) = Σ p_ref · (log p_ref − log p_var).
+  void add(std::span<const float> logp_ref, std::span<const float> logp_var, int32_t next_token);
+
+  int64_t n_positions() const { return static_cast<int64_t>(kld_.size()); }
+
+  // {"n_tokens", "kld_mean", "kld_stderr", "kld_percentiles": {"max","99.9","99","95","90",
+  //  "50","10","5","1","0.1","min"}, "top1_agreement", "ppl_ref", "ppl_variant", "ppl_ratio",
+  //  "n_ppl_tokens"}. Percentiles interpolate linearly between sorted values.
+  nlohmann::json result() const;
+
+ private:
+  std::vector<double> kld_;
+  int64_t same_top_ = 0;
+  double nll_ref_ = 0, nll_var_ = 0;
+  int64_t n_ppl_ = 0;
+};
+
+}  // namespace qeval

@@ -1,0 +1,50 @@
+// Fidelity statistics (KL divergence, top-1 agreement, perplexity ratio) on hand-made
+// distributions with known values.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "metrics/fidelity.h"
+
+using namespace qeval;
+
+namespace {
+std::vector<float> logs(std::vector<double> p) {
+  std::vector<float> l;
+  for (double x : p) l.push_back(static_cast<float>(std::log(x)));
+  return l;
+}
+}  // namespace
+
+TEST_CASE("identical distributions: KLD 0, full agreement, PPL ratio 1") {
+  FidelityAccumulator acc;
+  auto a = logs({0.5, 0.25, 0.25});
+  for (int i = 0; i < 5; ++i) acc.add(a, a, i % 3);
+  auto r = acc.result();
+  CHECK(r["n_tokens"] == 5);
+  CHECK(r["kld_mean"].get<double>() == Approx(0.0).margin(1e-12));
+  CHECK(r["top1_agreement"].get<double>() == 1.0);
+  CHECK(r["ppl_ratio"].get<double>() == Approx(1.0));
+}
+
+TEST_CASE("KLD, percentiles, top-1 and perplexity match hand computations") {
+  FidelityAccumulator acc;
+  // KL([.5,.5] || [.9,.1]) = .5 ln(.5/.9) + .5 ln(.5/.1)
+  const double k1 = 0.5 * std::log(0.5 / 0.9) + 0.5 * std::log(0.5 / 0.1);
+  acc.add(logs({0.5, 0.5}), logs({0.9, 0.1}), 1);
+  acc.add(logs({0.8, 0.2}), logs({0.8, 0.2}), 0);  // KL 0
+  // top token differs: ref argmax 0 (0.6), var argmax 1 (0.7)
+  const double k3 = 0.6 * std::log(0.6 / 0.3) + 0.4 * std::log(0.4 / 0.7);
+  acc.add(logs({0.6, 0.4}), logs({0.3, 0.7}), 0);
+  auto r = acc.result();
+  CHECK(r["kld_mean"].get<double>() == Approx((k1 + k3) / 3).epsilon(1e-6));
+  CHECK(r["kld_percentiles"]["max"].get<double>() == Approx(std::max(k1, k3)).epsilon(1e-6));
+  CHECK(r["kld_percentiles"]["min"].get<double>() == Approx(0.0).margin(1e-7));
+  CHECK(r["kld_percentiles"]["50"].get<double>() == Approx(std::min(k1, k3)).epsilon(1e-6));
+  CHECK(r["top1_agreement"].get<double>() == Approx(2.0 / 3));
+  // PPL over next tokens 1, 0, 0: ref nll = -(ln .5 + ln .8 + ln .6), var = -(ln .1 + ln .8 + ln .3)
+  const double pr = std::exp(-(std::log(0.5) + std::log(0.8) + std::log(0.6)) / 3);
+  const double pv = std::exp(-(std::log(0.1) + std::log(0.8) + std::log(0.3)) / 3);
+  CHECK(r["ppl_ratio"].get<double>() == Approx(pv / pr).epsilon(1e-6));
+}

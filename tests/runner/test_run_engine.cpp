@@ -1,0 +1,64 @@
+// The embedded engine through the whole runner: engine variants (stories260K) beside each
+// other in one table, with fidelity against the baseline. Skipped without $QEVAL_MODELS.
+#include <catch2/catch.hpp>
+
+#include <fmt/format.h>
+
+#include "core/fs.h"
+#include "fixtures/datasets_fixture.h"
+#include "runner/runner.h"
+
+using namespace qeval;
+using nlohmann::json;
+
+TEST_CASE("engine variants: one table, identical variants agree exactly, quantized ones differ") {
+  const char* models = std::getenv("QEVAL_MODELS");
+  if (!models) {
+    WARN("QEVAL_MODELS unset: skipping the engine run test");
+    return;
+  }
+  testfx::TempDir tmp("engine_run");
+  testfx::DatasetSizes z;
+  z.gsm8k_test = 3;
+  z.mmlu_test_fixed = 1;
+  testfx::write_datasets(tmp.path() / "data", z);
+  testfx::EnvGuard env("QEVAL_DATA", (tmp.path() / "data").string());
+  std::string gguf = std::string(models) + "/stories260K/stories260K.gguf";
+  testfx::write_text(tmp.path() / "text.txt", std::string(3000, 'a') + " Once upon a time there was a cat. ");
+  testfx::write_text(tmp.path() / "run.yaml", fmt::format(R"(name: eng
+tasks: [gsm8k, mmlu]
+limit: 1
+baseline: ref
+fidelity_text: text.txt
+fidelity_prompts: 4
+variants:
+  - {{name: ref, backend: engine, model: "{0}", dtype: f32}}
+  - {{name: same, backend: engine, model: "{0}", dtype: f32, max_batch: 3}}
+  - {{name: int8, backend: engine, model: "{0}", dtype: f32, quantization: int8-channel}}
+gates:
+  - {{task: gsm8k, metric: "exact_match,strict-match", max_drop: 1.0}}
+)", gguf));
+  RunOptions o;
+  o.config = tmp.path() / "run.yaml";
+  o.out = tmp.path() / "out";
+  CHECK(run_eval(o) == 0);
+  json r = json::parse(read_file(tmp.path() / "out" / "results.json"));
+  CHECK(r["variants"]["ref"]["backend"] == "engine");
+  CHECK(r["variants"]["ref"]["tasks"]["mmlu"]["n"] == 57);
+  CHECK(r["variants"]["ref"]["tasks"]["gsm8k"]["n"] == 1);
+  // Same weights, same dtype, different batch size: bit-identical answers and distributions.
+  const json& same = r["variants"]["same"]["fidelity"]["task_prompts"];
+  CHECK(same["kld_mean"].get<double>() == 0.0);
+  CHECK(same["top1_agreement"].get<double>() == 1.0);
+  CHECK(r["comparisons"]["same"]["mmlu"]["acc,none"]["right_to_wrong"] == 0);
+  CHECK(r["comparisons"]["same"]["mmlu"]["acc,none"]["wrong_to_right"] == 0);
+  // Quantized: distributions move a little.
+  const json& q = r["variants"]["int8"]["fidelity"];
+  CHECK(q["task_prompts"]["kld_mean"].get<double>() > 0.0);
+  CHECK(q["task_prompts"]["kld_mean"].get<double>() < 0.1);
+  CHECK(q["text"]["n_tokens"].get<int>() > 0);
+  CHECK(q["task_prompts"]["top1_agreement"].get<double>() > 0.5);
+  std::string md = read_file(tmp.path() / "out" / "report.md");
+  CHECK(md.find("| task | metric | ref (baseline) | same | int8 |") != std::string::npos);
+  CHECK(md.find("## Fidelity against the baseline") != std::string::npos);
+}
