@@ -6,6 +6,7 @@
 
 #include "core/fs.h"
 #include "fixtures/datasets_fixture.h"
+#include "fixtures/run_fixture.h"
 #include "runner/runner.h"
 
 using namespace qeval;
@@ -61,4 +62,43 @@ gates:
   std::string md = read_file(tmp.path() / "out" / "report.md");
   CHECK(md.find("| task | metric | ref (baseline) | same | int8 |") != std::string::npos);
   CHECK(md.find("## Fidelity against the baseline") != std::string::npos);
+}
+
+TEST_CASE("one run mixing an engine variant and an openai variant gives one table") {
+  const char* models = std::getenv("QEVAL_MODELS");
+  if (!models) {
+    WARN("QEVAL_MODELS unset: skipping the mixed engine/openai run test");
+    return;
+  }
+  testfx::TempDir tmp("mixed_run");
+  testfx::DatasetSizes z;
+  z.gsm8k_test = 2;
+  z.mmlu_test_fixed = 1;
+  testfx::write_datasets(tmp.path() / "data", z);
+  testfx::EnvGuard env("QEVAL_DATA", (tmp.path() / "data").string());
+  testing::FakeOptions fo;
+  fo.model_name = "remote";
+  fo.model = testfx::Oracle{0}.model();
+  auto server = std::make_unique<testing::FakeOpenAI>(std::move(fo));
+  std::string gguf = std::string(models) + "/stories260K/stories260K.gguf";
+  testfx::write_text(tmp.path() / "run.yaml", fmt::format(R"(name: mixed
+tasks: [gsm8k, mmlu]
+limit: 2
+baseline: local
+variants:
+  - {{name: local, backend: engine, model: "{0}", dtype: f32}}
+  - {{name: remote, backend: openai, base_url: "{1}", model: remote, concurrency: 4}}
+)", gguf, server->base_url()));
+  RunOptions o;
+  o.config = tmp.path() / "run.yaml";
+  o.out = tmp.path() / "out";
+  CHECK(run_eval(o) == 0);
+  json r = json::parse(read_file(tmp.path() / "out" / "results.json"));
+  CHECK(r["variants"]["local"]["backend"] == "engine");
+  CHECK(r["variants"]["remote"]["backend"] == "openai");
+  CHECK(r["variants"]["remote"]["tasks"]["mmlu"]["n"] == 57);
+  CHECK(r["comparisons"]["remote"]["mmlu"]["acc,none"]["n_paired"] == 57);
+  CHECK(r["comparisons"]["remote"]["gsm8k"]["exact_match,strict-match"]["n_paired"] == 2);
+  std::string md = read_file(tmp.path() / "out" / "report.md");
+  CHECK(md.find("| task | metric | local (baseline) | remote |") != std::string::npos);
 }
