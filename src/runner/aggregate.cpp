@@ -33,7 +33,7 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
                        const std::string& version) {
   long n = 0, n_err = 0, n_invalid = 0, n_trunc = 0, n_ptrunc = 0;
   long out_tokens = 0;
-  double t_first_end = INFINITY, t_last_end = -INFINITY, first_latency = 0;
+  std::vector<std::pair<double, double>> spans;  // [start, end] of each request
   std::vector<double> latencies;
   std::map<std::string, std::vector<double>> values;
   for (const auto* p : parts) {
@@ -43,11 +43,7 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
       if (s.contains("tokens") && s["tokens"].is_object()) out_tokens += s["tokens"].value("output", 0L);
       if (s.contains("t_end") && s["t_end"].is_number()) {
         double t = s["t_end"].get<double>();
-        if (t < t_first_end) {
-          t_first_end = t;
-          first_latency = s.value("latency_s", 0.0);
-        }
-        t_last_end = std::max(t_last_end, t);
+        spans.emplace_back(t - s.value("latency_s", 0.0), t);
       }
       if (!ok(s)) {
         ++n_err;
@@ -67,9 +63,20 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
     j["metrics"][m] = {{"value", st.value}, {"stderr", std::isfinite(st.std_err) ? json(st.std_err) : json(nullptr)},
                        {"n", st.n}};
   }
-  // Wall time of the phase that produced these samples: from the start of the first-finished
-  // request to the end of the last one.
-  double wall = std::isfinite(t_first_end) ? (t_last_end - (t_first_end - first_latency)) : 0.0;
+  // Busy wall time: the union of the requests' [start, end] intervals, so the pause between a
+  // killed run and its --resume does not count.
+  std::sort(spans.begin(), spans.end());
+  double wall = 0, cur_b = 0, cur_e = -INFINITY;
+  for (const auto& [b, e] : spans) {
+    if (b > cur_e) {
+      if (std::isfinite(cur_e)) wall += cur_e - cur_b;
+      cur_b = b;
+      cur_e = e;
+    } else {
+      cur_e = std::max(cur_e, e);
+    }
+  }
+  if (std::isfinite(cur_e)) wall += cur_e - cur_b;
   j["throughput"] = {{"output_tokens", out_tokens},
                      {"output_tokens_per_s", wall > 0 ? static_cast<double>(out_tokens) / wall : 0.0},
                      {"samples_per_s", wall > 0 ? static_cast<double>(n + n_err) / wall : 0.0},

@@ -67,7 +67,8 @@ TEST_CASE("aggregation counts errors apart and compares paired samples") {
   CHECK(ja["n"] == 10);
   CHECK(ja["metrics"]["acc,none"]["value"].get<double>() == Approx(0.6));
   CHECK(ja["metrics"]["acc,none"]["stderr"].get<double>() == Approx(0.16329931618554522));  // sqrt(0.6*0.4*10/9/10)
-  CHECK(ja["throughput"]["output_tokens_per_s"].get<double>() == Approx(20.0 / 9.5));
+  // Requests [t_end - 0.5, t_end] do not overlap: 10 x 0.5 s busy for 20 tokens.
+  CHECK(ja["throughput"]["output_tokens_per_s"].get<double>() == Approx(20.0 / 5.0));
   json jb = aggregate_samples({&b}, {"acc,none"}, "1.0");
   CHECK(jb["n"] == 9);
   CHECK(jb["n_errors"] == 1);
@@ -78,4 +79,15 @@ TEST_CASE("aggregation counts errors apart and compares paired samples") {
   CHECK(c["wrong_to_right"] == 1);  // doc 8
   CHECK(c["mcnemar_p"].get<double>() == Approx(1.0));
   CHECK(c["delta"].get<double>() == Approx(5.0 / 9 - 6.0 / 9));
+}
+
+TEST_CASE("throughput counts busy time only: a pause between runs (kill + resume) is excluded") {
+  SampleMap a;
+  // Two bursts of requests 1000 s apart, each request 1 s long, 10 output tokens each.
+  for (int i = 0; i < 4; ++i)
+    a[i] = json{{"doc_id", i}, {"error", nullptr}, {"scores", {{"m", 1.0}}}, {"tokens", {{"output", 10}}},
+                {"latency_s", 1.0}, {"t_end", (i < 2 ? 100.0 : 1100.0) + 0.5 * (i % 2)}};
+  json j = aggregate_samples({&a}, {"m"}, "1");
+  // Busy: [99, 100.5] and [1099, 1100.5] = 3 s; 40 tokens.
+  CHECK(j["throughput"]["output_tokens_per_s"].get<double>() == Approx(40.0 / 3.0));
 }
