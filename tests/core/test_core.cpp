@@ -1,0 +1,73 @@
+// Core utilities: UTF-8 helpers, trimming, atomic writes, sha256, the thread pool.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <vector>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/text.h"
+#include "core/thread_pool.h"
+
+using namespace qeval;
+
+TEST_CASE("utf8 length, offsets and valid prefixes") {
+  std::string s = "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80z";  // a é € 😀 z
+  CHECK(utf8_length(s) == 5);
+  CHECK(utf8_byte_offset(s, 0) == 0);
+  CHECK(utf8_byte_offset(s, 2) == 3);
+  CHECK(utf8_byte_offset(s, 4) == 10);
+  CHECK(utf8_byte_offset(s, 9) == s.size());
+  CHECK(utf8_valid_prefix(s) == s.size());
+  CHECK(utf8_valid_prefix(s.substr(0, 8)) == 6);  // the emoji is cut: held back
+  CHECK(utf8_valid_prefix("\xFFok") == 3);        // invalid lead byte passes through
+}
+
+TEST_CASE("trim and split") {
+  CHECK(trim("  a b \n\t") == "a b");
+  CHECK(trim("") == "");
+  CHECK(split("a,,b", ',') == std::vector<std::string>{"a", "", "b"});
+  CHECK(starts_with("abc", "ab"));
+  CHECK(ends_with("abc", "bc"));
+  CHECK_FALSE(ends_with("c", "bc"));
+}
+
+TEST_CASE("sha256 of known strings") {
+  CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_CASE("atomic write replaces the file and leaves no temp files") {
+  fs::path d = fs::temp_directory_path() / ("qeval_core_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  write_file_atomic(d / "sub" / "f.txt", "one");
+  write_file_atomic(d / "sub" / "f.txt", "two");
+  CHECK(read_file(d / "sub" / "f.txt") == "two");
+  CHECK(sha256_file(d / "sub" / "f.txt") == sha256_hex("two"));
+  int n = 0;
+  for (auto& e : fs::directory_iterator(d / "sub")) n += e.is_regular_file();
+  CHECK(n == 1);
+  CHECK_THROWS_WITH(read_file(d / "missing"), Catch::Contains("missing"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("thread pool covers every index exactly once, chunk i on thread i") {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 2, 3, 7, 1000}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    std::vector<int> owner(static_cast<size_t>(n), -1);
+    pool.parallel_for(n, [&](int t, int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        hits[static_cast<size_t>(i)]++;
+        owner[static_cast<size_t>(i)] = t;
+      }
+    });
+    for (int64_t i = 0; i < n; ++i) CHECK(hits[static_cast<size_t>(i)] == 1);
+    for (int64_t i = 1; i < n; ++i) CHECK(owner[static_cast<size_t>(i)] >= owner[static_cast<size_t>(i - 1)]);
+  }
+  std::atomic<int> calls{0};
+  pool.run_on_all([&](int) { calls++; });
+  CHECK(calls == 3);
+}
