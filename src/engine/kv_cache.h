@@ -47,8 +47,10 @@ class KvCache {
     return static_cast<int64_t>(seqs_[seq].blocks.size()) * kBlockTokens;
   }
 
-  // K (or V) vectors of kv head `head` at layer `layer` for positions [block start, +32):
-  // [kBlockTokens, head_dim] row-major. `pos` must be < capacity(seq).
+  // Element 0 of the K (or V) vector of kv head `head` at layer `layer`, position `pos`;
+  // element e is at [e * kBlockTokens]. A block stores each head transposed, [head_dim,
+  // kBlockTokens], so attention reads 16 or 32 consecutive keys of one element as a vector.
+  // `pos` must be < capacity(seq).
   float* k_at(int seq, int64_t layer, int64_t head, int64_t pos) {
     return slot(seq, layer, 0, head, pos);
   }
@@ -67,12 +69,12 @@ class KvCache {
     std::vector<int32_t> blocks;
     bool live = false;
   };
-  // Block layout: [layer][kv (0=K,1=V)][head][kBlockTokens][head_dim].
+  // Block layout: [layer][kv (0=K,1=V)][head][head_dim][kBlockTokens].
   float* slot(int seq, int64_t layer, int kv, int64_t head, int64_t pos) {
     int32_t b = seqs_[seq].blocks[pos / kBlockTokens];
     return arena_.get() + static_cast<size_t>(b) * block_floats_ +
            ((layer * 2 + kv) * n_kv_heads_ + head) * kBlockTokens * head_dim_ +
-           (pos % kBlockTokens) * head_dim_;
+           (pos % kBlockTokens);
   }
   int32_t take_block();
   void drop_block(int32_t b);

@@ -10,6 +10,7 @@
 #include <numbers>
 
 #include "core/error.h"
+#include "engine/cpu_features.h"
 
 namespace qeval {
 
@@ -29,30 +30,6 @@ float round_bf16(float x) {
 }
 
 namespace {
-
-// Dot product of n floats in a fixed order: 8 lanes over the multiple-of-8 prefix, a fixed
-// pairwise lane reduction, then the tail in index order.
-inline float dot(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  float s = 0.0f;
-  if (n >= 8) {
-    __m256 acc = _mm256_setzero_ps();
-    for (; i + 8 <= n; i += 8)
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    __m128 lo = _mm256_castps256_ps128(acc), hi = _mm256_extractf128_ps(acc, 1);
-    __m128 q = _mm_add_ps(lo, hi);
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    s = _mm_cvtss_f32(q);
-  }
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-// y[i] += a * x[i]
-inline void axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
 
 // exp(x) for 8 floats (Cephes-style: x = k ln2 + r, degree-6 polynomial for e^r, scale by 2^k);
 // relative error ~2 ulp; inputs clamped to [-87.3, 88.7].
@@ -83,51 +60,122 @@ inline float exp1(float x) {
   return b[0];
 }
 
-// x[j] = exp(x[j] - mx) for j < n; returns the sum (8 lanes, fixed order, then the tail).
-inline float exp_sub_sum(float* x, int64_t n, float mx) {
-  const __m256 m = _mm256_set1_ps(mx);
-  __m256 acc = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
-    _mm256_storeu_ps(x + j, e);
-    acc = _mm256_add_ps(acc, e);
+// 16-lane float vectors for attention_kernel.inc. Avx2Vec16 is two __m256; Avx512Vec16 (below,
+// compiled for AVX-512) one __m512. Every operation gives the same bits in both.
+struct Avx2Vec16 {
+  __m256 lo, hi;
+  static Avx2Vec16 zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  static Avx2Vec16 set1(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+  static Avx2Vec16 load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+  static void store(float* p, Avx2Vec16 v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-  for (; j < n; ++j) {
-    x[j] = exp1(x[j] - mx);
-    s += x[j];
+  // Lane i < m: all ones.
+  static void first_mask(int64_t m, __m256i& lo, __m256i& hi) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mm = _mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(m, 0, 16)));
+    lo = _mm256_cmpgt_epi32(mm, iota);
+    hi = _mm256_cmpgt_epi32(mm, _mm256_add_epi32(iota, _mm256_set1_epi32(8)));
   }
-  return s;
+  // Lanes i < m of p, 0 elsewhere (lanes >= m are not read).
+  static Avx2Vec16 load_first(const float* p, int64_t m) {
+    __m256i lo, hi;
+    first_mask(m, lo, hi);
+    return {_mm256_maskload_ps(p, lo), _mm256_maskload_ps(p + 8, hi)};
+  }
+  // Lanes i < m from x, the rest from other.
+  static Avx2Vec16 blend_first(Avx2Vec16 x, Avx2Vec16 other, int64_t m) {
+    __m256i lo, hi;
+    first_mask(m, lo, hi);
+    return {_mm256_blendv_ps(other.lo, x.lo, _mm256_castsi256_ps(lo)),
+            _mm256_blendv_ps(other.hi, x.hi, _mm256_castsi256_ps(hi))};
+  }
+  static Avx2Vec16 add(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+  static Avx2Vec16 sub(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
+  static Avx2Vec16 mul(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+  static Avx2Vec16 max(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+  static Avx2Vec16 fmadd(Avx2Vec16 a, Avx2Vec16 b, Avx2Vec16 c) {
+    return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+  }
+  static Avx2Vec16 exp(Avx2Vec16 x) { return {exp8(x.lo), exp8(x.hi)}; }
+  // ((l[i] + l[i+8]) for i<8, then halves of 4, 2, 1.
+  static float reduce_add(Avx2Vec16 v) { return reduce8_add(_mm256_add_ps(v.lo, v.hi)); }
+  static float reduce_max(Avx2Vec16 v) { return reduce8_max(_mm256_max_ps(v.lo, v.hi)); }
+  static float reduce8_add(__m256 s8) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+  }
+  static float reduce8_max(__m256 s8) {
+    __m128 s4 = _mm_max_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_max_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_max_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+  }
+};
+
+namespace avx2 {
+using V = Avx2Vec16;
+#include "engine/attention_kernel.inc"
+}  // namespace avx2
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw")
+
+inline __m512 exp16_avx512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.72283f));
+  __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  __m512i ki = _mm512_cvtps_epi32(k);
+  __m512i k1 = _mm512_srai_epi32(ki, 1), k2 = _mm512_sub_epi32(ki, k1);
+  __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, _mm512_set1_epi32(127)), 23));
+  __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k2, _mm512_set1_epi32(127)), 23));
+  return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
 }
 
-// out[E] += sum_j p[j] * v[j, :] for j < m, keys in order; out kept in registers when E is a
-// multiple of 8 up to 128.
-template <int kChunks>
-inline void weighted_sum_fixed(const float* p, const float* v, int64_t m, float* out) {
-  __m256 acc[kChunks];
-  for (int c = 0; c < kChunks; ++c) acc[c] = _mm256_loadu_ps(out + 8 * c);
-  for (int64_t j = 0; j < m; ++j) {
-    const __m256 pj = _mm256_set1_ps(p[j]);
-    const float* vj = v + j * 8 * kChunks;
-    for (int c = 0; c < kChunks; ++c) acc[c] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+struct Avx512Vec16 {
+  __m512 v;
+  static Avx512Vec16 zero() { return {_mm512_setzero_ps()}; }
+  static Avx512Vec16 set1(float x) { return {_mm512_set1_ps(x)}; }
+  static Avx512Vec16 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static void store(float* p, Avx512Vec16 x) { _mm512_storeu_ps(p, x.v); }
+  static __mmask16 first_mask(int64_t m) {
+    return m >= 16 ? static_cast<__mmask16>(0xFFFF)
+                   : m <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << m) - 1);
   }
-  for (int c = 0; c < kChunks; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
-}
+  static Avx512Vec16 load_first(const float* p, int64_t m) { return {_mm512_maskz_loadu_ps(first_mask(m), p)}; }
+  static Avx512Vec16 blend_first(Avx512Vec16 x, Avx512Vec16 other, int64_t m) {
+    return {_mm512_mask_blend_ps(first_mask(m), other.v, x.v)};
+  }
+  static Avx512Vec16 add(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+  static Avx512Vec16 sub(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
+  static Avx512Vec16 mul(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  static Avx512Vec16 max(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+  static Avx512Vec16 fmadd(Avx512Vec16 a, Avx512Vec16 b, Avx512Vec16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  static Avx512Vec16 exp(Avx512Vec16 x) { return {exp16_avx512(x.v)}; }
+  static float reduce_add(Avx512Vec16 x) {
+    return Avx2Vec16::reduce8_add(_mm256_add_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)));
+  }
+  static float reduce_max(Avx512Vec16 x) {
+    return Avx2Vec16::reduce8_max(_mm256_max_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)));
+  }
+};
 
-inline void weighted_sum(const float* p, const float* v, int64_t m, int64_t E, float* out) {
-  switch (E) {
-    case 8: return weighted_sum_fixed<1>(p, v, m, out);
-    case 16: return weighted_sum_fixed<2>(p, v, m, out);
-    case 32: return weighted_sum_fixed<4>(p, v, m, out);
-    case 64: return weighted_sum_fixed<8>(p, v, m, out);
-    case 128: return weighted_sum_fixed<16>(p, v, m, out);
-    default:
-      for (int64_t j = 0; j < m; ++j) axpy(p[j], v + j * E, out, E);
-  }
-}
+namespace avx512 {
+using V = Avx512Vec16;
+#include "engine/attention_kernel.inc"
+}  // namespace avx512
+
+#pragma GCC pop_options
 
 // out = w * (x / sqrt(mean(x^2) + eps)); the sum of squares is accumulated in double.
 void rms_norm(const float* x, const float* w, float* out, int64_t n, double eps) {
@@ -188,6 +236,7 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
   const int64_t D = cfg.hidden_size, V = cfg.vocab_size, H = cfg.n_heads, G = cfg.n_kv_heads,
                 E = cfg.head_dim, F = cfg.intermediate_size;
   if (E % 2 != 0) fail("model config: head_dim {} must be even for RoPE", E);
+  use_avx512_ = active_kernel_level() >= KernelLevel::Avx512;
   embed_ = need(find, "model.embed_tokens.weight", {V, D});
   if (embed_.dtype != DType::F32 && embed_.dtype != DType::BF16 && embed_.dtype != DType::F16)
     fail("model: tensor 'model.embed_tokens.weight' has dtype {}, expected F32, BF16 or F16",
@@ -297,57 +346,41 @@ void Model::embed(int32_t token, float* out) const {
   }
 }
 
-void Model::attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPool& pool) {
+void Model::attention(int64_t layer, ThreadPool& pool) {
   const int64_t H = cfg_.n_heads, G = cfg_.n_kv_heads, E = cfg_.head_dim;
   const int64_t group = H / G;
   const int64_t T = static_cast<int64_t>(tok_seq_.size());
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
-  int64_t max_pos = 0;
-  for (int64_t t = 0; t < T; ++t) max_pos = std::max(max_pos, tok_pos_[t]);
+  int64_t max_pos = 0, work = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    max_pos = std::max(max_pos, tok_pos_[t]);
+    work += (tok_pos_[t] + 1) * H * E;
+  }
+  // Scores of one item: [group, stride], stride = max keys rounded up to whole KV blocks.
+  const int64_t stride = (max_pos + KvCache::kBlockTokens) / KvCache::kBlockTokens * KvCache::kBlockTokens;
   scores_.resize(pool.size());
   for (auto& s : scores_)
-    if (static_cast<int64_t>(s.size()) < max_pos + 1) s.resize(max_pos + 1);
+    if (static_cast<int64_t>(s.size()) < group * stride) s.resize(group * stride);
   const KvCache& kv = *kv_;
+  const bool wide = use_avx512_;
   // att[t, h, :] = softmax_j(q[t,h]·k[j,g] * scale) · v[j,g], j = 0..pos[t] (causal).
   // One work item = one token and one kv head with its `group` query heads, so each K/V row is
-  // loaded once for the group. Per (t, h) the arithmetic order is fixed (keys ascending).
-  int64_t work = 0;
-  for (int64_t t = 0; t < T; ++t) work += (tok_pos_[t] + 1) * H * E;
-  const int64_t stride = max_pos + 1;
-  for (auto& s : scores_)
-    if (static_cast<int64_t>(s.size()) < group * stride) s.resize(group * stride);
+  // loaded once for the group; the item's arithmetic does not depend on the other items.
   auto run = [&](int thread, int64_t begin, int64_t end) {
-    float* sc_all = scores_[thread].data();
+    float* sc = scores_[thread].data();
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / G, g = item % G;
-      const int seq = tok_seq_[t];
-      const int64_t n = tok_pos_[t] + 1;
-      const float* q0 = q_.data() + (t * H + g * group) * E;
-      for (int64_t j0 = 0; j0 < n; j0 += KvCache::kBlockTokens) {
-        const float* kb = kv.k_at(seq, layer, g, j0);
-        const int64_t m = std::min<int64_t>(KvCache::kBlockTokens, n - j0);
-        for (int64_t j = 0; j < m; ++j)
-          for (int64_t hh = 0; hh < group; ++hh)
-            sc_all[hh * stride + j0 + j] = dot(q0 + hh * E, kb + j * E, E) * scale;
-      }
-      for (int64_t hh = 0; hh < group; ++hh) {
-        float* sc = sc_all + hh * stride;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sc[j]);
-        const float sum = exp_sub_sum(sc, n, mx);  // sc[j] = exp(sc[j] - mx)
-        float* out = att_.data() + (t * H + g * group + hh) * E;
-        std::fill(out, out + E, 0.0f);
-        for (int64_t j0 = 0; j0 < n; j0 += KvCache::kBlockTokens) {
-          const float* vb = kv.v_at(seq, layer, g, j0);
-          const int64_t m = std::min<int64_t>(KvCache::kBlockTokens, n - j0);
-          weighted_sum(sc + j0, vb, m, E, out);
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t e = 0; e < E; ++e) out[e] *= inv;
-      }
+      const float* q = q_.data() + (t * H + g * group) * E;
+      float* out = att_.data() + (t * H + g * group) * E;
+      if (wide)
+        avx512::attend_item(q, group, E, scale, kv, tok_seq_[t], layer, g, tok_pos_[t] + 1, sc,
+                            stride, out);
+      else
+        avx2::attend_item(q, group, E, scale, kv, tok_seq_[t], layer, g, tok_pos_[t] + 1, sc,
+                          stride, out);
     }
   };
-  if (work < (int64_t{1} << 16))
+  if (work < (int64_t{1} << 17))
     run(0, 0, T * G);
   else
     pool.parallel_for(T * G, run);
@@ -423,15 +456,19 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       for (int64_t t = b; t < e; ++t) {
         rope(q_.data() + t * H * E, H, t);
         rope(k_.data() + t * G * E, G, t);
-        for (int64_t g = 0; g < G; ++g) {
-          std::memcpy(kv.k_at(tok_seq_[t], l, g, tok_pos_[t]), k_.data() + (t * G + g) * E,
-                      E * sizeof(float));
-          std::memcpy(kv.v_at(tok_seq_[t], l, g, tok_pos_[t]), v_.data() + (t * G + g) * E,
-                      E * sizeof(float));
+        for (int64_t g = 0; g < G; ++g) {  // transposed block layout: element e at [e * 32]
+          float* kd = kv.k_at(tok_seq_[t], l, g, tok_pos_[t]);
+          float* vd = kv.v_at(tok_seq_[t], l, g, tok_pos_[t]);
+          const float* ks = k_.data() + (t * G + g) * E;
+          const float* vs = v_.data() + (t * G + g) * E;
+          for (int64_t e = 0; e < E; ++e) {
+            kd[e * KvCache::kBlockTokens] = ks[e];
+            vd[e * KvCache::kBlockTokens] = vs[e];
+          }
         }
       }
     });
-    attention(l, chunks, pool);                       // att [T, H*E]
+    attention(l, pool);                              // att [T, H*E]
     L.wo->forward(att_.data(), T, o_.data(), pool);   // [T, D]
     rows_for(pool, T, T * D, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {

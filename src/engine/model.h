@@ -83,10 +83,12 @@ class Model {
     std::unique_ptr<Linear> wq, wk, wv, wo, w_gate, w_up, w_down;
   };
   void embed(int32_t token, float* out) const;
-  void attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPool& pool);
+  // att_ [T, H*E] from q_ and the cached K/V of layer `layer` (causal, per token and head).
+  void attention(int64_t layer, ThreadPool& pool);
 
   ModelConfig cfg_;
   ModelOptions opt_;
+  bool use_avx512_ = false;            // attention kernel (bit-identical to the AVX2 one)
   TensorView embed_;                   // [V, D], borrowed
   std::vector<Layer> layers_;
   std::vector<float> final_norm_;      // [D]
