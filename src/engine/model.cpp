@@ -114,6 +114,15 @@ struct Avx2Vec16 {
   }
 };
 
+// One attention query row: head h of token t. sc is its scratch [stride]; n its keys
+// (positions 0..n-1).
+struct AttnRow {
+  const float* q;  // [E]
+  float* out;      // [E]
+  float* sc;       // [stride]
+  int64_t n;
+};
+
 namespace avx2 {
 using V = Avx2Vec16;
 #include "engine/attention_kernel.inc"
@@ -346,44 +355,63 @@ void Model::embed(int32_t token, float* out) const {
   }
 }
 
-void Model::attention(int64_t layer, ThreadPool& pool) {
+void Model::attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPool& pool) {
   const int64_t H = cfg_.n_heads, G = cfg_.n_kv_heads, E = cfg_.head_dim;
   const int64_t group = H / G;
   const int64_t T = static_cast<int64_t>(tok_seq_.size());
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
+  // Work items: kTileTokens consecutive tokens of one chunk x one kv head; their
+  // kTileTokens * group query rows share every K/V load (a row's result does not depend on the
+  // tile, see attend_rows).
+  constexpr int64_t kTileTokens = 4;
+  tiles_.clear();
   int64_t max_pos = 0, work = 0;
+  {
+    int64_t t = 0;
+    for (const SeqChunk& c : chunks) {
+      const int64_t n = static_cast<int64_t>(c.tokens.size());
+      for (int64_t i = 0; i < n; i += kTileTokens) tiles_.push_back(t + i);
+      t += n;
+    }
+    tiles_.push_back(T);  // tile k = tokens [tiles_[k], min(tiles_[k] + kTileTokens, tiles_[k+1]))
+  }
   for (int64_t t = 0; t < T; ++t) {
     max_pos = std::max(max_pos, tok_pos_[t]);
     work += (tok_pos_[t] + 1) * H * E;
   }
-  // Scores of one item: [group, stride], stride = max keys rounded up to whole KV blocks.
+  const int64_t n_tiles = static_cast<int64_t>(tiles_.size()) - 1;
   const int64_t stride = (max_pos + KvCache::kBlockTokens) / KvCache::kBlockTokens * KvCache::kBlockTokens;
+  const int64_t max_rows = kTileTokens * group;
   scores_.resize(pool.size());
   for (auto& s : scores_)
-    if (static_cast<int64_t>(s.size()) < group * stride) s.resize(group * stride);
+    if (static_cast<int64_t>(s.size()) < max_rows * (stride + 1)) s.resize(max_rows * (stride + 1));
   const KvCache& kv = *kv_;
   const bool wide = use_avx512_;
   // att[t, h, :] = softmax_j(q[t,h]·k[j,g] * scale) · v[j,g], j = 0..pos[t] (causal).
-  // One work item = one token and one kv head with its `group` query heads, so each K/V row is
-  // loaded once for the group; the item's arithmetic does not depend on the other items.
   auto run = [&](int thread, int64_t begin, int64_t end) {
     float* sc = scores_[thread].data();
+    float* inv = sc + max_rows * stride;
+    std::vector<AttnRow> rows(max_rows);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / G, g = item % G;
-      const float* q = q_.data() + (t * H + g * group) * E;
-      float* out = att_.data() + (t * H + g * group) * E;
+      const int64_t k = item / G, g = item % G;
+      const int64_t t0 = tiles_[k], t1 = std::min(t0 + kTileTokens, tiles_[k + 1]);
+      int64_t n_rows = 0;
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t hh = 0; hh < group; ++hh, ++n_rows) {
+          const int64_t h = g * group + hh;
+          rows[n_rows] = {q_.data() + (t * H + h) * E, att_.data() + (t * H + h) * E,
+                          sc + n_rows * stride, tok_pos_[t] + 1};
+        }
       if (wide)
-        avx512::attend_item(q, group, E, scale, kv, tok_seq_[t], layer, g, tok_pos_[t] + 1, sc,
-                            stride, out);
+        avx512::attend_rows(rows.data(), n_rows, E, scale, kv, tok_seq_[t0], layer, g, inv);
       else
-        avx2::attend_item(q, group, E, scale, kv, tok_seq_[t], layer, g, tok_pos_[t] + 1, sc,
-                          stride, out);
+        avx2::attend_rows(rows.data(), n_rows, E, scale, kv, tok_seq_[t0], layer, g, inv);
     }
   };
   if (work < (int64_t{1} << 17))
-    run(0, 0, T * G);
+    run(0, 0, n_tiles * G);
   else
-    pool.parallel_for(T * G, run);
+    pool.parallel_for(n_tiles * G, run);
 }
 
 void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& pool,
@@ -468,7 +496,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
         }
       }
     });
-    attention(l, pool);                              // att [T, H*E]
+    attention(l, chunks, pool);                       // att [T, H*E]
     L.wo->forward(att_.data(), T, o_.data(), pool);   // [T, D]
     rows_for(pool, T, T * D, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {

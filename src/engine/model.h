@@ -84,7 +84,7 @@ class Model {
   };
   void embed(int32_t token, float* out) const;
   // att_ [T, H*E] from q_ and the cached K/V of layer `layer` (causal, per token and head).
-  void attention(int64_t layer, ThreadPool& pool);
+  void attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPool& pool);
 
   ModelConfig cfg_;
   ModelOptions opt_;
@@ -101,6 +101,7 @@ class Model {
   std::vector<int32_t> tok_seq_;            // [T] kv handle of each token
   std::vector<int64_t> tok_pos_;            // [T]
   std::vector<std::vector<float>> scores_;  // per thread
+  std::vector<int64_t> tiles_;              // first token of each attention tile, then T
   std::vector<float> head_in_, logits_;
   KvCache* kv_ = nullptr;                   // cache of the forward in progress
 };

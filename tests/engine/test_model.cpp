@@ -196,6 +196,28 @@ TEST_CASE("model: logits match the float64 reference (2 layers, GQA, qkv bias, u
   CHECK(e > 1e-6);  // the bf16 path really rounds
 }
 
+TEST_CASE("model: logits are bit-identical whatever the prefill chunking (attention tiles)", "[engine-model]") {
+  // Chunks of 70, 9, 5, 3, 1 tokens put a token in attention tiles of different sizes and key
+  // ranges (and cross KV block edges differently); its logits must not change at all.
+  auto dir = fx::temp_dir("model-tiles");
+  fx::ModelSpec spec;
+  spec.layers = 2;
+  spec.heads = 4;
+  spec.kv_heads = 2;
+  auto fm = fx::write_hf_model(dir, spec);
+  auto ck = Checkpoint::open(dir);
+  ThreadPool pool(2);
+  auto tokens = some_tokens(70, static_cast<int>(spec.vocab), 3);
+  for (ComputeType ct : {ComputeType::F32, ComputeType::BF16}) {
+    auto m = load_model(*ck, ct);
+    auto whole = model_logits(*m, tokens, 70, pool);
+    for (int64_t chunk : {9, 5, 3, 1}) {
+      INFO("chunk " << chunk);
+      CHECK(model_logits(*m, tokens, chunk, pool) == whole);
+    }
+  }
+}
+
 TEST_CASE("model: RoPE scaling (llama3, linear), tied head, llama arch", "[engine-model]") {
   for (std::string type : {"llama3", "linear"}) {
     auto dir = fx::temp_dir("model-rope");
