@@ -330,9 +330,16 @@ void Engine::score(std::span<const ScoreRequest> requests,
     size_t index;
     std::vector<std::vector<int32_t>> seqs;  // after truncation
     std::vector<int64_t> n_ctx;
-    int64_t shared = 0;                      // prefix tokens fed once
+    std::vector<int64_t> cut;                // tokens dropped on the left (truncation)
+    // Continuations truncated by the same amount share their common prefix (fed once, then
+    // forked); differently truncated ones hold their tokens at other positions and cannot.
+    struct Prefix {
+      int64_t cut = 0, shared = 0;           // shared: prefix tokens fed once
+      int seq = -1;
+    };
+    std::vector<Prefix> prefixes;
+    std::vector<size_t> prefix_of;           // continuation -> prefixes index
     ScoreOutput out;
-    int prefix_seq = -1;
     std::vector<int> cont_seq;
     int64_t blocks = 0;
   };
@@ -369,6 +376,7 @@ void Engine::score(std::span<const ScoreRequest> requests,
         }
         j.seqs.push_back(std::move(s));
         j.n_ctx.push_back(nc);
+        j.cut.push_back(std::max<int64_t>(0, over));
       }
       if (!err.empty()) {
         ScoreOutput o;
@@ -376,16 +384,27 @@ void Engine::score(std::span<const ScoreRequest> requests,
         on_done(next++, std::move(o));
         continue;
       }
-      // Shared prefix: common to every sequence and strictly inside every context.
-      int64_t lcp = *std::min_element(j.n_ctx.begin(), j.n_ctx.end()) - 1;
-      for (const auto& s : j.seqs)
-        for (int64_t p = 0; p < lcp; ++p)
-          if (s[p] != j.seqs[0][p]) {
-            lcp = p;
+      // Shared prefix of each truncation class: common to its sequences and strictly inside
+      // every context of the class.
+      for (size_t c = 0; c < j.seqs.size(); ++c) {
+        size_t p = 0;
+        while (p < j.prefixes.size() && j.prefixes[p].cut != j.cut[c]) ++p;
+        if (p == j.prefixes.size()) j.prefixes.push_back({j.cut[c], j.n_ctx[c] - 1, -1});
+        j.prefix_of.push_back(p);
+      }
+      for (size_t c = 0; c < j.seqs.size(); ++c) {
+        Job::Prefix& px = j.prefixes[j.prefix_of[c]];
+        const auto& first = j.seqs[std::find(j.prefix_of.begin(), j.prefix_of.end(), j.prefix_of[c]) -
+                                   j.prefix_of.begin()];
+        px.shared = std::min(px.shared, j.n_ctx[c] - 1);
+        for (int64_t q = 0; q < px.shared; ++q)
+          if (j.seqs[c][q] != first[q]) {
+            px.shared = q;
             break;
           }
-      j.shared = lcp;
-      j.blocks = KvCache::blocks_for(j.shared);
+      }
+      j.blocks = 0;
+      for (const auto& px : j.prefixes) j.blocks += KvCache::blocks_for(px.shared);
       for (const auto& s : j.seqs) j.blocks += KvCache::blocks_for(static_cast<int64_t>(s.size()));
       if (j.blocks > kv_->n_blocks_total()) {
         ScoreOutput o;
@@ -410,11 +429,16 @@ void Engine::score(std::span<const ScoreRequest> requests,
     std::vector<Feed> feeds;
     for (size_t g = 0; g < group.size(); ++g) {
       Job& j = group[g];
-      j.prefix_seq = kv_->create();
-      kv_->reserve(j.prefix_seq, j.shared);
-      if (j.shared > 0)
-        feeds.push_back({j.prefix_seq, std::span<const int32_t>(j.seqs[0].data(), j.shared), 0,
-                         j.shared, g});
+      for (size_t p = 0; p < j.prefixes.size(); ++p) {
+        Job::Prefix& px = j.prefixes[p];
+        px.seq = kv_->create();
+        kv_->reserve(px.seq, px.shared);
+        const size_t first = static_cast<size_t>(
+            std::find(j.prefix_of.begin(), j.prefix_of.end(), p) - j.prefix_of.begin());
+        if (px.shared > 0)
+          feeds.push_back({px.seq, std::span<const int32_t>(j.seqs[first].data(), px.shared), 0,
+                           px.shared, g});
+      }
     }
     run_feeds(feeds, [](size_t, int64_t, std::span<const float>) {});
     // Phase 2: continuations forked from the prefix, logits for every continuation token.
@@ -423,28 +447,29 @@ void Engine::score(std::span<const ScoreRequest> requests,
     for (size_t g = 0; g < group.size(); ++g) {
       Job& j = group[g];
       for (size_t c = 0; c < j.seqs.size(); ++c) {
-        int s = kv_->fork(j.prefix_seq, j.shared);
+        const Job::Prefix& px = j.prefixes[j.prefix_of[c]];
+        int s = kv_->fork(px.seq, px.shared);
         if (s < 0 || !kv_->reserve(s, static_cast<int64_t>(j.seqs[c].size())))
           fail("engine: KV cache accounting error while scoring");
         j.cont_seq.push_back(s);
         const auto& seq = j.seqs[c];
         feeds.push_back({s,
-                         std::span<const int32_t>(seq.data() + j.shared,
-                                                  seq.size() - 1 - static_cast<size_t>(j.shared)),
-                         j.shared, j.n_ctx[c] - 1 - j.shared, who.size()});
+                         std::span<const int32_t>(seq.data() + px.shared,
+                                                  seq.size() - 1 - static_cast<size_t>(px.shared)),
+                         px.shared, j.n_ctx[c] - 1 - px.shared, who.size()});
         who.emplace_back(g, c);
       }
     }
     run_feeds(feeds, [&](size_t id, int64_t t, std::span<const float> lg) {
       auto [g, c] = who[id];
       Job& j = group[g];
-      const int32_t target = j.seqs[c][j.shared + t + 1];
+      const int32_t target = j.seqs[c][j.prefixes[j.prefix_of[c]].shared + t + 1];
       j.out.logprob[c] += token_logprob(lg, target);
       if (argmax(lg) != target) j.out.is_greedy[c] = false;
     });
     for (Job& j : group) {
       for (int s : j.cont_seq) kv_->release(s);
-      kv_->release(j.prefix_seq);
+      for (const auto& px : j.prefixes) kv_->release(px.seq);
       on_done(j.index, std::move(j.out));
     }
   }
