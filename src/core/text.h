@@ -15,6 +15,9 @@ size_t utf8_length(std::string_view s);
 // Byte offset of the code point with index `cp` (clamped to s.size()).
 size_t utf8_byte_offset(std::string_view s, size_t cp);
 
+// Appends code point `cp` encoded as UTF-8 (no validation of surrogates).
+void utf8_append(std::string& out, uint32_t cp);
+
 // Length of the longest prefix of `s` that is complete, valid UTF-8.
 size_t utf8_valid_prefix(std::string_view s);
 

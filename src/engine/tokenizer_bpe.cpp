@@ -3,6 +3,8 @@
 // pre-token), decoding, and the UTF-8 stream decoder.
 #include "engine/tokenizer_bpe.h"
 
+#include "core/text.h"
+
 #include <algorithm>
 #include <cstring>
 #include <queue>
@@ -184,23 +186,6 @@ const ByteMap& byte_map() {
   return m;
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 }  // namespace
 
@@ -229,7 +214,7 @@ bool byte_level_decode(std::string_view mapped, std::string& out) {
 
 std::string byte_level_encode(std::string_view bytes) {
   std::string out;
-  for (unsigned char c : bytes) append_utf8(out, byte_map().byte_to_cp[c]);
+  for (unsigned char c : bytes) utf8_append(out, byte_map().byte_to_cp[c]);
   return out;
 }
 

@@ -142,6 +142,23 @@ void run_variant(const std::string& vname, Backend& backend, const std::vector<T
     return json{{"task", in.task}, {"doc_id", in.doc_id}, {"request_hash", hashes[r.task][r.sub][r.inst]},
                 {"target", in.target}};
   };
+  // Scores (unless the request failed), logs the line and counts it.
+  auto finish = [&](const Ref& r, json& line, const std::string& error, const auto& score) {
+    if (error.empty()) {
+      SampleScore sc = score();
+      line["extracted"] = sc.extracted;
+      line["scores"] = sc.scores;
+      line["invalid"] = sc.invalid;
+      line["truncated"] = sc.truncated;
+      line["error"] = nullptr;
+    } else {
+      line["extracted"] = nullptr;
+      line["scores"] = nullptr;
+      line["error"] = error;
+    }
+    logs.at({r.task, r.sub})->append(line);
+    progress.tick(!error.empty());
+  };
   if (!gen_reqs.empty()) {
     backend.generate(gen_reqs, [&](size_t i, GenResult&& res) {
       const Ref& r = gen_refs[i];
@@ -154,20 +171,7 @@ void run_variant(const std::string& vname, Backend& backend, const std::vector<T
       line["latency_s"] = res.latency_s;
       line["t_end"] = now_s();
       line["prompt_truncated"] = res.prompt_truncated;
-      if (res.error.empty()) {
-        SampleScore sc = score_generation(tasks[r.task].spec, in, res);
-        line["extracted"] = sc.extracted;
-        line["scores"] = sc.scores;
-        line["invalid"] = sc.invalid;
-        line["truncated"] = sc.truncated;
-        line["error"] = nullptr;
-      } else {
-        line["extracted"] = nullptr;
-        line["scores"] = nullptr;
-        line["error"] = res.error;
-      }
-      logs.at({r.task, r.sub})->append(line);
-      progress.tick(!res.error.empty());
+      finish(r, line, res.error, [&] { return score_generation(tasks[r.task].spec, in, res); });
     });
   }
   if (!ll_reqs.empty()) {
@@ -181,20 +185,7 @@ void run_variant(const std::string& vname, Backend& backend, const std::vector<T
       line["latency_s"] = res.latency_s;
       line["t_end"] = now_s();
       line["prompt_truncated"] = res.prompt_truncated;
-      if (res.error.empty()) {
-        SampleScore sc = score_loglikelihood(tasks[r.task].spec, in, res);
-        line["extracted"] = sc.extracted;
-        line["scores"] = sc.scores;
-        line["invalid"] = sc.invalid;
-        line["truncated"] = sc.truncated;
-        line["error"] = nullptr;
-      } else {
-        line["extracted"] = nullptr;
-        line["scores"] = nullptr;
-        line["error"] = res.error;
-      }
-      logs.at({r.task, r.sub})->append(line);
-      progress.tick(!res.error.empty());
+      finish(r, line, res.error, [&] { return score_loglikelihood(tasks[r.task].spec, in, res); });
     });
   }
   progress.finish();
