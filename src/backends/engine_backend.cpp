@@ -2,6 +2,7 @@
 #include "backends/engine_backend.h"
 
 #include <chrono>
+#include <set>
 
 #include "core/error.h"
 #include "engine/chat_format.h"
@@ -49,6 +50,7 @@ class EngineBackend : public Backend {
     const auto t0 = std::chrono::steady_clock::now();
     const Tokenizer& tk = *engine_->tokenizer();
     std::vector<GenerationRequest> reqs(requests.size());
+    std::set<size_t> opened_think;
     for (size_t i = 0; i < requests.size(); ++i) {
       const GenRequest& r = requests[i];
       GenerationRequest& g = reqs[i];
@@ -59,7 +61,13 @@ class EngineBackend : public Backend {
                where_);
         std::vector<ChatTurn> turns;
         for (const auto& m : r.messages) turns.push_back({m.role, m.content});
-        g.prompt = tk.encode(render_chat(*format_, turns, true), false, true);
+        std::string prompt = render_chat(*format_, turns, true);
+        // A template that opens the reasoning itself (DeepSeek-R1: "...<｜Assistant｜><think>\n")
+        // leaves the output without its opening tag; it is put back on the returned text so
+        // the reasoning is recognised (and an unclosed one counted as truncated).
+        if (prompt.size() >= 8 && prompt.compare(prompt.size() - 8, 8, "<think>\n") == 0)
+          opened_think.insert(i);
+        g.prompt = tk.encode(prompt, false, true);
       } else {
         g.prompt = tk.encode(r.prompt, true, true);
       }
@@ -72,7 +80,7 @@ class EngineBackend : public Backend {
     }
     engine_->generate(reqs, [&](size_t i, GenerationOutput&& o) {
       GenResult res;
-      res.text = std::move(o.text);
+      res.text = opened_think.count(i) ? "<think>\n" + o.text : std::move(o.text);
       res.finish_reason = std::move(o.finish_reason);
       res.n_tokens_prompt = o.n_tokens_prompt;
       res.n_tokens_gen = static_cast<int>(o.tokens.size());

@@ -144,6 +144,21 @@ TEST_CASE("engine backend: a chat task without a known chat format is an Error",
   CHECK(n == 1);
 }
 
+TEST_CASE("engine backend: a template that opens <think> gets it back on the output", "[engine-backend]") {
+  auto dir = fixture_dir(false);
+  std::vector<GenRequest> reqs(1);
+  reqs[0].chat = true;
+  reqs[0].messages = {{"user", "hi"}};
+  reqs[0].max_tokens = 3;
+  for (const char* fmt : {"deepseek-r1", "chatml"}) {
+    auto b = make_engine_backend({{"backend", "engine"}, {"model", dir.string()}, {"chat_format", fmt}}, "v");
+    b->generate(reqs, [&](size_t, GenResult&& r) {
+      REQUIRE(r.error.empty());
+      CHECK((r.text.rfind("<think>\n", 0) == 0) == (std::string(fmt) == "deepseek-r1"));
+    });
+  }
+}
+
 TEST_CASE("engine backend: stories260K greedy completion from an empty prompt", "[engine-backend][model]") {
   const char* m = std::getenv("QEVAL_MODELS");
   if (!m || !*m) {
