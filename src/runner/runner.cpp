@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -403,8 +404,23 @@ int run_eval(const RunOptions& opts) {
 void print_prompts(const fs::path& config, const std::string& task, std::optional<int> limit) {
   RunConfig cfg = load_run_config(config);
   int lim = limit ? *limit : cfg.limit.value_or(-1);
-  TaskSpec spec = load_task(task);
+  // A subtask name ("mmlu_anatomy", "mmlu_chat_anatomy") selects one subtask of the longest
+  // built-in task name it extends.
+  std::string parent = task, only;
+  const std::vector<std::string> builtins = builtin_task_names();
+  if (std::find(builtins.begin(), builtins.end(), task) == builtins.end()) {
+    for (const auto& name : builtins) {
+      if (task.rfind(name + "_", 0) == 0 && (only.empty() || name.size() > parent.size())) {
+        parent = name;
+        only = task;
+      }
+    }
+  }
+  TaskSpec spec = load_task(parent);
+  bool found = false;
   for (const auto& sub : expand_task(spec)) {
+    if (!only.empty() && sub.name != only) continue;
+    found = true;
     for (const auto& in : build_instances(spec, sub, lim)) {
       json j = prompt_record(in);
       std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -413,6 +429,7 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
     }
   }
   std::fflush(stdout);
+  if (!found) fail("--task: '{}' is not a subtask of task '{}' (hint: qeval prompts CONFIG --task {})", task, parent, parent);
 }
 
 void rerender_report(const fs::path& results, const std::optional<fs::path>& out_md) {

@@ -228,6 +228,12 @@ else
 fi
 
 expect_error "prompts with an unknown task" "gsm9k" - "$QEVAL" prompts "$C/good.yaml" --task gsm9k
+if "$QEVAL" prompts "$C/good.yaml" --task mmlu_anatomy --limit 2 > "$TMP/p_sub.jsonl" 2> "$TMP/stderr"; then
+  check_json_lines "$TMP/p_sub.jsonl" 2 prompt 1 || fail "prompts --task mmlu_anatomy: bad output"
+else
+  fail "prompts --task mmlu_anatomy exited non-zero: $(cat "$TMP/stderr")"
+fi
+expect_error "prompts with an unknown subtask" "mmlu_bogus" - "$QEVAL" prompts "$C/good.yaml" --task mmlu_bogus
 
 if [ "$FAILS" != 0 ]; then
   echo "$FAILS check(s) failed"
