@@ -1,8 +1,23 @@
+// ThreadPool: spin-then-sleep workers, atomic generation / countdown barrier.
 #include "core/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QEVAL_CPU_RELAX() _mm_pause()
+#else
+#define QEVAL_CPU_RELAX() std::this_thread::yield()
+#endif
 
 namespace qeval {
+
+namespace {
+// How long an idle worker polls for the next job before sleeping. Covers the gaps between the
+// parallel sections of one forward step and between decode steps, not long idle periods.
+constexpr auto kSpin = std::chrono::microseconds(2000);
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   n_threads_ = n_threads > 0 ? n_threads : std::max(1u, std::thread::hardware_concurrency());
@@ -12,7 +27,8 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true);
+    generation_.fetch_add(1);
   }
   cv_start_.notify_all();
   for (auto& t : threads_) t.join();
@@ -21,19 +37,33 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int)>* job;
-    {
+    // Spin for the next generation, checking the clock every 64 polls.
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    if (g == seen) {
+      const auto until = std::chrono::steady_clock::now() + kSpin;
+      // Pause-spin first; later polls yield so an oversubscribed machine (more runnable
+      // threads than cores) still lets the thread we wait for run.
+      for (int i = 1; (g = generation_.load(std::memory_order_acquire)) == seen; ++i) {
+        if (i < 2048) {
+          QEVAL_CPU_RELAX();
+        } else {
+          std::this_thread::yield();
+          if (std::chrono::steady_clock::now() > until) break;
+        }
+      }
+    }
+    if (g == seen) {
+      // Sleep. sleepers_ is raised before the re-check (both seq_cst), and the publisher bumps
+      // generation_ before reading sleepers_, so either we see the new job or it sees us.
       std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
+      sleepers_.fetch_add(1);
+      cv_start_.wait(lock, [&] { return (g = generation_.load()) != seen; });
+      sleepers_.fetch_sub(1);
     }
-    (*job)(index);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) cv_done_.notify_one();
-    }
+    if (stop_.load(std::memory_order_acquire)) return;
+    seen = g;
+    (*job_)(index);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
@@ -42,16 +72,21 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     fn(0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+  job_ = &fn;
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1);  // seq_cst: publishes job_ and pending_
+  if (sleepers_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    cv_start_.notify_all();
   }
-  cv_start_.notify_all();
   fn(0);
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_done_.wait(lock, [&] { return pending_ == 0; });
+  // Wait for the workers: spin, then yield (another process may hold the cores).
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    if (i < 4096)
+      QEVAL_CPU_RELAX();
+    else
+      std::this_thread::yield();
+  }
   job_ = nullptr;
 }
 

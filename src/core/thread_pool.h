@@ -2,8 +2,15 @@
 // The calling thread takes part in the work, so ThreadPool(n) runs n workers in total and
 // never oversubscribes the cores. Not re-entrant: parallel_for must not be called from
 // inside a task. One parallel_for at a time per pool.
+//
+// Synchronisation is lock-free on the hot path: a job is published by bumping an atomic
+// generation counter, workers spin on it for a short while after their last job (a decode step
+// issues hundreds of small parallel_for calls, so waking sleeping threads each time would cost
+// more than the work) and only then sleep on a condition variable; completion is an atomic
+// countdown the caller spins on. The mutex/condvar are touched only when a worker sleeps.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -35,12 +42,13 @@ class ThreadPool {
 
   int n_threads_;
   std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::condition_variable cv_start_, cv_done_;
-  const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::mutex mu_;                      // guards sleeping only
+  std::condition_variable cv_start_;
+  const std::function<void(int)>* job_ = nullptr;  // written before generation_ is bumped
+  alignas(64) std::atomic<uint64_t> generation_{0};
+  alignas(64) std::atomic<int> pending_{0};        // workers still running the current job
+  std::atomic<int> sleepers_{0};                   // workers blocked (or about to) on cv_start_
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace qeval

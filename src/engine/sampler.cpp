@@ -1,6 +1,8 @@
 // Sampling: argmax, llama2.c-compatible temperature / top-p sampling, top-k, log-softmax.
 #include "engine/sampler.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -8,8 +10,29 @@
 namespace qeval {
 
 int32_t argmax(std::span<const float> x) {
+  // Blocks of 64: a block whose (NaN-ignoring) maximum does not beat the best so far cannot
+  // change the answer, so only improving blocks are scanned element by element with the scalar
+  // rule below; the result is that of the plain loop (first index on ties, NaNs skipped).
+  const size_t n = x.size();
+  if (n == 0) return 0;
   int32_t best = 0;
-  for (size_t i = 1; i < x.size(); ++i)
+  size_t i = 1;
+  if (x[0] == x[0]) {  // a NaN first element wins every comparison in the plain loop
+    constexpr size_t kBlock = 64;
+    for (size_t b = 0; b + kBlock <= n; b += kBlock) {
+      __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+      for (size_t j = 0; j < kBlock; j += 8) m = _mm256_max_ps(_mm256_loadu_ps(x.data() + b + j), m);
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+      if (_mm_cvtss_f32(m4) > x[best])
+        for (size_t j = std::max<size_t>(b, 1); j < b + kBlock; ++j)
+          if (x[j] > x[best]) best = static_cast<int32_t>(j);
+      i = b + kBlock;
+    }
+    i = std::max<size_t>(i, 1);
+  }
+  for (; i < n; ++i)
     if (x[i] > x[best]) best = static_cast<int32_t>(i);
   return best;
 }

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -70,4 +72,29 @@ TEST_CASE("thread pool covers every index exactly once, chunk i on thread i") {
   std::atomic<int> calls{0};
   pool.run_on_all([&](int) { calls++; });
   CHECK(calls == 3);
+}
+
+TEST_CASE("thread pool: many back-to-back jobs and jobs after the workers fell asleep") {
+  for (int threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    int64_t total = 0;
+    std::vector<int64_t> part(static_cast<size_t>(threads), 0);
+    for (int rep = 0; rep < 20000; ++rep) {
+      pool.parallel_for(97, [&](int t, int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) part[static_cast<size_t>(t)] += i;
+      });
+      if (rep == 5000 || rep == 15000)  // longer than the spin window: workers sleep
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+    for (int64_t p : part) total += p;
+    CHECK(total == int64_t{20000} * (96 * 97 / 2));
+  }
+  // Destroyed while its workers sleep, and right after a job while they spin.
+  { ThreadPool idle(3); std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
+  {
+    ThreadPool busy(3);
+    std::atomic<int> n{0};
+    busy.run_on_all([&](int) { n++; });
+    CHECK(n == 3);
+  }
 }

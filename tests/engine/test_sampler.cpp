@@ -14,6 +14,35 @@ TEST_CASE("sampler: greedy is argmax, first on ties", "[engine-sampler]") {
   CHECK(argmax(l) == 1);
 }
 
+TEST_CASE("sampler: blocked argmax equals the plain loop (ties, NaN, -inf, all sizes)", "[engine-sampler]") {
+  auto plain = [](const std::vector<float>& x) {
+    int32_t best = 0;
+    for (size_t i = 1; i < x.size(); ++i)
+      if (x[i] > x[best]) best = static_cast<int32_t>(i);
+    return best;
+  };
+  uint64_t st = 12345;
+  auto rnd = [&] {
+    st = st * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<int>((st >> 33) % 1000);
+  };
+  for (size_t n : {1, 2, 63, 64, 65, 127, 128, 129, 200, 1000, 4099}) {
+    for (int trial = 0; trial < 40; ++trial) {
+      std::vector<float> x(n);
+      // Few distinct values so ties are common; sprinkle NaN and -inf.
+      for (auto& v : x) v = static_cast<float>(rnd() % 7);
+      if (trial % 4 == 1)
+        for (int k = 0; k < 5; ++k) x[rnd() % n] = std::nanf("");
+      if (trial % 4 == 2)
+        for (auto& v : x) v = -INFINITY;
+      if (trial % 4 == 3) x[0] = std::nanf("");
+      if (trial % 5 == 0) x[rnd() % n] = 100.0f + static_cast<float>(trial);
+      INFO("n=" << n << " trial=" << trial);
+      CHECK(argmax(x) == plain(x));
+    }
+  }
+}
+
 TEST_CASE("sampler: same seed same tokens, other seed other tokens", "[engine-sampler]") {
   std::vector<float> l(50);
   for (int i = 0; i < 50; ++i) l[i] = std::sin(i * 0.7f);
