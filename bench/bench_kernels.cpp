@@ -5,7 +5,8 @@
 // same run, against the read bandwidth measured here, and against the AMX-INT8 peak measured
 // here (a register-only TDPBSSD loop).
 //
-// Usage: bench_kernels [threads=2] [layers=8] [model=0.5b|1.5b|both]
+// Usage: bench_kernels [threads=2] [layers=8] [model=0.5b|1.5b|both] [part=all|gemv|gemm]
+//                      [scheme substring, e.g. int8; default all]
 #include <immintrin.h>
 
 #include <algorithm>
@@ -172,6 +173,9 @@ int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int layers = argc > 2 ? std::atoi(argv[2]) : 8;
   const std::string which = argc > 3 ? argv[3] : "both";
+  const std::string part = argc > 4 ? argv[4] : "all";
+  const std::string scheme_filter = argc > 5 ? argv[5] : "";
+  auto skip_variant = [&](const Variant& v) { return std::string(v.name).find(scheme_filter) == std::string::npos; };
   ThreadPool pool(threads);
   const KernelLevel top = max_kernel_level();
   std::printf("threads %d, layers %d, best kernel level: %s\n", threads, layers, kernel_level_name(top));
@@ -190,13 +194,15 @@ int main(int argc, char** argv) {
 
   for (const Model& model : kModels) {
     if (which != "both" && std::string(model.name).find(which) == std::string::npos) continue;
-    std::printf("\n== %s: decode GEMV (M=1) over %d layers of q,k,v,o,gate,up,down ==\n", model.name, layers);
     std::vector<std::vector<float>> wf;
     for (size_t i = 0; i < model.linears.size(); ++i)
       wf.push_back(random_vec(model.linears[i].n * model.linears[i].k, 1000 + i, 0.02f));
     std::vector<float> x = random_vec(512 * 8960, 7, 1.0f), y(512 * 8960);
+    if (part != "gemm") {
+    std::printf("\n== %s: decode GEMV (M=1) over %d layers of q,k,v,o,gate,up,down ==\n", model.name, layers);
     std::printf("%-13s %-7s %10s %9s %9s %9s\n", "scheme", "level", "MB/layer", "GB/s", "vs ref", "vs bw");
     for (const Variant& v : kVariants) {
+      if (skip_variant(v)) continue;
       double ref_gbs = 0;
       for (KernelLevel level : levels) {
         // Scalar twin: one layer (it is slow); fast paths: `layers` layers so weights exceed caches.
@@ -218,10 +224,13 @@ int main(int argc, char** argv) {
       }
     }
 
+    }
+    if (part == "gemv") continue;
     std::printf("\n== %s: prefill GEMM (M=512), per linear shape ==\n", model.name);
     std::printf("%-13s %-5s %-7s %6s %6s %9s %9s %9s\n", "scheme", "shape", "level", "N", "K", "TOPS", "vs ref",
                 "vs peak");
     for (const Variant& v : kVariants) {
+      if (skip_variant(v)) continue;
       for (size_t i : {size_t{0}, size_t{4}, size_t{6}}) {  // q (square), gate (wide), down (deep)
         const Shape& s = model.linears[i];
         double ref_tops = 0;

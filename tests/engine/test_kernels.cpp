@@ -118,6 +118,45 @@ TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
   }
 }
 
+// Long K (the AMX kernel splits K into blocks of 512 bytes and parks the partial sums between
+// them) and more rows than one row chunk (128): still the twin's result, and each row's result
+// equals the row computed alone.
+TEST_CASE("long K and many rows: K blocks and row chunks keep results exact", "[kernels]") {
+  ThreadPool pool(2);
+  const int64_t shapes[][2] = {{70, 1100}, {100, 700}};
+  uint32_t seed = 900;
+  for (KernelLevel level : fast_levels()) {
+    for (const Variant& v : kVariants) {
+      for (const auto& s : shapes) {
+        const int64_t N = s[0], K = s[1];
+        std::vector<float> w = random_vec(N * K, seed++, 0.05f);
+        auto fast = build(level, w, N, K, nullptr, v);
+        auto ref = build(KernelLevel::Ref, w, N, K, nullptr, v);
+        auto ref_abs = build(KernelLevel::Ref, abs_vec(w), N, K, nullptr, v);
+        for (int64_t M : {int64_t{17}, int64_t{150}}) {
+          INFO(kernel_level_name(level) << " " << v.name << " N=" << N << " K=" << K << " M=" << M);
+          std::vector<float> x = random_vec(M * K, seed++);
+          std::vector<float> y1(M * N), y2(M * N), ya(M * N), y_row(N);
+          fast->forward(x.data(), M, y1.data(), pool);
+          ref->forward(x.data(), M, y2.data(), pool);
+          const bool exact = v.integer || level != KernelLevel::Amx || v.compute == ComputeType::F32;
+          if (exact) {
+            REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+          } else {
+            std::vector<float> xa = abs_vec(x);
+            ref_abs->forward(xa.data(), M, ya.data(), pool);
+            for (int64_t i = 0; i < M * N; ++i) REQUIRE(std::fabs(y1[i] - y2[i]) <= 1e-5f * ya[i] + 1e-30f);
+          }
+          for (int64_t r : {int64_t{0}, int64_t{16}, M - 1}) {
+            fast->forward(x.data() + r * K, 1, y_row.data(), pool);
+            REQUIRE(std::memcmp(y_row.data(), y1.data() + r * N, N * 4) == 0);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("batch invariance: a row's output does not depend on the batch", "[kernels]") {
   ThreadPool pool(2);
   const int64_t N = 150, K = 300, M = 37;

@@ -62,123 +62,178 @@ QEVAL_AMX void decode_e4m3_to_bf16(const uint8_t* src, uint16_t* dst, int64_t n)
 thread_local AlignedBuffer<uint16_t> t_decoded;  // one decoded fp8 column block per thread
 
 constexpr int64_t kRowsPerChunk = 128;  // activation rows kept hot in L2 while weights stream
+constexpr int64_t kChunksPerKBlock = 8;  // 512 bytes of K: a 32-row activation slice (16 KiB)
+                                         // stays in L1 while the weight blocks stream past it
+
+thread_local AlignedBuffer<int32_t> t_spill;  // per column block: 4 accumulator tiles (4 KiB)
+thread_local AlignedBuffer<float> t_acc;      // per column block: 32 x 32 rescaled group sums
 
 // Computes y for rows [0, M) and 32-column blocks [nb0, nb1).
 // a: activations, lda bytes per row; wb: packed weight blocks (2 KiB per 64-byte k chunk);
 // n_chunks: k chunks of 64 bytes; chunks_per_group: chunks per scale group (all for no groups).
 // w_e4m3 (Fp8Block only, else null): e4m3 weights in the AMX element order of `wb`, decoded per
 // column block into a per-thread buffer which then plays the role of wb.
+//
+// Blocking: for each 32-row strip and each K block of kChunksPerKBlock chunks, all column
+// blocks of [nb0, nb1) run over that K block (the activation slice is reused from L1; the
+// weights stream from L2); the accumulator tiles are spilled to a per-column-block buffer
+// between K blocks (exact: int32, or the very f32 values the tile held), so every row still
+// sees the same chunk order and instruction sequence: bit-identical to one pass over K and
+// batch invariant. Grouped schemes align K blocks to groups, so no group straddles a spill.
+// Fp8Block keeps one pass over K per column block (its weights are decoded per block).
 template <Epi kEpi>
 QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const uint8_t* w_e4m3, int64_t n_chunks,
                         int64_t chunks_per_group, int64_t groups, const float* sa,
                         const float* sw, int64_t M, int64_t N, const float* bias, float* y,
                         int64_t nb0, int64_t nb1) {
   constexpr bool kGrouped = kEpi == Epi::Int8Block || kEpi == Epi::Fp8Block;
+  constexpr bool kInt8 = kEpi == Epi::Int8Channel || kEpi == Epi::Int8Block;
   load_tile_config();
-  alignas(64) float acc[32 * 32];
   alignas(64) int32_t cbuf[4 * 256];  // int32 or f32 bits of the 4 accumulator tiles
+  const int64_t nblocks = nb1 - nb0;
   uint16_t* decoded = nullptr;
   if (w_e4m3) {
     if (t_decoded.size() < static_cast<size_t>(n_chunks * 1024)) t_decoded = AlignedBuffer<uint16_t>(n_chunks * 1024);
     decoded = t_decoded.data();
   }
-  for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
-    const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
-    for (int64_t nb = nb0; nb < nb1; ++nb) {
-      const uint8_t* wblk = w_e4m3 ? nullptr : wb + nb * n_chunks * 2048;
-      if (w_e4m3) {
-        decode_e4m3_to_bf16(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
-        wblk = reinterpret_cast<const uint8_t*>(decoded);
+  // K block in chunks: a whole number of groups (grouped), everything for fp8.
+  int64_t kc_len = n_chunks;
+  if (!w_e4m3) {
+    kc_len = kGrouped ? std::max<int64_t>(1, kChunksPerKBlock / chunks_per_group) * chunks_per_group : kChunksPerKBlock;
+    kc_len = std::min(kc_len, n_chunks);
+  }
+  const bool spill = kc_len < n_chunks && !kGrouped;
+  if (spill && t_spill.size() < static_cast<size_t>(nblocks * 1024)) t_spill = AlignedBuffer<int32_t>(nblocks * 1024);
+  if (kGrouped && t_acc.size() < static_cast<size_t>(nblocks * 1024)) t_acc = AlignedBuffer<float>(nblocks * 1024);
+
+  // One 32-row strip x one column block x chunks [kc0, kc1).
+  auto block = [&](int64_t m0, int64_t nb, int64_t kc0, int64_t kc1, const uint8_t* wblk) QEVAL_AMX {
+    const int64_t rows = std::min<int64_t>(32, M - m0);
+    const bool two_m = rows > 16;
+    const uint8_t* a0 = a + m0 * lda;
+    const uint8_t* a1 = a0 + 16 * lda;
+    const int64_t n0 = nb * 32;
+    int32_t* sp = spill ? t_spill.data() + (nb - nb0) * 1024 : nullptr;
+    float* acc = kGrouped ? t_acc.data() + (nb - nb0) * 1024 : nullptr;
+    if constexpr (kGrouped) {
+      if (kc0 == 0) std::fill(acc, acc + 32 * 32, 0.0f);
+    }
+    for (int64_t c0 = kc0; c0 < kc1; c0 += chunks_per_group) {
+      const int64_t g = c0 / chunks_per_group;
+      if (sp && c0 > 0) {
+        _tile_loadd(0, sp, 64);
+        _tile_loadd(1, sp + 256, 64);
+        _tile_loadd(2, sp + 512, 64);
+        _tile_loadd(3, sp + 768, 64);
+      } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
       }
-      const int64_t n0 = nb * 32;
-      const __mmask16 mask0 = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
-      const __mmask16 mask1 =
-          static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0));
-      for (int64_t m0 = mc; m0 < mc_end; m0 += 32) {
-        const int64_t rows = std::min<int64_t>(32, mc_end - m0);
-        const bool two_m = rows > 16;
-        const uint8_t* a0 = a + m0 * lda;
-        const uint8_t* a1 = a0 + 16 * lda;
-        if constexpr (kGrouped) std::fill(acc, acc + 32 * 32, 0.0f);
-        for (int64_t c0 = 0, g = 0; c0 < n_chunks; c0 += chunks_per_group, ++g) {
-          _tile_zero(0);
-          _tile_zero(1);
-          _tile_zero(2);
-          _tile_zero(3);
-          const int64_t c1 = std::min(n_chunks, c0 + chunks_per_group);
-          for (int64_t c = c0; c < c1; ++c) {
-            const uint8_t* bp = wblk + c * 2048;
-            _tile_loadd(6, bp, 64);
-            _tile_loadd(7, bp + 1024, 64);
-            _tile_loadd(4, a0 + c * 64, lda);
-            if constexpr (kEpi == Epi::Int8Channel || kEpi == Epi::Int8Block) {
-              _tile_dpbssd(0, 4, 6);
-              _tile_dpbssd(1, 4, 7);
-              if (two_m) {
-                _tile_loadd(5, a1 + c * 64, lda);
-                _tile_dpbssd(2, 5, 6);
-                _tile_dpbssd(3, 5, 7);
-              }
-            } else {
-              _tile_dpbf16ps(0, 4, 6);
-              _tile_dpbf16ps(1, 4, 7);
-              if (two_m) {
-                _tile_loadd(5, a1 + c * 64, lda);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-              }
-            }
-          }
-          _tile_stored(0, cbuf, 64);
-          _tile_stored(1, cbuf + 256, 64);
+      const int64_t c1 = std::min(kc1, c0 + chunks_per_group);
+      for (int64_t c = c0; c < c1; ++c) {
+        const uint8_t* bp = wblk + c * 2048;
+        // Load order A0, B0, B1, A1 interleaved with the products: tile registers are not
+        // renamed, so each load waits for the last product reading that tile; in this order
+        // the next chunk's loads wait on products issued two steps earlier, not the last one.
+        _tile_loadd(4, a0 + c * 64, lda);
+        _tile_loadd(6, bp, 64);
+        if constexpr (kInt8) {
+          _tile_dpbssd(0, 4, 6);
+          _tile_loadd(7, bp + 1024, 64);
+          _tile_dpbssd(1, 4, 7);
           if (two_m) {
-            _tile_stored(2, cbuf + 512, 64);
-            _tile_stored(3, cbuf + 768, 64);
+            _tile_loadd(5, a1 + c * 64, lda);
+            _tile_dpbssd(2, 5, 6);
+            _tile_dpbssd(3, 5, 7);
           }
-          if constexpr (kGrouped) {
-            // acc = fma(group sum, sa[m, g] * sw[n / 128, g], acc)
-            const float swg = sw[(n0 / kQuantBlock) * groups + g];
-            for (int64_t r = 0; r < rows; ++r) {
-              const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
-              const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
-              for (int ni = 0; ni < 2; ++ni) {
-                const int32_t* cp = cbuf + (mi * 2 + ni) * 256 + ri * 16;
-                __m512 v;
-                if constexpr (kEpi == Epi::Int8Block)
-                  v = _mm512_cvtepi32_ps(_mm512_load_si512(cp));
-                else
-                  v = _mm512_castsi512_ps(_mm512_load_si512(cp));
-                float* ap = acc + r * 32 + ni * 16;
-                _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
-              }
-            }
+        } else {
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_loadd(7, bp + 1024, 64);
+          _tile_dpbf16ps(1, 4, 7);
+          if (two_m) {
+            _tile_loadd(5, a1 + c * 64, lda);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
           }
         }
-        // Final: write the 32 x 32 block (masked at the N edge), adding the bias.
+      }
+      if (sp && c1 < n_chunks) {  // not done with K: park the partial sums
+        _tile_stored(0, sp, 64);
+        _tile_stored(1, sp + 256, 64);
+        _tile_stored(2, sp + 512, 64);
+        _tile_stored(3, sp + 768, 64);
+        return;
+      }
+      _tile_stored(0, cbuf, 64);
+      _tile_stored(1, cbuf + 256, 64);
+      if (two_m) {
+        _tile_stored(2, cbuf + 512, 64);
+        _tile_stored(3, cbuf + 768, 64);
+      }
+      if constexpr (kGrouped) {
+        // acc = fma(group sum, sa[m, g] * sw[n / 128, g], acc)
+        const float swg = sw[(n0 / kQuantBlock) * groups + g];
         for (int64_t r = 0; r < rows; ++r) {
           const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
-          const int64_t m = m0 + r;
+          const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
           for (int ni = 0; ni < 2; ++ni) {
-            const __mmask16 mk = ni ? mask1 : mask0;
-            if (!mk) continue;
             const int32_t* cp = cbuf + (mi * 2 + ni) * 256 + ri * 16;
             __m512 v;
-            if constexpr (kGrouped) {
-              v = _mm512_load_ps(acc + r * 32 + ni * 16);
-            } else if constexpr (kEpi == Epi::Int8Channel) {
-              // y = f32(isum) * (sa[m] * sw[n])
-              const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[m]), _mm512_loadu_ps(sw + n0 + ni * 16));
-              v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), s);
-            } else {
+            if constexpr (kEpi == Epi::Int8Block)
+              v = _mm512_cvtepi32_ps(_mm512_load_si512(cp));
+            else
               v = _mm512_castsi512_ps(_mm512_load_si512(cp));
-            }
-            float* yp = y + m * N + n0 + ni * 16;
-            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + n0 + ni * 16));
-            _mm512_mask_storeu_ps(yp, mk, v);
+            float* ap = acc + r * 32 + ni * 16;
+            _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
           }
         }
       }
     }
+    if (kc1 < n_chunks) return;
+    // Final: write the 32 x 32 block (masked at the N edge), adding the bias.
+    const __mmask16 mask0 = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
+    const __mmask16 mask1 =
+        static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
+      const int64_t m = m0 + r;
+      for (int ni = 0; ni < 2; ++ni) {
+        const __mmask16 mk = ni ? mask1 : mask0;
+        if (!mk) continue;
+        const int32_t* cp = cbuf + (mi * 2 + ni) * 256 + ri * 16;
+        __m512 v;
+        if constexpr (kGrouped) {
+          v = _mm512_load_ps(acc + r * 32 + ni * 16);
+        } else if constexpr (kEpi == Epi::Int8Channel) {
+          // y = f32(isum) * (sa[m] * sw[n])
+          const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[m]), _mm512_loadu_ps(sw + n0 + ni * 16));
+          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), s);
+        } else {
+          v = _mm512_castsi512_ps(_mm512_load_si512(cp));
+        }
+        float* yp = y + m * N + n0 + ni * 16;
+        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + n0 + ni * 16));
+        _mm512_mask_storeu_ps(yp, mk, v);
+      }
+    }
+  };
+
+  for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
+    const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
+    if (w_e4m3) {
+      for (int64_t nb = nb0; nb < nb1; ++nb) {
+        decode_e4m3_to_bf16(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
+        for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
+          block(m0, nb, 0, n_chunks, reinterpret_cast<const uint8_t*>(decoded));
+      }
+      continue;
+    }
+    for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
+      for (int64_t kc0 = 0; kc0 < n_chunks; kc0 += kc_len)
+        for (int64_t nb = nb0; nb < nb1; ++nb)
+          block(m0, nb, kc0, std::min(n_chunks, kc0 + kc_len), wb + nb * n_chunks * 2048);
   }
   _tile_release();
 }
