@@ -61,7 +61,8 @@ QEVAL_AMX void decode_e4m3_to_bf16(const uint8_t* src, uint16_t* dst, int64_t n)
 
 thread_local AlignedBuffer<uint16_t> t_decoded;  // one decoded fp8 column block per thread
 
-constexpr int64_t kRowsPerChunk = 128;  // activation rows kept hot in L2 while weights stream
+constexpr int64_t kRowsPerChunk = 128;  // fp8: activation rows kept hot in L2 while weights stream
+constexpr int64_t kL2Budget = 512 * 1024;  // bytes of activations / of weights kept in L2
 constexpr int64_t kChunksPerKBlock = 8;  // 512 bytes of K: a 32-row activation slice (16 KiB)
                                          // stays in L1 while the weight blocks stream past it
 
@@ -220,20 +221,32 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     }
   };
 
-  for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
-    const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
-    if (w_e4m3) {
+  if (w_e4m3) {
+    for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
+      const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
       for (int64_t nb = nb0; nb < nb1; ++nb) {
         decode_e4m3_to_bf16(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
         for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
           block(m0, nb, 0, n_chunks, reinterpret_cast<const uint8_t*>(decoded));
       }
-      continue;
     }
-    for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
-      for (int64_t kc0 = 0; kc0 < n_chunks; kc0 += kc_len)
-        for (int64_t nb = nb0; nb < nb1; ++nb)
-          block(m0, nb, kc0, std::min(n_chunks, kc0 + kc_len), wb + nb * n_chunks * 2048);
+    _tile_release();
+    return;
+  }
+  // L2 blocking: a chunk of rows (<= kL2Budget of activations) and a group of column blocks
+  // (<= kL2Budget of weights) stay in L2 while every strip x K block x column block of them runs,
+  // so the weights are read from L3/memory about M / rows_chunk times and not once per strip.
+  const int64_t rows_chunk = std::clamp<int64_t>(kL2Budget / lda / 32 * 32, 32, 512);
+  const int64_t nb_group = std::max<int64_t>(1, kL2Budget / (n_chunks * 2048));
+  for (int64_t mc = 0; mc < M; mc += rows_chunk) {
+    const int64_t mc_end = std::min(M, mc + rows_chunk);
+    for (int64_t g0 = nb0; g0 < nb1; g0 += nb_group) {
+      const int64_t g1 = std::min(nb1, g0 + nb_group);
+      for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
+        for (int64_t kc0 = 0; kc0 < n_chunks; kc0 += kc_len)
+          for (int64_t nb = g0; nb < g1; ++nb)
+            block(m0, nb, kc0, std::min(n_chunks, kc0 + kc_len), wb + nb * n_chunks * 2048);
+    }
   }
   _tile_release();
 }
