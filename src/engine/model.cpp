@@ -259,18 +259,69 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
     if (!s) s = find(base + ".weight_scale");
     return make_linear(w, b, s, q, opt_.compute);
   };
+  // Concatenation of same-K weights along N as one layer, or nullptr when they cannot be
+  // fused without changing any output (checkpoint scales, mixed dtypes, quant blocks that would
+  // straddle the seams).
+  auto fused = [&](std::initializer_list<std::pair<std::string, int64_t>> parts, int64_t k,
+                   bool want_bias) -> std::unique_ptr<Linear> {
+    std::vector<const TensorView*> ws, bs;
+    int64_t n_total = 0;
+    for (const auto& [base, n] : parts) {
+      const TensorView& w = need(find, base + ".weight", {n, k});
+      if (find(base + ".weight_scale_inv") || find(base + ".weight_scale")) return nullptr;
+      if (!ws.empty() && w.dtype != ws[0]->dtype) return nullptr;
+      if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16) return nullptr;
+      if (opt.quant != QuantScheme::None && opt.quant != QuantScheme::Int8Channel && n % 128 != 0)
+        return nullptr;
+      ws.push_back(&w);
+      bs.push_back(want_bias ? &need(find, base + ".bias", {n}) : find(base + ".bias"));
+      n_total += n;
+    }
+    const size_t esz = dtype_size(ws[0]->dtype);
+    std::vector<uint8_t> wbuf(static_cast<size_t>(n_total * k) * esz);
+    size_t off = 0;
+    for (const TensorView* w : ws) {
+      std::memcpy(wbuf.data() + off, w->data, static_cast<size_t>(w->numel()) * esz);
+      off += static_cast<size_t>(w->numel()) * esz;
+    }
+    TensorView wv{"fused:" + ws[0]->name, ws[0]->dtype, {n_total, k}, wbuf.data(), wbuf.size()};
+    std::vector<float> bias;
+    const bool any_bias = std::any_of(bs.begin(), bs.end(), [](auto* b) { return b != nullptr; });
+    if (any_bias) {
+      size_t i = 0;
+      for (const auto& [base, n] : parts) {
+        if (bs[i]) {
+          std::vector<float> b = to_f32(*bs[i]);
+          bias.insert(bias.end(), b.begin(), b.end());
+        } else {
+          bias.insert(bias.end(), static_cast<size_t>(n), 0.0f);
+        }
+        ++i;
+      }
+    }
+    TensorView bv{"fused-bias", DType::F32, {n_total}, bias.data(), bias.size() * 4};
+    return make_linear(wv, any_bias ? &bv : nullptr, nullptr, opt.quant, opt_.compute);
+  };
   layers_.resize(cfg.n_layers);
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     std::string p = "model.layers." + std::to_string(l) + ".";
     Layer& L = layers_[l];
     L.attn_norm = norm_weight(find, p + "input_layernorm.weight", D);
     L.ffn_norm = norm_weight(find, p + "post_attention_layernorm.weight", D);
-    L.wq = linear(p + "self_attn.q_proj", H * E, D, cfg.attention_bias, opt.quant);
-    L.wk = linear(p + "self_attn.k_proj", G * E, D, cfg.attention_bias, opt.quant);
-    L.wv = linear(p + "self_attn.v_proj", G * E, D, cfg.attention_bias, opt.quant);
+    L.wqkv = fused({{p + "self_attn.q_proj", H * E}, {p + "self_attn.k_proj", G * E},
+                    {p + "self_attn.v_proj", G * E}},
+                   D, cfg.attention_bias);
+    if (!L.wqkv) {
+      L.wq = linear(p + "self_attn.q_proj", H * E, D, cfg.attention_bias, opt.quant);
+      L.wk = linear(p + "self_attn.k_proj", G * E, D, cfg.attention_bias, opt.quant);
+      L.wv = linear(p + "self_attn.v_proj", G * E, D, cfg.attention_bias, opt.quant);
+    }
     L.wo = linear(p + "self_attn.o_proj", D, H * E, false, opt.quant);
-    L.w_gate = linear(p + "mlp.gate_proj", F, D, false, opt.quant);
-    L.w_up = linear(p + "mlp.up_proj", F, D, false, opt.quant);
+    L.w_gate_up = fused({{p + "mlp.gate_proj", F}, {p + "mlp.up_proj", F}}, D, false);
+    if (!L.w_gate_up) {
+      L.w_gate = linear(p + "mlp.gate_proj", F, D, false, opt.quant);
+      L.w_up = linear(p + "mlp.up_proj", F, D, false, opt.quant);
+    }
     L.w_down = linear(p + "mlp.down_proj", D, F, false, opt.quant);
   }
   final_norm_ = norm_weight(find, "model.norm.weight", D);
@@ -311,10 +362,10 @@ Model::~Model() = default;
 
 size_t Model::weight_bytes_per_step() const {
   size_t b = lm_head_->weight_bytes();
+  auto bytes = [](const std::unique_ptr<Linear>& l) { return l ? l->weight_bytes() : size_t{0}; };
   for (const Layer& L : layers_)
-    b += L.wq->weight_bytes() + L.wk->weight_bytes() + L.wv->weight_bytes() +
-         L.wo->weight_bytes() + L.w_gate->weight_bytes() + L.w_up->weight_bytes() +
-         L.w_down->weight_bytes();
+    b += bytes(L.wqkv) + bytes(L.wq) + bytes(L.wk) + bytes(L.wv) + bytes(L.wo) +
+         bytes(L.w_gate_up) + bytes(L.w_gate) + bytes(L.w_up) + bytes(L.w_down);
   return b;
 }
 
@@ -477,9 +528,22 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       for (int64_t t = b; t < e; ++t)
         rms_norm(x_.data() + t * D, L.attn_norm.data(), xn_.data() + t * D, D, cfg_.rms_norm_eps);
     });
-    L.wq->forward(xn_.data(), T, q_.data(), pool);  // [T, H*E]
-    L.wk->forward(xn_.data(), T, k_.data(), pool);  // [T, G*E]
-    L.wv->forward(xn_.data(), T, v_.data(), pool);  // [T, G*E]
+    if (L.wqkv) {
+      // fused [T, (H+2G)*E] -> q [T, H*E], k, v [T, G*E]
+      const int64_t nq = H * E, nk = G * E, nf = nq + 2 * nk;
+      fused_.resize(T * nf);
+      L.wqkv->forward(xn_.data(), T, fused_.data(), pool);
+      for (int64_t t = 0; t < T; ++t) {
+        const float* r = fused_.data() + t * nf;
+        std::memcpy(q_.data() + t * nq, r, sizeof(float) * nq);
+        std::memcpy(k_.data() + t * nk, r + nq, sizeof(float) * nk);
+        std::memcpy(v_.data() + t * nk, r + nq + nk, sizeof(float) * nk);
+      }
+    } else {
+      L.wq->forward(xn_.data(), T, q_.data(), pool);  // [T, H*E]
+      L.wk->forward(xn_.data(), T, k_.data(), pool);  // [T, G*E]
+      L.wv->forward(xn_.data(), T, v_.data(), pool);  // [T, G*E]
+    }
     rows_for(pool, T, T * (H + 2 * G) * E, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         rope(q_.data() + t * H * E, H, t);
@@ -506,11 +570,24 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
         rms_norm(x, L.ffn_norm.data(), xn_.data() + t * D, D, cfg_.rms_norm_eps);
       }
     });
-    L.w_gate->forward(xn_.data(), T, gate_.data(), pool);  // [T, F]
-    L.w_up->forward(xn_.data(), T, up_.data(), pool);      // [T, F]
-    rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
-      silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
-    });
+    if (L.w_gate_up) {
+      // fused [T, 2F] (gate | up per row) -> gate [T, F] = silu(gate) * up
+      fused_.resize(T * 2 * F);
+      L.w_gate_up->forward(xn_.data(), T, fused_.data(), pool);
+      rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          float* g = fused_.data() + t * 2 * F;
+          silu_mul(g, g + F, F);
+          std::memcpy(gate_.data() + t * F, g, sizeof(float) * F);
+        }
+      });
+    } else {
+      L.w_gate->forward(xn_.data(), T, gate_.data(), pool);  // [T, F]
+      L.w_up->forward(xn_.data(), T, up_.data(), pool);      // [T, F]
+      rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
+        silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
+      });
+    }
     L.w_down->forward(gate_.data(), T, o_.data(), pool);  // [T, D]
     rows_for(pool, T, T * D, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {

@@ -81,6 +81,10 @@ class Model {
   struct Layer {
     std::vector<float> attn_norm, ffn_norm;  // [D]
     std::unique_ptr<Linear> wq, wk, wv, wo, w_gate, w_up, w_down;
+    // When the weights allow it (same dtype, no checkpoint scales, quant blocks aligned), q/k/v
+    // and gate/up are packed as one layer each (one matmul and one thread-pool barrier instead of
+    // three / two; every output row's arithmetic is unchanged) and wq/wk/wv, w_gate/w_up are null.
+    std::unique_ptr<Linear> wqkv, w_gate_up;
   };
   void embed(int32_t token, float* out) const;
   // att_ [T, H*E] from q_ and the cached K/V of layer `layer` (causal, per token and head).
@@ -96,7 +100,7 @@ class Model {
   std::vector<double> inv_freq_;       // [E/2] after rope scaling
 
   // Per-forward scratch.
-  std::vector<float> x_, xn_, q_, k_, v_, att_, o_, gate_, up_;
+  std::vector<float> x_, xn_, q_, k_, v_, att_, o_, gate_, up_, fused_;
   std::vector<float> rope_cos_, rope_sin_;  // [T, E/2]
   std::vector<int32_t> tok_seq_;            // [T] kv handle of each token
   std::vector<int64_t> tok_pos_;            // [T]
