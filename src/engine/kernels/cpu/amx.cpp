@@ -62,7 +62,7 @@ QEVAL_AMX void decode_e4m3_to_bf16(const uint8_t* src, uint16_t* dst, int64_t n)
 thread_local AlignedBuffer<uint16_t> t_decoded;  // one decoded fp8 column block per thread
 
 constexpr int64_t kRowsPerChunk = 128;  // fp8: activation rows kept hot in L2 while weights stream
-constexpr int64_t kL2Budget = 512 * 1024;  // bytes of activations / of weights kept in L2
+constexpr int64_t kL2Budget = 768 * 1024;  // bytes of activations / of weights kept in L2
 constexpr int64_t kChunksPerKBlock = 8;  // 512 bytes of K: a 32-row activation slice (16 KiB)
                                          // stays in L1 while the weight blocks stream past it
 
