@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -14,9 +15,22 @@
 namespace qeval {
 
 namespace {
-// How long an idle worker polls for the next job before sleeping. Covers the gaps between the
+// How long an idle worker polls for the next job before sleeping: covers the gaps between the
 // parallel sections of one forward step and between decode steps, not long idle periods.
-constexpr auto kSpin = std::chrono::microseconds(2000);
+// QEVAL_POOL_SPIN_US overrides the 100 us default (0: sleep at once, for crowded machines).
+std::chrono::microseconds spin_time() {
+  static const std::chrono::microseconds t = [] {
+    const char* v = std::getenv("QEVAL_POOL_SPIN_US");
+    long us = 100;
+    if (v && *v) {
+      char* end = nullptr;
+      long x = std::strtol(v, &end, 10);
+      if (end && *end == '\0' && x >= 0) us = x;
+    }
+    return std::chrono::microseconds(us);
+  }();
+  return t;
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
@@ -39,8 +53,9 @@ void ThreadPool::worker(int index) {
   for (;;) {
     // Spin for the next generation, checking the clock every 64 polls.
     uint64_t g = generation_.load(std::memory_order_acquire);
-    if (g == seen) {
-      const auto until = std::chrono::steady_clock::now() + kSpin;
+    const auto spin = spin_time();
+    if (g == seen && spin.count() > 0) {
+      const auto until = std::chrono::steady_clock::now() + spin;
       // Pause-spin first; later polls yield so an oversubscribed machine (more runnable
       // threads than cores) still lets the thread we wait for run.
       for (int i = 1; (g = generation_.load(std::memory_order_acquire)) == seen; ++i) {
