@@ -294,30 +294,33 @@ void fp8_quant_avx2(const float* x, int64_t n, float s, uint8_t* q) {
 
 }  // namespace
 
-void quantize_act_fp8_group(const float* x, int64_t M, int64_t K, uint8_t* q, int64_t ldq,
-                            float* s) {
+namespace {
+
+// Per token, per 128-wide group of K: scale = max(amax, floor) / qmax, then quant(x, len, scale, q).
+template <typename T, typename Quant>
+void quantize_act_groups(const float* x, int64_t M, int64_t K, T* q, int64_t ldq, float* s, float floor,
+                         float qmax, Quant quant) {
   const int64_t G = n_groups(K);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t g = 0; g < G; ++g) {
       const int64_t k0 = g * kQuantBlock, len = std::min(K, k0 + kQuantBlock) - k0;
       const float* xr = x + m * K + k0;
-      const float sc = std::max(amax_avx2(xr, len), kFp8ActAmaxFloor) / kE4m3Max;
+      const float sc = std::max(amax_avx2(xr, len), floor) / qmax;
       s[m * G + g] = sc;
-      fp8_quant_avx2(xr, len, sc, q + m * ldq + k0);
+      quant(xr, len, sc, q + m * ldq + k0);
     }
+}
+
+}  // namespace
+
+void quantize_act_fp8_group(const float* x, int64_t M, int64_t K, uint8_t* q, int64_t ldq,
+                            float* s) {
+  quantize_act_groups(x, M, K, q, ldq, s, kFp8ActAmaxFloor, kE4m3Max, fp8_quant_avx2);
 }
 
 void quantize_act_int8_group(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
                              float* s) {
-  const int64_t G = n_groups(K);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t k0 = g * kQuantBlock, len = std::min(K, k0 + kQuantBlock) - k0;
-      const float* xr = x + m * K + k0;
-      const float sc = std::max(amax_avx2(xr, len), kInt8ActAmaxFloor) / kInt8Max;
-      s[m * G + g] = sc;
-      int8_quant_avx2(xr, len, sc, q + m * ldq + k0);
-    }
+  quantize_act_groups(x, M, K, q, ldq, s, kInt8ActAmaxFloor, kInt8Max, int8_quant_avx2);
 }
 
 void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
