@@ -42,10 +42,16 @@ struct BenchCommand {
   int batch = 1;
   int threads = 0;
   bool json = false;
+  int repeat = 1;          // runs of the whole bench; medians are reported (and the best)
+  bool reference = false;  // measure read bandwidth before and after every run (bench_reference.h)
 };
 
-// Runs Engine::bench and prints a human summary, or with `json` one JSON object (bench_to_json)
-// and a newline. Returns 0; throws Error on bad options.
+// Runs Engine::bench `repeat` times and prints a human summary, or with `json` one JSON object
+// (bench_to_json of the median run, plus "repeat", "decode_tokens_per_s_best",
+// "prefill_tokens_per_s_best", and with `reference` "read_gb_per_s" (median of the per-run means
+// of the bandwidth measured just before and just after the run) and "decode_bw_fraction" (median
+// of the per-run ratios decode weight GB/s / that run's bandwidth)) and a newline.
+// Returns 0; throws Error on bad options.
 int run_bench_command(const BenchCommand& c, std::ostream& out);
 
 // {"model", "dtype", "quantization", "threads", "batch", "prompt_tokens", "gen_tokens",

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "engine/huge_pages.h"
 #include "engine/kv_cache.h"
 #include "engine/linear.h"
 #include "engine/model_config.h"
@@ -100,13 +101,15 @@ class Model {
   std::vector<double> inv_freq_;       // [E/2] after rope scaling
 
   // Per-forward scratch.
-  std::vector<float> x_, xn_, q_, k_, v_, att_, o_, gate_, up_, fused_;
+  // Activations of the current step (huge pages: the kernels stream through them).
+  using ActVec = std::vector<float, HugePageAllocator<float>>;
+  ActVec x_, xn_, q_, k_, v_, att_, o_, gate_, up_, fused_;
   std::vector<float> rope_cos_, rope_sin_;  // [T, E/2]
   std::vector<int32_t> tok_seq_;            // [T] kv handle of each token
   std::vector<int64_t> tok_pos_;            // [T]
   std::vector<std::vector<float>> scores_;  // per thread
   std::vector<int64_t> tiles_;              // first token of each attention tile, then T
-  std::vector<float> head_in_, logits_;
+  ActVec head_in_, logits_;
   KvCache* kv_ = nullptr;                   // cache of the forward in progress
 };
 

@@ -172,6 +172,7 @@ cmp -s "$TMP/earlier/samples/a/gsm8k.jsonl" "$TMP/earlier.bak" || fail "output d
 expect_error "unknown flag" "--bogus" - "$QEVAL" run "$C/good.yaml" --bogus
 expect_error "bad --limit" "--limit" - "$QEVAL" run "$C/good.yaml" --limit zero
 expect_error "unknown subcommand" "subcommand" - "$QEVAL" frobnicate
+expect_error "bad bench --repeat" "--repeat" - "$QEVAL" bench --model random:tiny --repeat 0
 expect_error "report of a non-results file" "good.yaml" - "$QEVAL" report "$C/good.yaml"
 
 # --- qeval prompts ------------------------------------------------------------------------

@@ -363,6 +363,22 @@ TEST_CASE("engine commands: generate prints the completion, bench prints JSON", 
   b.batch = 0;
   CHECK_THROWS_AS(run_bench_command(b, os), Error);
 
+  // --repeat 3 --reference: medians, the best, and decode as a fraction of the bandwidth
+  // measured around each run.
+  b.batch = 1;
+  b.repeat = 3;
+  b.reference = true;
+  std::ostringstream rep;
+  CHECK(run_bench_command(b, rep) == 0);
+  auto jr = nlohmann::json::parse(rep.str());
+  CHECK(jr["repeat"] == 3);
+  CHECK(jr["decode_tokens_per_s_best"].get<double>() >= jr["decode_tokens_per_s"].get<double>());
+  CHECK(jr["prefill_tokens_per_s_best"].get<double>() >= jr["prefill_tokens_per_s"].get<double>());
+  CHECK(jr["read_gb_per_s"].get<double>() > 0.1);
+  CHECK(jr["decode_bw_fraction"].get<double>() > 0);
+  b.repeat = 0;
+  CHECK_THROWS_AS(run_bench_command(b, os), Error);
+
   const char* m = models_dir();
   if (!m) {
     WARN("QEVAL_MODELS is unset: skipping generate command test");

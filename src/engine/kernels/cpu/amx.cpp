@@ -102,6 +102,9 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   if (!w_e4m3) {
     kc_len = kGrouped ? std::max<int64_t>(1, kChunksPerKBlock / chunks_per_group) * chunks_per_group : kChunksPerKBlock;
     kc_len = std::min(kc_len, n_chunks);
+    // One row tile (decode, small batches): the activation rows are tiny and stay in L1 anyway,
+    // and K blocking would only add spills (4 tile stores and loads per K block).
+    if (M <= 16) kc_len = n_chunks;
   }
   const bool spill = kc_len < n_chunks && !kGrouped;
   if (spill && t_spill.size() < static_cast<size_t>(nblocks * 1024)) t_spill = AlignedBuffer<int32_t>(nblocks * 1024);

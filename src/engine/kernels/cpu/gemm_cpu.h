@@ -17,6 +17,7 @@
 
 #include "core/thread_pool.h"
 #include "engine/cpu_features.h"
+#include "engine/huge_pages.h"
 
 namespace qeval::cpu {
 
@@ -28,9 +29,8 @@ class AlignedBuffer {
   explicit AlignedBuffer(size_t n) : n_(n) {
     if (n == 0) return;
     const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    p_ = static_cast<T*>(std::aligned_alloc(64, bytes));
-    if (!p_) throw std::bad_alloc();
-    std::memset(static_cast<void*>(p_), 0, bytes);
+    p_ = static_cast<T*>(qeval::allocate_hugepage_aligned(bytes));
+    std::memset(static_cast<void*>(p_), 0, bytes);  // after the madvise: faults in huge pages
   }
   ~AlignedBuffer() { std::free(p_); }
   AlignedBuffer(AlignedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}

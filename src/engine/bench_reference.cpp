@@ -1,0 +1,105 @@
+// measure_read_bandwidth / measure_amx_int8_peak (see bench_reference.h).
+#include "engine/bench_reference.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu_features.h"
+#include "engine/huge_pages.h"
+
+namespace qeval {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+__attribute__((target("avx2"))) float sum_floats(const float* p, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+  }
+  alignas(32) float l[8];
+  _mm256_store_ps(l, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  return l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// TDPBSSD on four accumulator tiles fed by four operand tiles that are never reloaded.
+__attribute__((target("amx-tile,amx-int8"))) double amx_peak_one_thread(double seconds) {
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  alignas(64) int8_t src[1024];
+  for (int i = 0; i < 1024; ++i) src[i] = static_cast<int8_t>(i * 37 + 11);  // non-zero operands
+  _tile_loadd(4, src, 64);
+  _tile_loadd(5, src, 64);
+  _tile_loadd(6, src, 64);
+  _tile_loadd(7, src, 64);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  int64_t iters = 0;
+  const double t0 = now_s();
+  double t = 0;
+  do {
+    for (int i = 0; i < 1000; ++i) {
+      _tile_dpbssd(0, 4, 6);
+      _tile_dpbssd(1, 4, 7);
+      _tile_dpbssd(2, 5, 6);
+      _tile_dpbssd(3, 5, 7);
+    }
+    iters += 1000;
+    t = now_s() - t0;
+  } while (t < seconds);
+  alignas(64) int32_t out[256];
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return static_cast<double>(iters) * 4 * 16 * 16 * 64 * 2 / t / 1e12;
+}
+
+}  // namespace
+
+double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
+  const int64_t n = static_cast<int64_t>(bytes / sizeof(float)) / 1024 * 1024;
+  std::vector<float, HugePageAllocator<float>> buf(static_cast<size_t>(n), 1.0f);
+  std::vector<float> sums(static_cast<size_t>(pool.size()));
+  double best = 0;
+  for (int p = 0; p < passes; ++p) {
+    const double t0 = now_s();
+    pool.parallel_for(n / 1024, [&](int t, int64_t b, int64_t e) {
+      if (b < e) sums[static_cast<size_t>(t)] += sum_floats(buf.data() + b * 1024, (e - b) * 1024);
+    });
+    best = std::max(best, static_cast<double>(n) * sizeof(float) / (now_s() - t0) / 1e9);
+  }
+  return best;
+}
+
+double measure_amx_int8_peak(ThreadPool& pool, double seconds) {
+  if (max_kernel_level() != KernelLevel::Amx) return 0;
+  std::vector<double> tops(static_cast<size_t>(pool.size()));
+  pool.run_on_all([&](int t) { tops[static_cast<size_t>(t)] = amx_peak_one_thread(seconds); });
+  double s = 0;
+  for (double v : tops) s += v;
+  return s;
+}
+
+}  // namespace qeval

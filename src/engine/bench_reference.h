@@ -1,0 +1,18 @@
+// Reference measurements taken in the same run as a benchmark, so speed goals are ratios and not
+// absolute numbers (this kind of machine is shared and its bandwidth and AMX throughput swing by
+// 2x from one second to the next): read bandwidth and the register-only AMX-INT8 peak.
+#pragma once
+
+#include "core/thread_pool.h"
+
+namespace qeval {
+
+// Read bandwidth in GB/s: every pool thread sums its share of a `bytes`-sized buffer (far larger
+// than the caches; allocated and touched once per call), best of `passes` passes.
+double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t{512} << 20, int passes = 3);
+
+// AMX-INT8 peak in TOPS (1 MAC = 2 ops) summed over the pool's threads: a TDPBSSD loop on
+// register tiles (no loads), `seconds` long. 0 when AMX is not available.
+double measure_amx_int8_peak(ThreadPool& pool, double seconds = 0.01);
+
+}  // namespace qeval
