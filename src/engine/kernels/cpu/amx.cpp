@@ -16,10 +16,39 @@
 #include "engine/kernels/cpu/gemm_cpu.h"
 #include "engine/quant.h"
 
+constexpr int64_t kPrefetchBytes = 16 * 1024;  // software prefetch distance of weight streams
+
 #define QEVAL_AMX \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-int8,amx-bf16")))
 
 namespace qeval::cpu {
+
+// 32 bytes per step. Normal values: the 7 magnitude bits e:4 m:3 shifted left by 4 give the bf16
+// exponent/mantissa fields up to the exponent bias, so bf16 = (mag << 4) + (120 << 7) (bias 127 -
+// 7); subnormals (e = 0: m * 2^-9) and zero come from an 8-entry table; the sign bit moves from
+// bit 7 to bit 15. Exact: every e4m3 value is a bf16 value. (0x7F/0xFF, NaN in e4m3, decode as
+// +-480; quantised weights never hold NaN.)
+QEVAL_AMX void decode_e4m3_to_bf16_avx512(const uint8_t* src, uint16_t* dst, int64_t n) {
+  alignas(64) static const uint16_t kSub[32] = {0, 0x3B00, 0x3B80, 0x3BC0, 0x3C00, 0x3C20, 0x3C40, 0x3C60};
+  const __m512i sub = _mm512_load_si512(kSub);
+  const __m512i mag_mask = _mm512_set1_epi16(0x7F), sign_mask = _mm512_set1_epi16(0x80);
+  const __m512i bias = _mm512_set1_epi16(120 << 7), eight = _mm512_set1_epi16(8);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    if (i % 64 == 0) _mm_prefetch(reinterpret_cast<const char*>(src + i) + kPrefetchBytes, _MM_HINT_T1);
+    const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    const __m512i mag = _mm512_and_si512(b, mag_mask);
+    __m512i v = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), bias);
+    v = _mm512_mask_permutexvar_epi16(v, _mm512_cmplt_epu16_mask(mag, eight), mag, sub);
+    v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(b, sign_mask), 8));
+    _mm512_storeu_si512(dst + i, v);
+  }
+  for (; i < n; ++i) {  // tail (n not a multiple of 32)
+    const uint16_t mag = src[i] & 0x7F;
+    const uint16_t v = mag < 8 ? kSub[mag] : static_cast<uint16_t>((mag << 4) + (120 << 7));
+    dst[i] = static_cast<uint16_t>(v | ((src[i] & 0x80) << 8));
+  }
+}
 
 namespace {
 
@@ -42,22 +71,6 @@ QEVAL_AMX void load_tile_config() {
 }
 
 enum class Epi { Int8Channel, Int8Block, Fp8Block, Bf16 };
-
-// e4m3 bytes -> bf16 bits, n a multiple of 16. Exact: the 7 magnitude bits shifted into an f32
-// (exponent field 4 bits, mantissa 3 bits) and multiplied by 2^(127-7) give the value, subnormals
-// included; every e4m3 value is a bf16 value, so the top 16 bits are exact. (0x7F/0xFF, NaN in
-// e4m3, would decode as +-480; weights never hold NaN after quantisation.)
-QEVAL_AMX void decode_e4m3_to_bf16(const uint8_t* src, uint16_t* dst, int64_t n) {
-  const __m512 rebias = _mm512_set1_ps(0x1p120f);
-  const __m512i mag_mask = _mm512_set1_epi32(0x7F), sign_mask = _mm512_set1_epi32(0x80);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
-    const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_and_si512(b, mag_mask), 20)), rebias);
-    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(b, sign_mask), 24);
-    const __m512i r = _mm512_srli_epi32(_mm512_or_si512(_mm512_castps_si512(v), sign), 16);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(r));
-  }
-}
 
 thread_local AlignedBuffer<uint16_t> t_decoded;  // one decoded fp8 column block per thread
 
@@ -110,6 +123,11 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   if (spill && t_spill.size() < static_cast<size_t>(nblocks * 1024)) t_spill = AlignedBuffer<int32_t>(nblocks * 1024);
   if (kGrouped && t_acc.size() < static_cast<size_t>(nblocks * 1024)) t_acc = AlignedBuffer<float>(nblocks * 1024);
 
+  // Small M (decode): the weights stream from memory once and the tile loads alone do not keep
+  // enough requests in flight — software prefetch into L2 ahead of the loads lifted batch-1 bf16
+  // decode from ~70% to ~95% of the measured read bandwidth. (Past the last block it prefetches
+  // addresses beyond the weights: prefetches never fault.) Large M reuses weights from L2.
+  const bool stream = M <= 16 && !w_e4m3;
   // One 32-row strip x one column block x chunks [kc0, kc1).
   auto block = [&](int64_t m0, int64_t nb, int64_t kc0, int64_t kc1, const uint8_t* wblk) QEVAL_AMX {
     const int64_t rows = std::min<int64_t>(32, M - m0);
@@ -138,6 +156,10 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       const int64_t c1 = std::min(kc1, c0 + chunks_per_group);
       for (int64_t c = c0; c < c1; ++c) {
         const uint8_t* bp = wblk + c * 2048;
+        if (stream) {  // decode: weights come from memory once; keep the stream ahead in L2
+          const char* pf = reinterpret_cast<const char*>(bp) + kPrefetchBytes;
+          for (int l = 0; l < 2048; l += 64) _mm_prefetch(pf + l, _MM_HINT_T1);
+        }
         // Load order A0, B0, B1, A1 interleaved with the products: tile registers are not
         // renamed, so each load waits for the last product reading that tile; in this order
         // the next chunk's loads wait on products issued two steps earlier, not the last one.
@@ -228,7 +250,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
       const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
       for (int64_t nb = nb0; nb < nb1; ++nb) {
-        decode_e4m3_to_bf16(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
+        decode_e4m3_to_bf16_avx512(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
         for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
           block(m0, nb, 0, n_chunks, reinterpret_cast<const uint8_t*>(decoded));
       }
