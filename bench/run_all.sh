@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark once, on a quiet machine, and prints the numbers the issues ask for.
 # Every speed-up is a ratio against a reference measured in this same run (the scalar twin,
-# the bandwidth and AMX peak measured here); llama.cpp's figures are the fixed external targets.
+# the bandwidth and AMX peak measured here, around each timed run: this kind of shared machine
+# swings by 2x within seconds); llama.cpp's figures are the fixed external targets.
 # Usage: bash bench/run_all.sh [build dir=build]   (after scripts/test.sh or a Release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,8 @@ line "kernels: GEMV/GEMM per scheme and kernel level vs scalar twin, bandwidth a
 
 for shape in qwen2.5-0.5b r1-distill-qwen-1.5b; do
   for q in none int8-channel int8-block fp8-block; do
-    line "engine $shape bf16 quantization=$q: batch 1 (prefill 512, decode 64)"
-    "$Q" bench --model "random:$shape" --dtype bf16 --quantization "$q" --prompt-tokens 512 --gen-tokens 64 --batch 1 --threads "$T" --json
+    line "engine $shape bf16 quantization=$q: batch 1 (prefill 512, decode 64), median of 3, read bandwidth measured around each run"
+    "$Q" bench --model "random:$shape" --dtype bf16 --quantization "$q" --prompt-tokens 512 --gen-tokens 64 --batch 1 --threads "$T" --repeat 3 --reference --json
     if [ "$shape" = qwen2.5-0.5b ]; then
       line "engine $shape bf16 quantization=$q: batch 16 (prefill 64 each, decode 32)"
       "$Q" bench --model "random:$shape" --dtype bf16 --quantization "$q" --prompt-tokens 64 --gen-tokens 32 --batch 16 --threads "$T" --json
