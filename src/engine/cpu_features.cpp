@@ -44,6 +44,7 @@ CpuFeatures detect() {
   f.avx512bw = os_avx512 && (b & (1u << 30));
   f.avx512vl = os_avx512 && (b & (1u << 31));
   f.avx512vnni = os_avx512 && (c & (1u << 11));
+  f.avx512vbmi = os_avx512 && (c & (1u << 1));
   f.amx_bf16 = os_amx && (d & (1u << 22));
   f.amx_tile = os_amx && (d & (1u << 24));
   f.amx_int8 = os_amx && (d & (1u << 25));
@@ -66,7 +67,8 @@ const CpuFeatures& cpu_features() {
 KernelLevel max_kernel_level() {
   const CpuFeatures& f = cpu_features();
   const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.fma;
-  if (avx512 && f.amx_tile && f.amx_int8 && f.amx_bf16 && f.amx_permitted) return KernelLevel::Amx;
+  if (avx512 && f.avx512vbmi && f.avx512bf16 && f.amx_tile && f.amx_int8 && f.amx_bf16 && f.amx_permitted)
+    return KernelLevel::Amx;
   if (avx512) return KernelLevel::Avx512;
   if (f.avx2 && f.fma) return KernelLevel::Avx2;
   return KernelLevel::Ref;

@@ -19,34 +19,50 @@
 constexpr int64_t kPrefetchBytes = 16 * 1024;  // software prefetch distance of weight streams
 
 #define QEVAL_AMX \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-int8,amx-bf16")))
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx512vbmi,amx-tile,amx-int8,amx-bf16")))
 
 namespace qeval::cpu {
 
-// 32 bytes per step. Normal values: the 7 magnitude bits e:4 m:3 shifted left by 4 give the bf16
-// exponent/mantissa fields up to the exponent bias, so bf16 = (mag << 4) + (120 << 7) (bias 127 -
-// 7); subnormals (e = 0: m * 2^-9) and zero come from an 8-entry table; the sign bit moves from
-// bit 7 to bit 15. Exact: every e4m3 value is a bf16 value. (0x7F/0xFF, NaN in e4m3, decode as
-// +-480; quantised weights never hold NaN.)
-QEVAL_AMX void decode_e4m3_to_bf16_avx512(const uint8_t* src, uint16_t* dst, int64_t n) {
-  alignas(64) static const uint16_t kSub[32] = {0, 0x3B00, 0x3B80, 0x3BC0, 0x3C00, 0x3C20, 0x3C40, 0x3C60};
-  const __m512i sub = _mm512_load_si512(kSub);
-  const __m512i mag_mask = _mm512_set1_epi16(0x7F), sign_mask = _mm512_set1_epi16(0x80);
-  const __m512i bias = _mm512_set1_epi16(120 << 7), eight = _mm512_set1_epi16(8);
+// 64 bytes per step with two 128-entry byte-table lookups (VBMI vpermi2b, which uses the low 7
+// bits of each byte as the index, i.e. the magnitude): one table holds the low byte and one the
+// high byte of the bf16 of every magnitude (exact: every e4m3 value is a bf16 value; 0x7F, NaN in
+// e4m3, decodes as 480 — quantised weights never hold NaN); the sign bit is OR-ed into the high
+// byte, and the two byte vectors are interleaved into 16-bit values. The interleave works within
+// 128-bit lanes, so the input bytes are first permuted (vpermb) into the order it expects.
+QEVAL_AMX void decode_e4m3_to_bf16_amx(const uint8_t* src, uint16_t* dst, int64_t n) {
+  alignas(64) static const auto kTables = [] {
+    struct T {
+      uint8_t lo[128], hi[128], perm[64];
+    } t{};
+    for (int mag = 0; mag < 128; ++mag) {
+      const uint16_t v = mag == 0x7F ? bf16_from_f32(480.0f) : bf16_from_f32(e4m3_to_f32(static_cast<uint8_t>(mag)));
+      t.lo[mag] = static_cast<uint8_t>(v & 0xFF);
+      t.hi[mag] = static_cast<uint8_t>(v >> 8);
+    }
+    // unpacklo/unpackhi_epi8 take bytes 0-7 / 8-15 of each 128-bit lane: put elements
+    // [8 L, 8 L + 8) at lane L bytes 0-7 and elements [32 + 8 L, 40 + 8 L) at its bytes 8-15.
+    for (int pos = 0; pos < 64; ++pos) {
+      const int lane = pos / 16, o = pos % 16;
+      t.perm[pos] = static_cast<uint8_t>(o < 8 ? lane * 8 + o : 32 + lane * 8 + (o - 8));
+    }
+    return t;
+  }();
+  const __m512i lo0 = _mm512_load_si512(kTables.lo), lo1 = _mm512_load_si512(kTables.lo + 64);
+  const __m512i hi0 = _mm512_load_si512(kTables.hi), hi1 = _mm512_load_si512(kTables.hi + 64);
+  const __m512i perm = _mm512_load_si512(kTables.perm), sign = _mm512_set1_epi8(static_cast<char>(0x80));
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    if (i % 64 == 0) _mm_prefetch(reinterpret_cast<const char*>(src + i) + kPrefetchBytes, _MM_HINT_T1);
-    const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
-    const __m512i mag = _mm512_and_si512(b, mag_mask);
-    __m512i v = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), bias);
-    v = _mm512_mask_permutexvar_epi16(v, _mm512_cmplt_epu16_mask(mag, eight), mag, sub);
-    v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(b, sign_mask), 8));
-    _mm512_storeu_si512(dst + i, v);
+  for (; i + 64 <= n; i += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(src + i) + kPrefetchBytes, _MM_HINT_T1);
+    const __m512i b = _mm512_permutexvar_epi8(perm, _mm512_loadu_si512(src + i));
+    const __m512i lo = _mm512_permutex2var_epi8(lo0, b, lo1);
+    // hi | (b & 0x80): ternary-logic truth table A | (B & C) = 0xF8.
+    const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(hi0, b, hi1), b, sign, 0xF8);
+    _mm512_storeu_si512(dst + i, _mm512_unpacklo_epi8(lo, hi));
+    _mm512_storeu_si512(dst + i + 32, _mm512_unpackhi_epi8(lo, hi));
   }
-  for (; i < n; ++i) {  // tail (n not a multiple of 32)
-    const uint16_t mag = src[i] & 0x7F;
-    const uint16_t v = mag < 8 ? kSub[mag] : static_cast<uint16_t>((mag << 4) + (120 << 7));
-    dst[i] = static_cast<uint16_t>(v | ((src[i] & 0x80) << 8));
+  for (; i < n; ++i) {  // tail (n not a multiple of 64)
+    const uint8_t mag = src[i] & 0x7F;
+    dst[i] = static_cast<uint16_t>(kTables.lo[mag] | (kTables.hi[mag] << 8) | ((src[i] & 0x80) << 8));
   }
 }
 
@@ -129,7 +145,8 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // addresses beyond the weights: prefetches never fault.) Large M reuses weights from L2.
   const bool stream = M <= 16 && !w_e4m3;
   // One 32-row strip x one column block x chunks [kc0, kc1).
-  auto block = [&](int64_t m0, int64_t nb, int64_t kc0, int64_t kc1, const uint8_t* wblk) QEVAL_AMX {
+  // wblk holds the weights of chunks [wc0, ...) of column block nb.
+  auto block = [&](int64_t m0, int64_t nb, int64_t kc0, int64_t kc1, const uint8_t* wblk, int64_t wc0) QEVAL_AMX {
     const int64_t rows = std::min<int64_t>(32, M - m0);
     const bool two_m = rows > 16;
     const uint8_t* a0 = a + m0 * lda;
@@ -140,6 +157,24 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     if constexpr (kGrouped) {
       if (kc0 == 0) std::fill(acc, acc + 32 * 32, 0.0f);
     }
+    // acc += f32(group sums in cb) * sa[m, g] * sw[n / 128, g], for the rows of this strip.
+    auto rescale = [&](const int32_t* cb, int64_t g) QEVAL_AMX {
+      const float swg = sw[(n0 / kQuantBlock) * groups + g];
+      for (int64_t r = 0; r < rows; ++r) {
+        const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
+        const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
+        for (int ni = 0; ni < 2; ++ni) {
+          const int32_t* cp = cb + (mi * 2 + ni) * 256 + ri * 16;
+          __m512 v;
+          if constexpr (kEpi == Epi::Int8Block)
+            v = _mm512_cvtepi32_ps(_mm512_load_si512(cp));
+          else
+            v = _mm512_castsi512_ps(_mm512_load_si512(cp));
+          float* ap = acc + r * 32 + ni * 16;
+          _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
+        }
+      }
+    };
     for (int64_t c0 = kc0; c0 < kc1; c0 += chunks_per_group) {
       const int64_t g = c0 / chunks_per_group;
       if (sp && c0 > 0) {
@@ -155,7 +190,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       }
       const int64_t c1 = std::min(kc1, c0 + chunks_per_group);
       for (int64_t c = c0; c < c1; ++c) {
-        const uint8_t* bp = wblk + c * 2048;
+        const uint8_t* bp = wblk + (c - wc0) * 2048;
         if (stream) {  // decode: weights come from memory once; keep the stream ahead in L2
           const char* pf = reinterpret_cast<const char*>(bp) + kPrefetchBytes;
           for (int l = 0; l < 2048; l += 64) _mm_prefetch(pf + l, _MM_HINT_T1);
@@ -198,24 +233,9 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(2, cbuf + 512, 64);
         _tile_stored(3, cbuf + 768, 64);
       }
-      if constexpr (kGrouped) {
-        // acc = fma(group sum, sa[m, g] * sw[n / 128, g], acc)
-        const float swg = sw[(n0 / kQuantBlock) * groups + g];
-        for (int64_t r = 0; r < rows; ++r) {
-          const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
-          const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
-          for (int ni = 0; ni < 2; ++ni) {
-            const int32_t* cp = cbuf + (mi * 2 + ni) * 256 + ri * 16;
-            __m512 v;
-            if constexpr (kEpi == Epi::Int8Block)
-              v = _mm512_cvtepi32_ps(_mm512_load_si512(cp));
-            else
-              v = _mm512_castsi512_ps(_mm512_load_si512(cp));
-            float* ap = acc + r * 32 + ni * 16;
-            _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
-          }
-        }
-      }
+      // (Deferring this rescale until the next group's products were issued, to overlap the two,
+      // measured no faster.)
+      if constexpr (kGrouped) rescale(cbuf, g);
     }
     if (kc1 < n_chunks) return;
     // Final: write the 32 x 32 block (masked at the N edge), adding the bias.
@@ -246,13 +266,26 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     }
   };
 
+  if (w_e4m3 && M <= 32) {
+    // One strip (decode, small batches): decode one scale group at a time (8 KiB of bf16), so the
+    // decoded weights are still in L1 when the tiles load them. Same tile instruction sequence
+    // per row as below: identical results.
+    for (int64_t nb = nb0; nb < nb1; ++nb)
+      for (int64_t c0 = 0; c0 < n_chunks; c0 += chunks_per_group) {
+        const int64_t c1 = std::min(n_chunks, c0 + chunks_per_group);
+        decode_e4m3_to_bf16_amx(w_e4m3 + (nb * n_chunks + c0) * 1024, decoded, (c1 - c0) * 1024);
+        block(0, nb, c0, c1, reinterpret_cast<const uint8_t*>(decoded), c0);
+      }
+    _tile_release();
+    return;
+  }
   if (w_e4m3) {
     for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
       const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
       for (int64_t nb = nb0; nb < nb1; ++nb) {
-        decode_e4m3_to_bf16_avx512(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
+        decode_e4m3_to_bf16_amx(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
         for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
-          block(m0, nb, 0, n_chunks, reinterpret_cast<const uint8_t*>(decoded));
+          block(m0, nb, 0, n_chunks, reinterpret_cast<const uint8_t*>(decoded), 0);
       }
     }
     _tile_release();
@@ -270,7 +303,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
         for (int64_t kc0 = 0; kc0 < n_chunks; kc0 += kc_len)
           for (int64_t nb = g0; nb < g1; ++nb)
-            block(m0, nb, kc0, std::min(n_chunks, kc0 + kc_len), wb + nb * n_chunks * 2048);
+            block(m0, nb, kc0, std::min(n_chunks, kc0 + kc_len), wb + nb * n_chunks * 2048, 0);
     }
   }
   _tile_release();

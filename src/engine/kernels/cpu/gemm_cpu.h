@@ -114,8 +114,9 @@ FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bo
 void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
                 const float* sa, int64_t M, const float* bias, float* y, ThreadPool& pool);
 
-// e4m3 bytes -> bf16 bits (exact), AVX-512BW; the AMX fp8 path decodes weights with it.
-void decode_e4m3_to_bf16_avx512(const uint8_t* src, uint16_t* dst, int64_t n);
+// e4m3 bytes -> bf16 bits (exact; NaN -> +-480), AVX-512 VBMI; the AMX fp8 path decodes weights
+// with it. Call only at kernel level Amx (every AMX CPU has VBMI).
+void decode_e4m3_to_bf16_amx(const uint8_t* src, uint16_t* dst, int64_t n);
 
 // ---- per-ISA entry points (used by the two dispatchers above) ----------------------------
 // Each computes column blocks [nb0, nb1) of 32 (int8, amx float) or tiles of 16 (panels).
