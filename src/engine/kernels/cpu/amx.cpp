@@ -144,6 +144,55 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // decode from ~70% to ~95% of the measured read bandwidth. (Past the last block it prefetches
   // addresses beyond the weights: prefetches never fault.) Large M reuses weights from L2.
   const bool stream = M <= 16 && !w_e4m3;
+  // acc[32 x 32] += f32(group sums in cb) * sa[m, g] * sw[n / 128, g], rows [m0, m0 + rows) of
+  // column block nb; cb holds the 4 accumulator tiles (2 x 2 of 16 x 16).
+  auto rescale = [&](const int32_t* cb, float* acc, int64_t m0, int64_t rows, int64_t nb, int64_t g) QEVAL_AMX {
+    const float swg = sw[(nb * 32 / kQuantBlock) * groups + g];
+    for (int64_t r = 0; r < rows; ++r) {
+      const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
+      const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
+      for (int ni = 0; ni < 2; ++ni) {
+        const int32_t* cp = cb + (mi * 2 + ni) * 256 + ri * 16;
+        __m512 v;
+        if constexpr (kEpi == Epi::Int8Block)
+          v = _mm512_cvtepi32_ps(_mm512_load_si512(cp));
+        else
+          v = _mm512_castsi512_ps(_mm512_load_si512(cp));
+        float* ap = acc + r * 32 + ni * 16;
+        _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
+      }
+    }
+  };
+  // Writes rows [m0, m0 + rows) of the 32-column block nb (masked at the N edge), adding the bias:
+  // from acc (grouped schemes) or from the sums in cb.
+  auto finish = [&](const int32_t* cb, const float* acc, int64_t m0, int64_t rows, int64_t nb) QEVAL_AMX {
+    const int64_t n0 = nb * 32;
+    const __mmask16 mask0 = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
+    const __mmask16 mask1 =
+        static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
+      const int64_t m = m0 + r;
+      for (int ni = 0; ni < 2; ++ni) {
+        const __mmask16 mk = ni ? mask1 : mask0;
+        if (!mk) continue;
+        const int32_t* cp = cb + (mi * 2 + ni) * 256 + ri * 16;
+        __m512 v;
+        if constexpr (kGrouped) {
+          v = _mm512_load_ps(acc + r * 32 + ni * 16);
+        } else if constexpr (kEpi == Epi::Int8Channel) {
+          // y = f32(isum) * (sa[m] * sw[n])
+          const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[m]), _mm512_loadu_ps(sw + n0 + ni * 16));
+          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), s);
+        } else {
+          v = _mm512_castsi512_ps(_mm512_load_si512(cp));
+        }
+        float* yp = y + m * N + n0 + ni * 16;
+        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + n0 + ni * 16));
+        _mm512_mask_storeu_ps(yp, mk, v);
+      }
+    }
+  };
   // One 32-row strip x one column block x chunks [kc0, kc1).
   // wblk holds the weights of chunks [wc0, ...) of column block nb.
   auto block = [&](int64_t m0, int64_t nb, int64_t kc0, int64_t kc1, const uint8_t* wblk, int64_t wc0) QEVAL_AMX {
@@ -151,30 +200,11 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     const bool two_m = rows > 16;
     const uint8_t* a0 = a + m0 * lda;
     const uint8_t* a1 = a0 + 16 * lda;
-    const int64_t n0 = nb * 32;
     int32_t* sp = spill ? t_spill.data() + (nb - nb0) * 1024 : nullptr;
     float* acc = kGrouped ? t_acc.data() + (nb - nb0) * 1024 : nullptr;
     if constexpr (kGrouped) {
       if (kc0 == 0) std::fill(acc, acc + 32 * 32, 0.0f);
     }
-    // acc += f32(group sums in cb) * sa[m, g] * sw[n / 128, g], for the rows of this strip.
-    auto rescale = [&](const int32_t* cb, int64_t g) QEVAL_AMX {
-      const float swg = sw[(n0 / kQuantBlock) * groups + g];
-      for (int64_t r = 0; r < rows; ++r) {
-        const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
-        const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
-        for (int ni = 0; ni < 2; ++ni) {
-          const int32_t* cp = cb + (mi * 2 + ni) * 256 + ri * 16;
-          __m512 v;
-          if constexpr (kEpi == Epi::Int8Block)
-            v = _mm512_cvtepi32_ps(_mm512_load_si512(cp));
-          else
-            v = _mm512_castsi512_ps(_mm512_load_si512(cp));
-          float* ap = acc + r * 32 + ni * 16;
-          _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
-        }
-      }
-    };
     for (int64_t c0 = kc0; c0 < kc1; c0 += chunks_per_group) {
       const int64_t g = c0 / chunks_per_group;
       if (sp && c0 > 0) {
@@ -235,41 +265,17 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       }
       // (Deferring this rescale until the next group's products were issued, to overlap the two,
       // measured no faster.)
-      if constexpr (kGrouped) rescale(cbuf, g);
+      if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
     }
     if (kc1 < n_chunks) return;
-    // Final: write the 32 x 32 block (masked at the N edge), adding the bias.
-    const __mmask16 mask0 = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
-    const __mmask16 mask1 =
-        static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0));
-    for (int64_t r = 0; r < rows; ++r) {
-      const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
-      const int64_t m = m0 + r;
-      for (int ni = 0; ni < 2; ++ni) {
-        const __mmask16 mk = ni ? mask1 : mask0;
-        if (!mk) continue;
-        const int32_t* cp = cbuf + (mi * 2 + ni) * 256 + ri * 16;
-        __m512 v;
-        if constexpr (kGrouped) {
-          v = _mm512_load_ps(acc + r * 32 + ni * 16);
-        } else if constexpr (kEpi == Epi::Int8Channel) {
-          // y = f32(isum) * (sa[m] * sw[n])
-          const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[m]), _mm512_loadu_ps(sw + n0 + ni * 16));
-          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), s);
-        } else {
-          v = _mm512_castsi512_ps(_mm512_load_si512(cp));
-        }
-        float* yp = y + m * N + n0 + ni * 16;
-        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + n0 + ni * 16));
-        _mm512_mask_storeu_ps(yp, mk, v);
-      }
-    }
+    finish(cbuf, acc, m0, rows, nb);
   };
 
   if (w_e4m3 && M <= 32) {
     // One strip (decode, small batches): decode one scale group at a time (8 KiB of bf16), so the
     // decoded weights are still in L1 when the tiles load them. Same tile instruction sequence
-    // per row as below: identical results.
+    // per row as below: identical results. (Two column blocks at a time in tiles 0,1 and 2,3,
+    // to run two accumulation chains side by side at M <= 16, measured 35% slower.)
     for (int64_t nb = nb0; nb < nb1; ++nb)
       for (int64_t c0 = 0; c0 < n_chunks; c0 += chunks_per_group) {
         const int64_t c1 = std::min(n_chunks, c0 + chunks_per_group);
