@@ -38,7 +38,9 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-// TDPBSSD on four accumulator tiles fed by four operand tiles that are never reloaded.
+// TDPBSSD on four accumulator tiles fed by four operand tiles: never reloaded, or (kLoads)
+// re-loaded from an L1-resident buffer before every four products.
+template <bool kLoads>
 __attribute__((target("amx-tile,amx-int8"))) double amx_peak_one_thread(double seconds) {
   TileConfig cfg{};
   cfg.palette_id = 1;
@@ -47,8 +49,8 @@ __attribute__((target("amx-tile,amx-int8"))) double amx_peak_one_thread(double s
     cfg.rows[i] = 16;
   }
   _tile_loadconfig(&cfg);
-  alignas(64) int8_t src[1024];
-  for (int i = 0; i < 1024; ++i) src[i] = static_cast<int8_t>(i * 37 + 11);  // non-zero operands
+  alignas(64) int8_t src[4096];
+  for (int i = 0; i < 4096; ++i) src[i] = static_cast<int8_t>(i * 37 + 11);  // non-zero operands
   _tile_loadd(4, src, 64);
   _tile_loadd(5, src, 64);
   _tile_loadd(6, src, 64);
@@ -62,6 +64,17 @@ __attribute__((target("amx-tile,amx-int8"))) double amx_peak_one_thread(double s
   double t = 0;
   do {
     for (int i = 0; i < 1000; ++i) {
+      if constexpr (kLoads) {
+        _tile_loadd(4, src, 64);
+        _tile_loadd(6, src + 1024, 64);
+        _tile_dpbssd(0, 4, 6);
+        _tile_loadd(7, src + 2048, 64);
+        _tile_dpbssd(1, 4, 7);
+        _tile_loadd(5, src + 3072, 64);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+        continue;
+      }
       _tile_dpbssd(0, 4, 6);
       _tile_dpbssd(1, 4, 7);
       _tile_dpbssd(2, 5, 6);
@@ -96,7 +109,16 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
 double measure_amx_int8_peak(ThreadPool& pool, double seconds) {
   if (max_kernel_level() != KernelLevel::Amx) return 0;
   std::vector<double> tops(static_cast<size_t>(pool.size()));
-  pool.run_on_all([&](int t) { tops[static_cast<size_t>(t)] = amx_peak_one_thread(seconds); });
+  pool.run_on_all([&](int t) { tops[static_cast<size_t>(t)] = amx_peak_one_thread<false>(seconds); });
+  double s = 0;
+  for (double v : tops) s += v;
+  return s;
+}
+
+double measure_amx_int8_loaded_peak(ThreadPool& pool, double seconds) {
+  if (max_kernel_level() != KernelLevel::Amx) return 0;
+  std::vector<double> tops(static_cast<size_t>(pool.size()));
+  pool.run_on_all([&](int t) { tops[static_cast<size_t>(t)] = amx_peak_one_thread<true>(seconds); });
   double s = 0;
   for (double v : tops) s += v;
   return s;

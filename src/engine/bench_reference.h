@@ -15,4 +15,10 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t{512} << 20
 // register tiles (no loads), `seconds` long. 0 when AMX is not available.
 double measure_amx_int8_peak(ThreadPool& pool, double seconds = 0.01);
 
+// The same loop with its four operand tiles re-loaded from L1 before every four TDPBSSD (the
+// 2 x 2 tile blocking every real GEMM runs): what the cores manage when tile loads are needed.
+// On shared machines this swings far more than the register-only peak (tile loads compete with
+// whatever shares the core), so reporting both separates the kernel from the machine's state.
+double measure_amx_int8_loaded_peak(ThreadPool& pool, double seconds = 0.01);
+
 }  // namespace qeval
