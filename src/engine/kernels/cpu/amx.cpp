@@ -167,29 +167,55 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // from acc (grouped schemes) or from the sums in cb.
   auto finish = [&](const int32_t* cb, const float* acc, int64_t m0, int64_t rows, int64_t nb) QEVAL_AMX {
     const int64_t n0 = nb * 32;
-    const __mmask16 mask0 = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
-    const __mmask16 mask1 =
-        static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0));
+    const __mmask16 mk[2] = {
+        static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0)),
+        static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0))};
+    // Per-column factors, loaded once per block: weight scales (channel) and bias (0 when none).
+    __m512 swv[2], bv[2];
+    for (int ni = 0; ni < 2; ++ni) {
+      swv[ni] = kEpi == Epi::Int8Channel ? _mm512_maskz_loadu_ps(mk[ni], sw + n0 + ni * 16) : _mm512_setzero_ps();
+      bv[ni] = bias ? _mm512_maskz_loadu_ps(mk[ni], bias + n0 + ni * 16) : _mm512_setzero_ps();
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
       const int64_t m = m0 + r;
       for (int ni = 0; ni < 2; ++ni) {
-        const __mmask16 mk = ni ? mask1 : mask0;
-        if (!mk) continue;
+        if (!mk[ni]) continue;
         const int32_t* cp = cb + (mi * 2 + ni) * 256 + ri * 16;
         __m512 v;
         if constexpr (kGrouped) {
           v = _mm512_load_ps(acc + r * 32 + ni * 16);
         } else if constexpr (kEpi == Epi::Int8Channel) {
           // y = f32(isum) * (sa[m] * sw[n])
-          const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa[m]), _mm512_loadu_ps(sw + n0 + ni * 16));
-          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), s);
+          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), _mm512_mul_ps(_mm512_set1_ps(sa[m]), swv[ni]));
         } else {
           v = _mm512_castsi512_ps(_mm512_load_si512(cp));
         }
-        float* yp = y + m * N + n0 + ni * 16;
-        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + n0 + ni * 16));
-        _mm512_mask_storeu_ps(yp, mk, v);
+        if (bias) v = _mm512_add_ps(v, bv[ni]);
+        _mm512_mask_storeu_ps(y + m * N + n0 + ni * 16, mk[ni], v);
+      }
+    }
+  };
+  // finish() for a full 32 x 32 block whose sums were stored straight into y (non-grouped).
+  auto finish_in_place = [&](int64_t m0, int64_t nb) QEVAL_AMX {
+    if (kEpi != Epi::Int8Channel && !bias) return;  // bf16: the f32 sums are the output
+    const int64_t n0 = nb * 32;
+    __m512 swv[2], bv[2];
+    for (int ni = 0; ni < 2; ++ni) {
+      swv[ni] = kEpi == Epi::Int8Channel ? _mm512_loadu_ps(sw + n0 + ni * 16) : _mm512_setzero_ps();
+      bv[ni] = bias ? _mm512_loadu_ps(bias + n0 + ni * 16) : _mm512_setzero_ps();
+    }
+    for (int64_t r = 0; r < 32; ++r) {
+      float* yp = y + (m0 + r) * N + n0;
+      for (int ni = 0; ni < 2; ++ni) {
+        __m512 v;
+        if constexpr (kEpi == Epi::Int8Channel)  // y = f32(isum) * (sa[m] * sw[n])
+          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(yp + ni * 16)),
+                            _mm512_mul_ps(_mm512_set1_ps(sa[m0 + r]), swv[ni]));
+        else
+          v = _mm512_loadu_ps(yp + ni * 16);
+        if (bias) v = _mm512_add_ps(v, bv[ni]);
+        _mm512_storeu_ps(yp + ni * 16, v);
       }
     }
   };
@@ -202,6 +228,8 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     const uint8_t* a1 = a0 + 16 * lda;
     int32_t* sp = spill ? t_spill.data() + (nb - nb0) * 1024 : nullptr;
     float* acc = kGrouped ? t_acc.data() + (nb - nb0) * 1024 : nullptr;
+    const int64_t n0 = nb * 32;
+    const bool direct = !kGrouped && rows == 32 && n0 + 32 <= N;
     if constexpr (kGrouped) {
       if (kc0 == 0) std::fill(acc, acc + 32 * 32, 0.0f);
     }
@@ -257,6 +285,17 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(3, sp + 768, 64);
         return;
       }
+      if (direct) {
+        // A full 32 x 32 block inside y: the tiles go straight to y (the sums, f32 or int32
+        // bits) and are finished in place — measured faster than staging them in cbuf, as the
+        // y lines are then fetched by one tile store each instead of by 64 vector stores.
+        float* yb = y + m0 * N + n0;
+        _tile_stored(0, yb, N * 4);
+        _tile_stored(1, yb + 16, N * 4);
+        _tile_stored(2, yb + 16 * N, N * 4);
+        _tile_stored(3, yb + 16 * N + 16, N * 4);
+        continue;
+      }
       _tile_stored(0, cbuf, 64);
       _tile_stored(1, cbuf + 256, 64);
       if (two_m) {
@@ -268,7 +307,10 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
     }
     if (kc1 < n_chunks) return;
-    finish(cbuf, acc, m0, rows, nb);
+    if (direct)
+      finish_in_place(m0, nb);
+    else
+      finish(cbuf, acc, m0, rows, nb);
   };
 
   if (w_e4m3 && M <= 32) {
