@@ -25,6 +25,11 @@ for shape in qwen2.5-0.5b r1-distill-qwen-1.5b; do
   done
 done
 
+for shape in qwen2.5-0.5b r1-distill-qwen-1.5b; do
+  line "engine $shape: quantised variants vs bf16, interleaved in one process (ratios of runs seconds apart)"
+  "$B/bench/bench_ratio" "$shape" 5 "$T" 32
+done
+
 line "engine qwen2.5-0.5b bf16 with the scalar reference kernels (QEVAL_KERNEL=ref), same run"
 QEVAL_KERNEL=ref "$Q" bench --model random:qwen2.5-0.5b --dtype bf16 --prompt-tokens 32 --gen-tokens 4 --batch 1 --threads "$T" --json
 QEVAL_KERNEL=ref "$Q" bench --model random:qwen2.5-0.5b --dtype bf16 --quantization int8-channel --prompt-tokens 32 --gen-tokens 4 --batch 1 --threads "$T" --json

@@ -3,6 +3,9 @@
 
 #include <immintrin.h>
 
+// GCC 12 reports a false "may be used uninitialized" inside its own AVX-512 intrinsics headers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -30,6 +33,13 @@ float round_bf16(float x) {
 }
 
 namespace {
+
+// Grows a per-step buffer to at least n elements and never shrinks it: a prefill after decode
+// steps would otherwise zero-fill megabytes on every resize (the kernels read only [0, n)).
+template <class V>
+void grow(V& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
 
 // exp(x) for 8 floats (Cephes-style: x = k ln2 + r, degree-6 polynomial for e^r, scale by 2^k);
 // relative error ~2 ulp; inputs clamped to [-87.3, 88.7].
@@ -484,17 +494,17 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
   }
   const int64_t T = static_cast<int64_t>(tok_seq_.size());
   if (T == 0) return;
-  x_.resize(T * D);
-  xn_.resize(T * D);
-  q_.resize(T * H * E);
-  k_.resize(T * G * E);
-  v_.resize(T * G * E);
-  att_.resize(T * H * E);
-  o_.resize(T * D);
-  gate_.resize(T * F);
-  up_.resize(T * F);
-  rope_cos_.resize(T * half);
-  rope_sin_.resize(T * half);
+  grow(x_, T * D);
+  grow(xn_, T * D);
+  grow(q_, T * H * E);
+  grow(k_, T * G * E);
+  grow(v_, T * G * E);
+  grow(att_, T * H * E);
+  grow(o_, T * D);
+  grow(gate_, T * F);
+  grow(up_, T * F);
+  grow(rope_cos_, T * half);
+  grow(rope_sin_, T * half);
 
   {
     int64_t t = 0;
@@ -531,7 +541,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     if (L.wqkv) {
       // fused [T, (H+2G)*E] -> q [T, H*E], k, v [T, G*E]
       const int64_t nq = H * E, nk = G * E, nf = nq + 2 * nk;
-      fused_.resize(T * nf);
+      grow(fused_, T * nf);
       L.wqkv->forward(xn_.data(), T, fused_.data(), pool);
       for (int64_t t = 0; t < T; ++t) {
         const float* r = fused_.data() + t * nf;
@@ -572,7 +582,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     });
     if (L.w_gate_up) {
       // fused [T, 2F] (gate | up per row) -> gate [T, F] = silu(gate) * up
-      fused_.resize(T * 2 * F);
+      grow(fused_, T * 2 * F);
       L.w_gate_up->forward(xn_.data(), T, fused_.data(), pool);
       rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
@@ -615,8 +625,8 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
   }
   for (size_t w0 = 0; w0 < wants.size(); w0 += kLogitRows) {
     const int64_t R = std::min<int64_t>(kLogitRows, static_cast<int64_t>(wants.size() - w0));
-    head_in_.resize(R * D);
-    logits_.resize(R * V);
+    grow(head_in_, R * D);
+    grow(logits_, R * V);
     for (int64_t r = 0; r < R; ++r)
       rms_norm(x_.data() + wants[w0 + r].row * D, final_norm_.data(), head_in_.data() + r * D, D,
                cfg_.rms_norm_eps);
