@@ -10,6 +10,7 @@
 
 #include "engine/cpu_features.h"
 #include "engine/huge_pages.h"
+#include "engine/kernels/cpu/gemm_cpu.h"
 
 namespace qeval {
 
@@ -32,23 +33,12 @@ __attribute__((target("avx2"))) float sum_floats(const float* p, int64_t n) {
   return l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
 }
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id, start_row, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
 
 // TDPBSSD on four accumulator tiles fed by four operand tiles: never reloaded, or (kLoads)
 // re-loaded from an L1-resident buffer before every four products.
 template <bool kLoads>
 __attribute__((target("amx-tile,amx-int8"))) double amx_peak_one_thread(double seconds) {
-  TileConfig cfg{};
-  cfg.palette_id = 1;
-  for (int i = 0; i < 8; ++i) {
-    cfg.colsb[i] = 64;
-    cfg.rows[i] = 16;
-  }
-  _tile_loadconfig(&cfg);
+  cpu::load_amx_tile_config();
   alignas(64) int8_t src[4096];
   for (int i = 0; i < 4096; ++i) src[i] = static_cast<int8_t>(i * 37 + 11);  // non-zero operands
   _tile_loadd(4, src, 64);
@@ -106,22 +96,23 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
   return best;
 }
 
-double measure_amx_int8_peak(ThreadPool& pool, double seconds) {
+namespace {
+
+// Sum over the pool's threads of amx_peak_one_thread<kLoads>; 0 without AMX.
+template <bool kLoads>
+double amx_peak_all(ThreadPool& pool, double seconds) {
   if (max_kernel_level() != KernelLevel::Amx) return 0;
   std::vector<double> tops(static_cast<size_t>(pool.size()));
-  pool.run_on_all([&](int t) { tops[static_cast<size_t>(t)] = amx_peak_one_thread<false>(seconds); });
+  pool.run_on_all([&](int t) { tops[static_cast<size_t>(t)] = amx_peak_one_thread<kLoads>(seconds); });
   double s = 0;
   for (double v : tops) s += v;
   return s;
 }
 
-double measure_amx_int8_loaded_peak(ThreadPool& pool, double seconds) {
-  if (max_kernel_level() != KernelLevel::Amx) return 0;
-  std::vector<double> tops(static_cast<size_t>(pool.size()));
-  pool.run_on_all([&](int t) { tops[static_cast<size_t>(t)] = amx_peak_one_thread<true>(seconds); });
-  double s = 0;
-  for (double v : tops) s += v;
-  return s;
-}
+}  // namespace
+
+double measure_amx_int8_peak(ThreadPool& pool, double seconds) { return amx_peak_all<false>(pool, seconds); }
+
+double measure_amx_int8_loaded_peak(ThreadPool& pool, double seconds) { return amx_peak_all<true>(pool, seconds); }
 
 }  // namespace qeval

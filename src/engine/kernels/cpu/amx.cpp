@@ -76,7 +76,9 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-QEVAL_AMX void load_tile_config() {
+}  // namespace
+
+QEVAL_AMX void load_amx_tile_config() {
   TileConfig cfg{};
   cfg.palette_id = 1;
   for (int i = 0; i < 8; ++i) {
@@ -85,6 +87,8 @@ QEVAL_AMX void load_tile_config() {
   }
   _tile_loadconfig(&cfg);
 }
+
+namespace {
 
 enum class Epi { Int8Channel, Int8Block, Fp8Block, Bf16 };
 
@@ -118,7 +122,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
                         int64_t nb0, int64_t nb1) {
   constexpr bool kGrouped = kEpi == Epi::Int8Block || kEpi == Epi::Fp8Block;
   constexpr bool kInt8 = kEpi == Epi::Int8Channel || kEpi == Epi::Int8Block;
-  load_tile_config();
+  load_amx_tile_config();
   alignas(64) int32_t cbuf[4 * 256];  // int32 or f32 bits of the 4 accumulator tiles
   const int64_t nblocks = nb1 - nb0;
   uint16_t* decoded = nullptr;

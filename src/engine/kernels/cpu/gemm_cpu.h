@@ -114,6 +114,10 @@ FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bo
 void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
                 const float* sa, int64_t M, const float* bias, float* y, ThreadPool& pool);
 
+// Configures all 8 AMX tiles as 16 rows x 64 bytes (the layout every AMX kernel here uses).
+// Call only at kernel level Amx.
+void load_amx_tile_config();
+
 // e4m3 bytes -> bf16 bits (exact; NaN -> +-480), AVX-512 VBMI; the AMX fp8 path decodes weights
 // with it. Call only at kernel level Amx (every AMX CPU has VBMI).
 void decode_e4m3_to_bf16_amx(const uint8_t* src, uint16_t* dst, int64_t n);
