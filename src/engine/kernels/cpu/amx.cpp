@@ -76,17 +76,16 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
+// Palette 1, tiles 0-7 all 16 rows x 64 bytes. Kept in static storage, never built on the stack:
+// GCC 12's _tile_loadconfig macro gives ldtilecfg an 8-byte memory operand, so the compiler may
+// drop stores to the rest of a local config as dead (it did, in the out-of-line copy of this
+// function: every tile then had 0 rows and the first tileloadd raised SIGILL).
+constexpr TileConfig kTileConfig = {
+    1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
 }  // namespace
 
-QEVAL_AMX void load_amx_tile_config() {
-  TileConfig cfg{};
-  cfg.palette_id = 1;
-  for (int i = 0; i < 8; ++i) {
-    cfg.colsb[i] = 64;
-    cfg.rows[i] = 16;
-  }
-  _tile_loadconfig(&cfg);
-}
+QEVAL_AMX void load_amx_tile_config() { _tile_loadconfig(&kTileConfig); }
 
 namespace {
 
