@@ -69,8 +69,6 @@ void zero_padding(T* a, int64_t M, int64_t rows, int64_t K, int64_t ld) {
   if (rows > M) std::memset(a + M * ld, 0, sizeof(T) * (rows - M) * ld);
 }
 
-uint16_t e4m3_to_bf16_bits(uint8_t b) { return bf16_from_f32(e4m3_to_f32(b)); }
-
 void add_bias(const std::vector<float>& bias, int64_t M, int64_t N, float* y) {
   if (bias.empty()) return;
   for (int64_t m = 0; m < M; ++m)
@@ -175,8 +173,9 @@ class LinearImpl : public Linear {
       rows_parallel(pool, M, [&](int64_t m0, int64_t m1) {
         if (fp8) {
           quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G);
-          for (int64_t m = m0; m < m1; ++m)
-            for (int64_t k = 0; k < K; ++k) xb[m * kp + k] = e4m3_to_bf16_bits(q[m * kp + k]);
+          // Vector decode (the bf16 of e4m3_to_f32 for every code but NaN, which a
+          // quantised activation only holds when its row is NaN anyway: then so is its scale).
+          for (int64_t m = m0; m < m1; ++m) cpu::decode_e4m3_to_bf16_amx(q + m * kp, xb + m * kp, K);
         } else {
           for (int64_t m = m0; m < m1; ++m) bf16_from_f32_n(x + m * K, K, xb + m * kp);
         }

@@ -469,10 +469,32 @@ void Model::attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPoo
         avx2::attend_rows(rows.data(), n_rows, E, scale, kv, tok_seq_[t0], layer, g, inv);
     }
   };
-  if (work < (int64_t{1} << 17))
+  if (work < (int64_t{1} << 17)) {
     run(0, 0, n_tiles * G);
-  else
-    pool.parallel_for(n_tiles * G, run);
+    return;
+  }
+  // Split the items by work, not by count: under the causal mask a prefill's last tokens attend
+  // to every earlier one, so equal item counts gave the second thread three times the work of
+  // the first (which then idled for half of the attention). Item k*G+g costs its query rows'
+  // key counts.
+  const int n_threads = pool.size();
+  std::vector<int64_t> bounds(static_cast<size_t>(n_threads) + 1, n_tiles * G);
+  bounds[0] = 0;
+  {
+    int64_t done = 0, next = 1;
+    for (int64_t k = 0; k < n_tiles && next < n_threads; ++k) {
+      int64_t w = 0;
+      for (int64_t t = tiles_[k]; t < std::min(tiles_[k] + kTileTokens, tiles_[k + 1]); ++t) w += tok_pos_[t] + 1;
+      for (int64_t g = 0; g < G && next < n_threads; ++g) {
+        done += w * H / G * E;
+        while (next < n_threads && done * n_threads >= work * next) bounds[static_cast<size_t>(next++)] = k * G + g + 1;
+      }
+    }
+  }
+  pool.run_on_all([&](int t) {
+    const int64_t b = bounds[static_cast<size_t>(t)], e = bounds[static_cast<size_t>(t) + 1];
+    if (b < e) run(t, b, e);
+  });
 }
 
 void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& pool,
@@ -542,13 +564,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       // fused [T, (H+2G)*E] -> q [T, H*E], k, v [T, G*E]
       const int64_t nq = H * E, nk = G * E, nf = nq + 2 * nk;
       grow(fused_, T * nf);
-      L.wqkv->forward(xn_.data(), T, fused_.data(), pool);
-      for (int64_t t = 0; t < T; ++t) {
-        const float* r = fused_.data() + t * nf;
-        std::memcpy(q_.data() + t * nq, r, sizeof(float) * nq);
-        std::memcpy(k_.data() + t * nk, r + nq, sizeof(float) * nk);
-        std::memcpy(v_.data() + t * nk, r + nq + nk, sizeof(float) * nk);
-      }
+      L.wqkv->forward(xn_.data(), T, fused_.data(), pool);  // split below, with RoPE
     } else {
       L.wq->forward(xn_.data(), T, q_.data(), pool);  // [T, H*E]
       L.wk->forward(xn_.data(), T, k_.data(), pool);  // [T, G*E]
@@ -556,6 +572,13 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     }
     rows_for(pool, T, T * (H + 2 * G) * E, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
+        if (L.wqkv) {
+          const int64_t nq = H * E, nk = G * E;
+          const float* r = fused_.data() + t * (nq + 2 * nk);
+          std::memcpy(q_.data() + t * nq, r, sizeof(float) * nq);
+          std::memcpy(k_.data() + t * nk, r + nq, sizeof(float) * nk);
+          std::memcpy(v_.data() + t * nk, r + nq + nk, sizeof(float) * nk);
+        }
         rope(q_.data() + t * H * E, H, t);
         rope(k_.data() + t * G * E, G, t);
         for (int64_t g = 0; g < G; ++g) {  // transposed block layout: element e at [e * 32]
