@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "engine/checkpoint.h"
+#include "engine/cpu_features.h"
 #include "engine/model.h"
 #include "engine/fixtures_model.h"
 
@@ -216,6 +217,29 @@ TEST_CASE("model: logits are bit-identical whatever the prefill chunking (attent
       CHECK(model_logits(*m, tokens, chunk, pool) == whole);
     }
   }
+}
+
+TEST_CASE("model: AVX2 and AVX-512 attention give the same bits", "[engine-model]") {
+  // Both attention kernels promise the same operations in the same order (the AVX-512 one also
+  // reduces 16 sums at once with a transposed tree); f32 linears are exact at both levels.
+  if (max_kernel_level() < KernelLevel::Avx512) return;
+  auto dir = fx::temp_dir("model-avx");
+  fx::ModelSpec spec;
+  spec.layers = 2;
+  spec.heads = 8;
+  spec.kv_heads = 2;
+  auto fm = fx::write_hf_model(dir, spec);
+  auto ck = Checkpoint::open(dir);
+  ThreadPool pool(2);
+  auto tokens = some_tokens(90, static_cast<int>(spec.vocab), 5);
+  std::vector<std::vector<std::vector<float>>> logits;
+  for (KernelLevel level : {KernelLevel::Avx2, KernelLevel::Avx512}) {
+    set_kernel_level_override(level);
+    auto m = load_model(*ck, ComputeType::F32);
+    logits.push_back(model_logits(*m, tokens, 90, pool));
+  }
+  set_kernel_level_override(std::nullopt);
+  CHECK(logits[0] == logits[1]);
 }
 
 TEST_CASE("model: RoPE scaling (llama3, linear), tied head, llama arch", "[engine-model]") {
