@@ -8,6 +8,8 @@
 // weights, never on other rows, and the k-chunk order is fixed: batch invariant.
 #include <immintrin.h>
 
+#include <array>
+
 // GCC 12 reports a false "may be used uninitialized" inside its own AVX-512 intrinsics headers.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
@@ -89,6 +91,24 @@ QEVAL_AMX void load_amx_tile_config() { _tile_loadconfig(&kTileConfig); }
 
 namespace {
 
+// The same, but the accumulator and activation tiles (0-5) have only `rows` rows: a product's
+// cost and a tile store's length scale with the rows, and decode has one.
+constexpr auto kTileConfigRows = [] {
+  std::array<TileConfig, 17> t{};
+  for (int r = 1; r <= 16; ++r) {
+    t[r].palette_id = 1;
+    for (int i = 0; i < 8; ++i) {
+      t[r].colsb[i] = 64;
+      t[r].rows[i] = static_cast<uint8_t>(i < 6 ? r : 16);
+    }
+  }
+  return t;
+}();
+
+}  // namespace
+
+namespace {
+
 enum class Epi { Int8Channel, Int8Block, Fp8Block, Bf16 };
 
 thread_local AlignedBuffer<uint16_t> t_decoded;  // one decoded fp8 column block per thread
@@ -121,7 +141,12 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
                         int64_t nb0, int64_t nb1) {
   constexpr bool kGrouped = kEpi == Epi::Int8Block || kEpi == Epi::Fp8Block;
   constexpr bool kInt8 = kEpi == Epi::Int8Channel || kEpi == Epi::Int8Block;
-  load_amx_tile_config();
+  // Fewer than 16 rows (decode): tiles of M rows. Measured in one process, alternating: batch-1
+  // fp8 decode 13-15% faster (0.5B and 1.5B shapes), bf16 about 6%.
+  if (M < 16)
+    _tile_loadconfig(&kTileConfigRows[M]);
+  else
+    load_amx_tile_config();
   alignas(64) int32_t cbuf[4 * 256];  // int32 or f32 bits of the 4 accumulator tiles
   const int64_t nblocks = nb1 - nb0;
   uint16_t* decoded = nullptr;
