@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "engine/huge_pages.h"
 
 namespace qeval {
 
@@ -12,7 +13,7 @@ KvCache::KvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, size_t 
     : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {
   block_floats_ = static_cast<size_t>(n_layers * 2 * n_kv_heads * kBlockTokens * head_dim);
   size_t n_blocks = std::max<size_t>(1, budget_bytes / (block_floats_ * sizeof(float)));
-  arena_.reset(new float[n_blocks * block_floats_]);
+  arena_.reset(static_cast<float*>(allocate_hugepage_aligned((n_blocks * block_floats_ * sizeof(float) + 63) / 64 * 64)));
   refcount_.assign(n_blocks, 0);
   free_.reserve(n_blocks);
   for (size_t i = n_blocks; i-- > 0;) free_.push_back(static_cast<int32_t>(i));
