@@ -104,6 +104,7 @@ struct Avx2Vec16 {
   static Avx2Vec16 add(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
   static Avx2Vec16 sub(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
   static Avx2Vec16 mul(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+  static Avx2Vec16 div(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_div_ps(a.lo, b.lo), _mm256_div_ps(a.hi, b.hi)}; }
   static Avx2Vec16 max(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
   static Avx2Vec16 fmadd(Avx2Vec16 a, Avx2Vec16 b, Avx2Vec16 c) {
     return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
@@ -182,6 +183,7 @@ struct Avx512Vec16 {
   static Avx512Vec16 add(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_add_ps(a.v, b.v)}; }
   static Avx512Vec16 sub(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
   static Avx512Vec16 mul(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  static Avx512Vec16 div(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_div_ps(a.v, b.v)}; }
   static Avx512Vec16 max(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_max_ps(a.v, b.v)}; }
   static Avx512Vec16 fmadd(Avx512Vec16 a, Avx512Vec16 b, Avx512Vec16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static Avx512Vec16 exp(Avx512Vec16 x) { return {exp16_avx512(x.v)}; }
@@ -214,19 +216,6 @@ struct Avx512Vec16 {
 namespace avx512 {
 using V = Avx512Vec16;
 #include "engine/attention_kernel.inc"
-
-// silu_mul (below) 16 lanes at a time: exp16_avx512 and the division give the same bits per
-// lane as the 8-lane version.
-void silu_mul(float* g, const float* u, int64_t n) {
-  int64_t i = 0;
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (; i + 16 <= n; i += 16) {
-    __m512 x = _mm512_loadu_ps(g + i);
-    __m512 e = exp16_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
-    _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
-  }
-  for (; i < n; ++i) g[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
-}
 }  // namespace avx512
 
 #pragma GCC pop_options
@@ -248,18 +237,6 @@ void rows_for(ThreadPool& pool, int64_t n, int64_t work, Fn&& fn) {
     return;
   }
   pool.parallel_for(n, [&](int, int64_t b, int64_t e) { fn(b, e); });
-}
-
-// g[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u, elementwise.
-void silu_mul(float* g, const float* u, int64_t n) {
-  int64_t i = 0;
-  const __m256 one = _mm256_set1_ps(1.0f);
-  for (; i + 8 <= n; i += 8) {
-    __m256 x = _mm256_loadu_ps(g + i);
-    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
-    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
-  }
-  for (; i < n; ++i) g[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
 }
 
 const TensorView& need(const TensorLookup& find, const std::string& name,
@@ -648,7 +625,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
           if (use_avx512_)
             avx512::silu_mul(g, g + F, F);
           else
-            silu_mul(g, g + F, F);
+            avx2::silu_mul(g, g + F, F);
           std::memcpy(gate_.data() + t * F, g, sizeof(float) * F);
         }
       });
@@ -659,7 +636,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
         if (use_avx512_)
           avx512::silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
         else
-          silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
+          avx2::silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
       });
     }
     L.w_down->forward(gate_.data(), T, o_.data(), pool);  // [T, D]
