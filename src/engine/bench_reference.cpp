@@ -33,7 +33,6 @@ __attribute__((target("avx2"))) float sum_floats(const float* p, int64_t n) {
   return l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
 }
 
-
 // TDPBSSD on four accumulator tiles fed by four operand tiles: never reloaded, or (kLoads)
 // re-loaded from an L1-resident buffer before every four products.
 template <bool kLoads>

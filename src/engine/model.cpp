@@ -514,6 +514,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
   const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size, H = cfg_.n_heads,
                 G = cfg_.n_kv_heads, E = cfg_.head_dim, F = cfg_.intermediate_size;
   const int64_t half = E / 2;
+  const int64_t nq = H * E, nk = G * E;  // q and k/v row widths
   kv_ = &kv;
   tok_seq_.clear();
   tok_pos_.clear();
@@ -574,8 +575,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     });
     if (L.wqkv) {
       // fused [T, (H+2G)*E] -> q [T, H*E], k, v [T, G*E]
-      const int64_t nq = H * E, nk = G * E, nf = nq + 2 * nk;
-      grow(fused_, T * nf);
+      grow(fused_, T * (nq + 2 * nk));
       L.wqkv->forward(xn_.data(), T, fused_.data(), pool);  // split below, with RoPE
     } else {
       L.wq->forward(xn_.data(), T, q_.data(), pool);  // [T, H*E]
@@ -585,7 +585,6 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     rows_for(pool, T, T * (H + 2 * G) * E, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         if (L.wqkv) {
-          const int64_t nq = H * E, nk = G * E;
           const float* r = fused_.data() + t * (nq + 2 * nk);
           std::memcpy(q_.data() + t * nq, r, sizeof(float) * nq);
           std::memcpy(k_.data() + t * nk, r + nq, sizeof(float) * nk);

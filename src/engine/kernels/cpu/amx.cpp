@@ -78,21 +78,13 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-// Palette 1, tiles 0-7 all 16 rows x 64 bytes. Kept in static storage, never built on the stack:
-// GCC 12's _tile_loadconfig macro gives ldtilecfg an 8-byte memory operand, so the compiler may
-// drop stores to the rest of a local config as dead (it did, in the out-of-line copy of this
-// function: every tile then had 0 rows and the first tileloadd raised SIGILL).
-constexpr TileConfig kTileConfig = {
-    1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
-
-}  // namespace
-
-QEVAL_AMX void load_amx_tile_config() { _tile_loadconfig(&kTileConfig); }
-
-namespace {
-
-// The same, but the accumulator and activation tiles (0-5) have only `rows` rows: a product's
-// cost and a tile store's length scale with the rows, and decode has one.
+// Palette 1, tiles 0-7 of 64 bytes per row; entry r (1-16) gives the accumulator and activation
+// tiles (0-5) r rows and the weight tiles (6, 7) 16: a product's cost and a tile store's length
+// scale with the rows, and decode has fewer than 16. Entry 16 is the full layout.
+// Kept in static storage, never built on the stack: GCC 12's _tile_loadconfig macro gives
+// ldtilecfg an 8-byte memory operand, so the compiler may drop stores to the rest of a local
+// config as dead (it did, in an out-of-line loader: every tile then had 0 rows and the first
+// tileloadd raised SIGILL).
 constexpr auto kTileConfigRows = [] {
   std::array<TileConfig, 17> t{};
   for (int r = 1; r <= 16; ++r) {
@@ -106,6 +98,8 @@ constexpr auto kTileConfigRows = [] {
 }();
 
 }  // namespace
+
+QEVAL_AMX void load_amx_tile_config() { _tile_loadconfig(&kTileConfigRows[16]); }
 
 namespace {
 
@@ -143,10 +137,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   constexpr bool kInt8 = kEpi == Epi::Int8Channel || kEpi == Epi::Int8Block;
   // Fewer than 16 rows (decode): tiles of M rows. Measured in one process, alternating: batch-1
   // fp8 decode 13-15% faster (0.5B and 1.5B shapes), bf16 about 6%.
-  if (M < 16)
-    _tile_loadconfig(&kTileConfigRows[M]);
-  else
-    load_amx_tile_config();
+  _tile_loadconfig(&kTileConfigRows[std::min<int64_t>(M, 16)]);
   alignas(64) int32_t cbuf[4 * 256];  // int32 or f32 bits of the 4 accumulator tiles
   const int64_t nblocks = nb1 - nb0;
   uint16_t* decoded = nullptr;
@@ -191,6 +182,24 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       }
     }
   };
+  // Per-column factors of column block n0, loaded once per block (masked at the N edge): weight
+  // scales (channel-wise) and bias (0 when none).
+  auto column_factors = [&](int64_t n0, const __mmask16* mk, __m512* swv, __m512* bv) QEVAL_AMX {
+    for (int ni = 0; ni < 2; ++ni) {
+      swv[ni] = kEpi == Epi::Int8Channel ? _mm512_maskz_loadu_ps(mk[ni], sw + n0 + ni * 16) : _mm512_setzero_ps();
+      bv[ni] = bias ? _mm512_maskz_loadu_ps(mk[ni], bias + n0 + ni * 16) : _mm512_setzero_ps();
+    }
+  };
+  // The output of 16 sums of row m (non-grouped): int8-channel y = f32(isum) * (sa[m] * sw[n]),
+  // bf16 the f32 sums as they are; plus the bias.
+  auto finish_sums = [&](__m512i raw, int64_t m, __m512 swv, __m512 bv) QEVAL_AMX {
+    __m512 v;
+    if constexpr (kEpi == Epi::Int8Channel)
+      v = _mm512_mul_ps(_mm512_cvtepi32_ps(raw), _mm512_mul_ps(_mm512_set1_ps(sa[m]), swv));
+    else
+      v = _mm512_castsi512_ps(raw);
+    return bias ? _mm512_add_ps(v, bv) : v;
+  };
   // Writes rows [m0, m0 + rows) of the 32-column block nb (masked at the N edge), adding the bias:
   // from acc (grouped schemes) or from the sums in cb.
   auto finish = [&](const int32_t* cb, const float* acc, int64_t m0, int64_t rows, int64_t nb) QEVAL_AMX {
@@ -198,28 +207,20 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     const __mmask16 mk[2] = {
         static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0)),
         static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0))};
-    // Per-column factors, loaded once per block: weight scales (channel) and bias (0 when none).
     __m512 swv[2], bv[2];
-    for (int ni = 0; ni < 2; ++ni) {
-      swv[ni] = kEpi == Epi::Int8Channel ? _mm512_maskz_loadu_ps(mk[ni], sw + n0 + ni * 16) : _mm512_setzero_ps();
-      bv[ni] = bias ? _mm512_maskz_loadu_ps(mk[ni], bias + n0 + ni * 16) : _mm512_setzero_ps();
-    }
+    column_factors(n0, mk, swv, bv);
     for (int64_t r = 0; r < rows; ++r) {
       const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
       const int64_t m = m0 + r;
       for (int ni = 0; ni < 2; ++ni) {
         if (!mk[ni]) continue;
-        const int32_t* cp = cb + (mi * 2 + ni) * 256 + ri * 16;
         __m512 v;
         if constexpr (kGrouped) {
           v = _mm512_load_ps(acc + r * 32 + ni * 16);
-        } else if constexpr (kEpi == Epi::Int8Channel) {
-          // y = f32(isum) * (sa[m] * sw[n])
-          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cp)), _mm512_mul_ps(_mm512_set1_ps(sa[m]), swv[ni]));
+          if (bias) v = _mm512_add_ps(v, bv[ni]);
         } else {
-          v = _mm512_castsi512_ps(_mm512_load_si512(cp));
+          v = finish_sums(_mm512_load_si512(cb + (mi * 2 + ni) * 256 + ri * 16), m, swv[ni], bv[ni]);
         }
-        if (bias) v = _mm512_add_ps(v, bv[ni]);
         _mm512_mask_storeu_ps(y + m * N + n0 + ni * 16, mk[ni], v);
       }
     }
@@ -228,23 +229,13 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   auto finish_in_place = [&](int64_t m0, int64_t nb) QEVAL_AMX {
     if (kEpi != Epi::Int8Channel && !bias) return;  // bf16: the f32 sums are the output
     const int64_t n0 = nb * 32;
+    const __mmask16 full[2] = {0xFFFF, 0xFFFF};
     __m512 swv[2], bv[2];
-    for (int ni = 0; ni < 2; ++ni) {
-      swv[ni] = kEpi == Epi::Int8Channel ? _mm512_loadu_ps(sw + n0 + ni * 16) : _mm512_setzero_ps();
-      bv[ni] = bias ? _mm512_loadu_ps(bias + n0 + ni * 16) : _mm512_setzero_ps();
-    }
+    column_factors(n0, full, swv, bv);
     for (int64_t r = 0; r < 32; ++r) {
       float* yp = y + (m0 + r) * N + n0;
-      for (int ni = 0; ni < 2; ++ni) {
-        __m512 v;
-        if constexpr (kEpi == Epi::Int8Channel)  // y = f32(isum) * (sa[m] * sw[n])
-          v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(yp + ni * 16)),
-                            _mm512_mul_ps(_mm512_set1_ps(sa[m0 + r]), swv[ni]));
-        else
-          v = _mm512_loadu_ps(yp + ni * 16);
-        if (bias) v = _mm512_add_ps(v, bv[ni]);
-        _mm512_storeu_ps(yp + ni * 16, v);
-      }
+      for (int ni = 0; ni < 2; ++ni)
+        _mm512_storeu_ps(yp + ni * 16, finish_sums(_mm512_loadu_si512(yp + ni * 16), m0 + r, swv[ni], bv[ni]));
     }
   };
   // One 32-row strip x one column block x chunks [kc0, kc1).
