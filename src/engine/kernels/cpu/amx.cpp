@@ -163,10 +163,26 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // decode from ~70% to ~95% of the measured read bandwidth. (Past the last block it prefetches
   // addresses beyond the weights: prefetches never fault.) Large M reuses weights from L2.
   const bool stream = M <= 16 && !w_e4m3;
+  // Store masks of the two 16-column halves of the block starting at column n0 (the N edge).
+  auto column_masks = [&](int64_t n0, __mmask16* mk) {
+    mk[0] = static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0));
+    mk[1] = static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0));
+  };
   // acc[32 x 32] += f32(group sums in cb) * sa[m, g] * sw[n / 128, g], rows [m0, m0 + rows) of
-  // column block nb; cb holds the 4 accumulator tiles (2 x 2 of 16 x 16).
+  // column block nb; cb holds the 4 accumulator tiles (2 x 2 of 16 x 16). The first group starts
+  // from +0 (no acc read: the same fma on +0 as a zero-filled acc); the last group's sums, plus the
+  // bias, go straight to y (masked at the N edge) instead of back to acc.
   auto rescale = [&](const int32_t* cb, float* acc, int64_t m0, int64_t rows, int64_t nb, int64_t g) QEVAL_AMX {
     const float swg = sw[(nb * 32 / kQuantBlock) * groups + g];
+    const bool first = g == 0, last = g == groups - 1;
+    const int64_t n0 = nb * 32;
+    __mmask16 mk[2] = {0xFFFF, 0xFFFF};
+    __m512 bv[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    if (last) {
+      column_masks(n0, mk);
+      if (bias)
+        for (int ni = 0; ni < 2; ++ni) bv[ni] = _mm512_maskz_loadu_ps(mk[ni], bias + n0 + ni * 16);
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
       const __m512 s = _mm512_set1_ps(sa[(m0 + r) * groups + g] * swg);
@@ -178,7 +194,11 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         else
           v = _mm512_castsi512_ps(_mm512_load_si512(cp));
         float* ap = acc + r * 32 + ni * 16;
-        _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, _mm512_load_ps(ap)));
+        const __m512 sum = _mm512_fmadd_ps(v, s, first ? _mm512_setzero_ps() : _mm512_load_ps(ap));
+        if (last)
+          _mm512_mask_storeu_ps(y + (m0 + r) * N + n0 + ni * 16, mk[ni], bias ? _mm512_add_ps(sum, bv[ni]) : sum);
+        else
+          _mm512_store_ps(ap, sum);
       }
     }
   };
@@ -200,29 +220,19 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       v = _mm512_castsi512_ps(raw);
     return bias ? _mm512_add_ps(v, bv) : v;
   };
-  // Writes rows [m0, m0 + rows) of the 32-column block nb (masked at the N edge), adding the bias:
-  // from acc (grouped schemes) or from the sums in cb.
-  auto finish = [&](const int32_t* cb, const float* acc, int64_t m0, int64_t rows, int64_t nb) QEVAL_AMX {
+  // Writes rows [m0, m0 + rows) of the 32-column block nb from the sums in cb (non-grouped; masked
+  // at the N edge), adding the bias.
+  auto finish = [&](const int32_t* cb, int64_t m0, int64_t rows, int64_t nb) QEVAL_AMX {
     const int64_t n0 = nb * 32;
-    const __mmask16 mk[2] = {
-        static_cast<__mmask16>(N - n0 >= 16 ? 0xFFFF : (N > n0 ? (1u << (N - n0)) - 1 : 0)),
-        static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0))};
+    __mmask16 mk[2];
+    column_masks(n0, mk);
     __m512 swv[2], bv[2];
     column_factors(n0, mk, swv, bv);
     for (int64_t r = 0; r < rows; ++r) {
       const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
-      const int64_t m = m0 + r;
-      for (int ni = 0; ni < 2; ++ni) {
-        if (!mk[ni]) continue;
-        __m512 v;
-        if constexpr (kGrouped) {
-          v = _mm512_load_ps(acc + r * 32 + ni * 16);
-          if (bias) v = _mm512_add_ps(v, bv[ni]);
-        } else {
-          v = finish_sums(_mm512_load_si512(cb + (mi * 2 + ni) * 256 + ri * 16), m, swv[ni], bv[ni]);
-        }
-        _mm512_mask_storeu_ps(y + m * N + n0 + ni * 16, mk[ni], v);
-      }
+      for (int ni = 0; ni < 2; ++ni)
+        _mm512_mask_storeu_ps(y + (m0 + r) * N + n0 + ni * 16, mk[ni],
+                              finish_sums(_mm512_load_si512(cb + (mi * 2 + ni) * 256 + ri * 16), m0 + r, swv[ni], bv[ni]));
     }
   };
   // finish() for a full 32 x 32 block whose sums were stored straight into y (non-grouped).
@@ -254,9 +264,6 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     // and 1.5B shapes, one process, alternating; prefetchw no better than prefetcht0); staging
     // in cbuf with the same prefetch, 5-10% slower than this.
     const bool prefetch_y = direct && kc1 == n_chunks;
-    if constexpr (kGrouped) {
-      if (kc0 == 0) std::fill(acc, acc + 32 * 32, 0.0f);
-    }
     for (int64_t c0 = kc0; c0 < kc1; c0 += chunks_per_group) {
       const int64_t g = c0 / chunks_per_group;
       if (sp && c0 > 0) {
@@ -338,11 +345,11 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       // batch 2 rows at a time between the next batch's products.
       if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
     }
-    if (kc1 < n_chunks) return;
+    if (kc1 < n_chunks || kGrouped) return;  // grouped: the last rescale wrote y
     if (direct)
       finish_in_place(m0, nb);
     else
-      finish(cbuf, acc, m0, rows, nb);
+      finish(cbuf, m0, rows, nb);
   };
 
   if (w_e4m3 && M <= 32) {
