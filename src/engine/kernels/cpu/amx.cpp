@@ -330,11 +330,21 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(2, cbuf + 512, 64);
         _tile_stored(3, cbuf + 768, 64);
       }
-      // Measured no faster (block-wise stays at about half the channel-wise rate, and without
-      // this rescale it runs at the channel-wise rate): deferring it until the next group's
-      // products were issued; folding 4 groups per acc load/store; 256-bit arithmetic; 32 x 16
-      // halves so one half's tiles are stored while the other's products run; and folding a
-      // batch 2 rows at a time between the next batch's products.
+      // Block-wise runs at about 60% of the channel-wise rate. Kernel alone, one thread: with
+      // neither this rescale nor the tile stores (only the per-group zeroing) it reaches about
+      // 32% of the peak, with the stores 27%, with everything 21-23%; channel-wise reaches 48%
+      // without its finish. Measured no faster in the engine (one process, alternating): deferring
+      // the rescale until the next group's products were issued; folding 4 groups per acc load
+      // and store (kernel alone up to +15%, engine prefill +-2%); 256-bit arithmetic; 32 x 16
+      // halves so one half's tiles are stored while the other's products run; folding a batch 2
+      // rows at a time between the next batch's products; storing the previous group's tiles
+      // one by one between the next group's first products; running int32 sums without the
+      // per-group zeroing (the fold subtracts the previous sums); y prefetched during the last K
+      // block; writing the last group's fold straight to y. And a separate kernel of 16 x 32
+      // blocks whose two accumulator pairs alternate by group (one pair stored and folded while
+      // the other's products run, weights held in L1, activations streamed): 44% of the peak
+      // without the fold but 15-26% with it, where three tile loads per two products plus the
+      // fold's loads exceed two loads per cycle.
       if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
     }
     if (kc1 < n_chunks) return;
