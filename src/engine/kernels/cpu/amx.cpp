@@ -153,6 +153,10 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     // One row tile (decode, small batches): the activation rows are tiny and stay in L1 anyway,
     // and K blocking would only add spills (4 tile stores and loads per K block).
     if (M <= 16) kc_len = n_chunks;
+    // A 32-row strip of at most 32 KiB stays in L1 whole: no K blocks, so no spills. Measured in
+    // one process, alternating: 0.5B int8-channel prefill +4-6% (K = 896). Block-wise has no
+    // spills to save and measured the same either way.
+    if (!kGrouped && lda <= 1024) kc_len = n_chunks;
   }
   const bool spill = kc_len < n_chunks && !kGrouped;
   if (spill && t_spill.size() < static_cast<size_t>(nblocks * 1024)) t_spill = AlignedBuffer<int32_t>(nblocks * 1024);
