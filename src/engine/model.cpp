@@ -515,6 +515,12 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
                 G = cfg_.n_kv_heads, E = cfg_.head_dim, F = cfg_.intermediate_size;
   const int64_t half = E / 2;
   const int64_t nq = H * E, nk = G * E;  // q and k/v row widths
+  auto silu_mul = [&](float* g, const float* u, int64_t n) {  // g = silu(g) * u, same bits either way
+    if (use_avx512_)
+      avx512::silu_mul(g, u, n);
+    else
+      avx2::silu_mul(g, u, n);
+  };
   kv_ = &kv;
   tok_seq_.clear();
   tok_pos_.clear();
@@ -590,8 +596,8 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
           std::memcpy(k_.data() + t * nk, r + nq, sizeof(float) * nk);
           std::memcpy(v_.data() + t * nk, r + nq + nk, sizeof(float) * nk);
         }
-        rope(q_.data() + t * H * E, H, t);
-        rope(k_.data() + t * G * E, G, t);
+        rope(q_.data() + t * nq, H, t);
+        rope(k_.data() + t * nk, G, t);
         for (int64_t g = 0; g < G; ++g) {  // transposed block layout: element e at [e * 32]
           float* kd = kv.k_at(tok_seq_[t], l, g, tok_pos_[t]);
           float* vd = kv.v_at(tok_seq_[t], l, g, tok_pos_[t]);
@@ -621,10 +627,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           float* g = fused_.data() + t * 2 * F;
-          if (use_avx512_)
-            avx512::silu_mul(g, g + F, F);
-          else
-            avx2::silu_mul(g, g + F, F);
+          silu_mul(g, g + F, F);
           std::memcpy(gate_.data() + t * F, g, sizeof(float) * F);
         }
       });
@@ -632,10 +635,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       L.w_gate->forward(xn_.data(), T, gate_.data(), pool);  // [T, F]
       L.w_up->forward(xn_.data(), T, up_.data(), pool);      // [T, F]
       rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
-        if (use_avx512_)
-          avx512::silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
-        else
-          avx2::silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
+        silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
       });
     }
     L.w_down->forward(gate_.data(), T, o_.data(), pool);  // [T, D]
