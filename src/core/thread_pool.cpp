@@ -119,4 +119,18 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int, int64_t, 
   });
 }
 
+void ThreadPool::parallel_for_dynamic(int64_t n, int64_t grain,
+                                      const std::function<void(int, int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  if (n_threads_ == 1 || n <= grain) {
+    fn(0, 0, n);
+    return;
+  }
+  alignas(64) std::atomic<int64_t> next{0};
+  run_on_all([&](int i) {
+    for (int64_t b; (b = next.fetch_add(grain, std::memory_order_relaxed)) < n;) fn(i, b, std::min(n, b + grain));
+  });
+}
+
 }  // namespace qeval

@@ -34,6 +34,15 @@ class ThreadPool {
   // chunk i going to thread i (deterministic assignment). Returns when all are done.
   void parallel_for(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
 
+  // Calls fn(thread_index, begin, end) over [0, n) in pieces of `grain` (the last one shorter)
+  // that the threads take in order as each finishes its previous piece, so a thread slowed by
+  // other load on its core does less of the work. fn may run several times on one thread;
+  // which thread runs a piece is not deterministic, so fn's result for a piece must not depend
+  // on the thread (use the index only for scratch space). One thread, or n <= grain: one call
+  // over [0, n).
+  void parallel_for_dynamic(int64_t n, int64_t grain,
+                            const std::function<void(int, int64_t, int64_t)>& fn);
+
   // Calls fn(thread_index) once on every thread.
   void run_on_all(const std::function<void(int)>& fn);
 

@@ -56,9 +56,7 @@ void rows_parallel(ThreadPool& pool, int64_t M, Fn fn) {
     fn(int64_t{0}, M);
     return;
   }
-  pool.parallel_for(M, [&](int, int64_t b, int64_t e) {
-    if (b < e) fn(b, e);
-  });
+  pool.parallel_for_dynamic(M, std::max<int64_t>(1, M / (8 * pool.size())), [&](int, int64_t b, int64_t e) { fn(b, e); });
 }
 
 // Zeroes columns [K, ld) of rows [0, M) and all of rows [M, rows).

@@ -236,7 +236,8 @@ void rows_for(ThreadPool& pool, int64_t n, int64_t work, Fn&& fn) {
     fn(int64_t{0}, n);
     return;
   }
-  pool.parallel_for(n, [&](int, int64_t b, int64_t e) { fn(b, e); });
+  // Pieces of 1/8 of a thread's share, taken by whichever thread is free (see for_column_blocks).
+  pool.parallel_for_dynamic(n, std::max<int64_t>(1, n / (8 * pool.size())), [&](int, int64_t b, int64_t e) { fn(b, e); });
 }
 
 const TensorView& need(const TensorLookup& find, const std::string& name,
@@ -485,28 +486,15 @@ void Model::attention(int64_t layer, std::span<const SeqChunk> chunks, ThreadPoo
     run(0, 0, n_tiles * G);
     return;
   }
-  // Split the items by work, not by count: under the causal mask a prefill's last tokens attend
-  // to every earlier one, so equal item counts gave the second thread three times the work of
-  // the first (which then idled for half of the attention). Item k*G+g costs its query rows'
-  // key counts.
-  const int n_threads = pool.size();
-  std::vector<int64_t> bounds(static_cast<size_t>(n_threads) + 1, n_tiles * G);
-  bounds[0] = 0;
-  {
-    int64_t done = 0, next = 1;
-    for (int64_t k = 0; k < n_tiles && next < n_threads; ++k) {
-      int64_t w = 0;
-      for (int64_t t = tiles_[k]; t < std::min(tiles_[k] + kTileTokens, tiles_[k + 1]); ++t) w += tok_pos_[t] + 1;
-      for (int64_t g = 0; g < G && next < n_threads; ++g) {
-        done += w * H / G * E;
-        while (next < n_threads && done * n_threads >= work * next) bounds[static_cast<size_t>(next++)] = k * G + g + 1;
-      }
-    }
-  }
-  pool.run_on_all([&](int t) {
-    const int64_t b = bounds[static_cast<size_t>(t)], e = bounds[static_cast<size_t>(t) + 1];
-    if (b < e) run(t, b, e);
-  });
+  // Items are taken one at a time by whichever thread is free, last first: under the causal
+  // mask a prefill's last tokens attend to every earlier one, so within a chunk the costliest
+  // go first and the short ones fill the gaps at the end. (Fixed ranges, even ones balanced by
+  // work, left the other thread waiting whenever one core was slowed by other load.) An item's
+  // result does not depend on the thread that runs it. Measured in one process, alternating,
+  // with the GEMM and row loops also taken in pieces: 0.5B prefill +8-23% (int8-channel),
+  // +10-40% (bf16).
+  const int64_t n_items = n_tiles * G;
+  pool.parallel_for_dynamic(n_items, 1, [&](int t, int64_t b, int64_t e) { run(t, n_items - e, n_items - b); });
 }
 
 void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& pool,

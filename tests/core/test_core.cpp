@@ -74,6 +74,35 @@ TEST_CASE("thread pool covers every index exactly once, chunk i on thread i") {
   CHECK(calls == 3);
 }
 
+TEST_CASE("thread pool, dynamic pieces: every index once, pieces of the grain, a slow thread does less") {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {1, 2, 7, 64, 1000})
+      for (int64_t grain : {0, 1, 3, 16, 5000}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int> bad_piece{0};
+        pool.parallel_for_dynamic(n, grain, [&](int t, int64_t b, int64_t e) {
+          // Pieces start on a multiple of the grain and are the grain long, except the last;
+          // one thread, or n <= grain: a single call over everything.
+          const int64_t g = threads == 1 ? n : std::max<int64_t>(1, grain);
+          if (t < 0 || t >= threads || b % g != 0 || !(e - b == g || (e == n && e - b <= g))) bad_piece++;
+          for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+        });
+        CHECK(bad_piece == 0);
+        for (int64_t i = 0; i < n; ++i) CHECK(hits[static_cast<size_t>(i)] == 1);
+      }
+  }
+  // Thread 0 (the caller) sleeps in its first piece: the other takes the remaining ones.
+  ThreadPool pool(2);
+  std::vector<int> pieces(2, 0);
+  pool.parallel_for_dynamic(40, 1, [&](int t, int64_t, int64_t) {
+    if (t == 0 && pieces[0] == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pieces[static_cast<size_t>(t)]++;
+  });
+  CHECK(pieces[0] + pieces[1] == 40);
+  CHECK(pieces[1] > pieces[0]);
+}
+
 TEST_CASE("thread pool: many back-to-back jobs and jobs after the workers fell asleep") {
   for (int threads : {1, 2, 4}) {
     ThreadPool pool(threads);

@@ -183,6 +183,28 @@ TEST_CASE("batch invariance: a row's output does not depend on the batch", "[ker
     }
 }
 
+TEST_CASE("thread invariance: the output does not depend on the threads or how they split the work", "[kernels]") {
+  // 22 column blocks: pieces of 1-2 blocks, taken by whichever thread is free.
+  const int64_t N = 700, K = 300;
+  std::vector<float> w = random_vec(N * K, 9, 0.05f);
+  std::vector<float> x = random_vec(40 * K, 10);
+  ThreadPool p1(1), p2(2), p3(3);
+  for (KernelLevel level : fast_levels())
+    for (const Variant& v : kVariants)
+      for (int64_t M : {1, 40}) {
+        INFO(kernel_level_name(level) << " " << v.name << " M=" << M);
+        auto l = build(level, w, N, K, nullptr, v);
+        std::vector<float> y1(M * N), y2(M * N), y3(M * N);
+        l->forward(x.data(), M, y1.data(), p1);
+        for (int rep = 0; rep < 3; ++rep) {
+          l->forward(x.data(), M, y2.data(), p2);
+          l->forward(x.data(), M, y3.data(), p3);
+          REQUIRE(std::memcmp(y1.data(), y2.data(), M * N * 4) == 0);
+          REQUIRE(std::memcmp(y1.data(), y3.data(), M * N * 4) == 0);
+        }
+      }
+}
+
 TEST_CASE("all-zero weight blocks and activation groups", "[kernels]") {
   ThreadPool pool(2);
   const int64_t N = 140, K = 260, M = 3;

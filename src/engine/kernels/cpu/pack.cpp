@@ -119,6 +119,22 @@ FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bo
   return p;
 }
 
+namespace {
+
+// Runs fn(nb0, nb1) over the 32-column blocks [0, nblocks) in pieces of a few blocks, taken by
+// whichever thread is free: on a shared machine one core is often slowed by other load, and
+// with fixed halves the other then waits (about 15% of the thread time of a 0.5B prefill). A
+// block's result does not depend on how blocks are grouped, so the output is the same bits.
+// Measured in one process, alternating with fixed halves: 0.5B prefill +8-23% (int8-channel)
+// and +10-40% (bf16), 1.5B fp8-block decode +7-13%, bf16 and int8 decode unchanged.
+template <class Fn>
+void for_column_blocks(ThreadPool& pool, int64_t nblocks, Fn fn) {
+  const int64_t grain = std::clamp<int64_t>(nblocks / (4 * pool.size()), 1, 16);
+  pool.parallel_for_dynamic(nblocks, grain, [&](int, int64_t b, int64_t e) { fn(b, e); });
+}
+
+}  // namespace
+
 void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
                const float* bias, float* y, ThreadPool& pool) {
   auto fn = level == KernelLevel::Amx      ? &gemm_int8_amx
@@ -126,18 +142,14 @@ void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const f
             : level == KernelLevel::Avx2   ? &gemm_int8_avx2
                                            : nullptr;
   if (!fn) fail("gemm_int8: no fast kernel at level {}", kernel_level_name(level));
-  pool.parallel_for(p.np / 32, [&](int, int64_t b, int64_t e) {
-    if (b < e) fn(p, qa, sa, M, bias, y, b, e);
-  });
+  for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { fn(p, qa, sa, M, bias, y, b, e); });
 }
 
 void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
                 const float* sa, int64_t M, const float* bias, float* y, ThreadPool& pool) {
   if (p.amx) {
     if (level != KernelLevel::Amx) fail("gemm_float: AMX-packed weight at level {}", kernel_level_name(level));
-    pool.parallel_for(p.np / 32, [&](int, int64_t b, int64_t e) {
-      if (b < e) gemm_float_amx(p, xb, sa, M, bias, y, b, e);
-    });
+    for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { gemm_float_amx(p, xb, sa, M, bias, y, b, e); });
     return;
   }
   auto fn = level >= KernelLevel::Avx512 ? &gemm_float_avx512
@@ -145,9 +157,7 @@ void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, con
                                          : nullptr;
   if (!fn) fail("gemm_float: no fast kernel at level {}", kernel_level_name(level));
   // Split in pairs of 16-column panels (32 columns) so threads never share a cache line of y.
-  pool.parallel_for(p.np / 32, [&](int, int64_t b, int64_t e) {
-    if (b < e) fn(p, xf, sa, M, bias, y, 2 * b, 2 * e);
-  });
+  for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { fn(p, xf, sa, M, bias, y, 2 * b, 2 * e); });
 }
 
 }  // namespace qeval::cpu
