@@ -92,9 +92,28 @@ class LinearImpl : public Linear {
     if (level_ == KernelLevel::Ref)
       forward_ref(x, M, y);
     else if (is_int8())
-      forward_int8(x, M, y, pool);
+      forward_int8(x, M, y, nullptr, pool);
     else
-      forward_float(x, M, y, pool);
+      forward_float(x, M, y, nullptr, pool);
+  }
+
+  void forward_columns(const float* x, int64_t M, int64_t unit, const ColumnsFn& fn,
+                       ThreadPool& pool) const override {
+    if (M <= 0) return;
+    if (unit <= 0 || unit % 32 != 0) fail("linear: column pieces of {} (not a positive multiple of 32)", unit);
+    const Pieces pieces{unit / 32, [&](int64_t nb0, int64_t nb1, const float* ys, int64_t ld) {
+                          fn(nb0 * 32, std::min(n_, nb1 * 32), ys, ld);
+                        }};
+    if (level_ != KernelLevel::Ref) {
+      if (is_int8())
+        forward_int8(x, M, nullptr, &pieces, pool);
+      else
+        forward_float(x, M, nullptr, &pieces, pool);
+      return;
+    }
+    std::vector<float> y(static_cast<size_t>(M * n_));  // scalar twin: the whole product, then the pieces
+    forward_ref(x, M, y.data());
+    for (int64_t c0 = 0; c0 < n_; c0 += unit) fn(c0, std::min(n_, c0 + unit), y.data() + c0, n_);
   }
 
   // Weights in row-major [N, K] for the scalar path: int8/e4m3 bytes, bf16 bits or f32.
@@ -145,7 +164,14 @@ class LinearImpl : public Linear {
     add_bias(bias_, M, N, y);
   }
 
-  void forward_int8(const float* x, int64_t M, float* y, ThreadPool& pool) const {
+  // Output pieces of forward_columns: grain blocks of 32 columns each.
+  struct Pieces {
+    int64_t grain;
+    cpu::PieceFn done;
+  };
+
+  // To y, or (y null) in pieces.
+  void forward_int8(const float* x, int64_t M, float* y, const Pieces* pieces, ThreadPool& pool) const {
     const int64_t K = k_, kp = int8_.kp, rows = cpu::act_rows(M);
     int8_t* qa = scratch(t_q8, static_cast<size_t>(rows * kp));
     float* sa = scratch(t_sa, static_cast<size_t>(M * int8_.groups));
@@ -156,10 +182,14 @@ class LinearImpl : public Linear {
         quantize_act_int8_group(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0 * int8_.groups);
     });
     zero_padding(qa, M, rows, K, kp);
-    cpu::gemm_int8(level_, int8_, qa, sa, M, bias_.empty() ? nullptr : bias_.data(), y, pool);
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    if (pieces)
+      cpu::gemm_int8_pieces(level_, int8_, qa, sa, M, bias, pieces->grain, pieces->done, pool);
+    else
+      cpu::gemm_int8(level_, int8_, qa, sa, M, bias, y, pool);
   }
 
-  void forward_float(const float* x, int64_t M, float* y, ThreadPool& pool) const {
+  void forward_float(const float* x, int64_t M, float* y, const Pieces* pieces, ThreadPool& pool) const {
     const int64_t K = k_, kp = float_.kp, G = float_.groups;
     const bool fp8 = float_.kind == cpu::FloatKind::Fp8Block;
     float* sa = fp8 ? scratch(t_sa, static_cast<size_t>(M * G)) : nullptr;
@@ -179,7 +209,10 @@ class LinearImpl : public Linear {
         }
       });
       zero_padding(xb, M, rows, K, kp);
-      cpu::gemm_float(level_, float_, xb, nullptr, sa, M, bias, y, pool);
+      if (pieces)
+        cpu::gemm_float_pieces(level_, float_, xb, nullptr, sa, M, bias, pieces->grain, pieces->done, pool);
+      else
+        cpu::gemm_float(level_, float_, xb, nullptr, sa, M, bias, y, pool);
       return;
     }
     float* xf = scratch(t_xf, static_cast<size_t>(M * kp));
@@ -196,7 +229,10 @@ class LinearImpl : public Linear {
       }
     });
     zero_padding(xf, M, M, K, kp);
-    cpu::gemm_float(level_, float_, nullptr, xf, sa, M, bias, y, pool);
+    if (pieces)
+      cpu::gemm_float_pieces(level_, float_, nullptr, xf, sa, M, bias, pieces->grain, pieces->done, pool);
+    else
+      cpu::gemm_float(level_, float_, nullptr, xf, sa, M, bias, y, pool);
   }
 
   QuantScheme scheme_;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,15 @@ class Linear {
   // runs in a fixed order independent of M and of which rows are in the batch, so every
   // row's result is bit-identical whatever the batch (batch invariance).
   virtual void forward(const float* x, int64_t M, float* y, ThreadPool& pool) const = 0;
+
+  // The same product, handed on in pieces of output columns while they are still in cache
+  // instead of being written to a full y[M, N] (for an epilogue that consumes them at once, such
+  // as the SwiGLU of a fused gate/up). fn(c0, c1, ys, ld) gets columns [c0, c1) of every row m
+  // at ys[m * ld + (c - c0)]; c0 is a multiple of `unit` (a multiple of 32) and c1 - c0 <= unit.
+  // Pieces may run concurrently on the pool's threads, in any order. Same bits as forward().
+  using ColumnsFn = std::function<void(int64_t c0, int64_t c1, const float* ys, int64_t ld)>;
+  virtual void forward_columns(const float* x, int64_t M, int64_t unit, const ColumnsFn& fn,
+                               ThreadPool& pool) const = 0;
 
   virtual int64_t n_out() const = 0;             // N
   virtual int64_t n_in() const = 0;              // K

@@ -34,6 +34,11 @@ float round_bf16(float x) {
 
 namespace {
 
+// Rows of gate and of up that alternate in a fused gate/up weight: a piece of 2 * kGluUnit output
+// columns holds the gate and up values of kGluUnit intermediate features (a multiple of the
+// 128-row quantisation blocks, so the fused layer quantises exactly as the separate ones).
+constexpr int64_t kGluUnit = 128;
+
 // Grows a per-step buffer to at least n elements and never shrinks it: a prefill after decode
 // steps would otherwise zero-fill megabytes on every resize (the kernels read only [0, n)).
 template <class V>
@@ -284,9 +289,11 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
   };
   // Concatenation of same-K weights along N as one layer, or nullptr when they cannot be
   // fused without changing any output (checkpoint scales, mixed dtypes, quant blocks that would
-  // straddle the seams).
+  // straddle the seams). interleave > 0: the rows alternate between the parts in runs of that
+  // many (every part's n a multiple of it), so that matching rows of the parts sit together.
   auto fused = [&](std::initializer_list<std::pair<std::string, int64_t>> parts, int64_t k,
-                   bool want_bias) -> std::unique_ptr<Linear> {
+                   bool want_bias, int64_t interleave = 0) -> std::unique_ptr<Linear> {
+    if (!opt.fuse) return nullptr;
     std::vector<const TensorView*> ws, bs;
     int64_t n_total = 0;
     for (const auto& [base, n] : parts) {
@@ -296,31 +303,38 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
       if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16) return nullptr;
       if (opt.quant != QuantScheme::None && opt.quant != QuantScheme::Int8Channel && n % 128 != 0)
         return nullptr;
+      if (interleave > 0 && (n % interleave != 0 || n != parts.begin()->second)) return nullptr;
       ws.push_back(&w);
       bs.push_back(want_bias ? &need(find, base + ".bias", {n}) : find(base + ".bias"));
       n_total += n;
     }
     const size_t esz = dtype_size(ws[0]->dtype);
     std::vector<uint8_t> wbuf(static_cast<size_t>(n_total * k) * esz);
+    // Runs of `run` rows, part after part (a single run per part when not interleaved).
+    const int64_t run = interleave > 0 ? interleave : 0;
     size_t off = 0;
-    for (const TensorView* w : ws) {
-      std::memcpy(wbuf.data() + off, w->data, static_cast<size_t>(w->numel()) * esz);
-      off += static_cast<size_t>(w->numel()) * esz;
-    }
+    for (int64_t r0 = 0; off < wbuf.size(); r0 += run)
+      for (const TensorView* w : ws) {
+        const int64_t rows = run > 0 ? run : w->shape[0];
+        const size_t bytes = static_cast<size_t>(rows * k) * esz;
+        std::memcpy(wbuf.data() + off, static_cast<const uint8_t*>(w->data) + static_cast<size_t>(r0 * k) * esz, bytes);
+        off += bytes;
+      }
     TensorView wv{"fused:" + ws[0]->name, ws[0]->dtype, {n_total, k}, wbuf.data(), wbuf.size()};
     std::vector<float> bias;
     const bool any_bias = std::any_of(bs.begin(), bs.end(), [](auto* b) { return b != nullptr; });
     if (any_bias) {
+      std::vector<std::vector<float>> pb;
       size_t i = 0;
       for (const auto& [base, n] : parts) {
-        if (bs[i]) {
-          std::vector<float> b = to_f32(*bs[i]);
-          bias.insert(bias.end(), b.begin(), b.end());
-        } else {
-          bias.insert(bias.end(), static_cast<size_t>(n), 0.0f);
-        }
+        pb.push_back(bs[i] ? to_f32(*bs[i]) : std::vector<float>(static_cast<size_t>(n), 0.0f));
         ++i;
       }
+      for (int64_t r0 = 0; static_cast<int64_t>(bias.size()) < n_total; r0 += run)
+        for (const auto& b : pb) {
+          const int64_t rows = run > 0 ? run : static_cast<int64_t>(b.size());
+          bias.insert(bias.end(), b.begin() + r0, b.begin() + r0 + rows);
+        }
     }
     TensorView bv{"fused-bias", DType::F32, {n_total}, bias.data(), bias.size() * 4};
     return make_linear(wv, any_bias ? &bv : nullptr, nullptr, opt.quant, opt_.compute);
@@ -340,7 +354,7 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
       L.wv = linear(p + "self_attn.v_proj", G * E, D, cfg.attention_bias, opt.quant);
     }
     L.wo = linear(p + "self_attn.o_proj", D, H * E, false, opt.quant);
-    L.w_gate_up = fused({{p + "mlp.gate_proj", F}, {p + "mlp.up_proj", F}}, D, false);
+    L.w_gate_up = fused({{p + "mlp.gate_proj", F}, {p + "mlp.up_proj", F}}, D, false, kGluUnit);
     if (!L.w_gate_up) {
       L.w_gate = linear(p + "mlp.gate_proj", F, D, false, opt.quant);
       L.w_up = linear(p + "mlp.up_proj", F, D, false, opt.quant);
@@ -503,11 +517,11 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
                 G = cfg_.n_kv_heads, E = cfg_.head_dim, F = cfg_.intermediate_size;
   const int64_t half = E / 2;
   const int64_t nq = H * E, nk = G * E;  // q and k/v row widths
-  auto silu_mul = [&](float* g, const float* u, int64_t n) {  // g = silu(g) * u, same bits either way
+  auto silu_mul = [&](float* out, const float* g, const float* u, int64_t n) {  // same bits either way
     if (use_avx512_)
-      avx512::silu_mul(g, u, n);
+      avx512::silu_mul(out, g, u, n);
     else
-      avx2::silu_mul(g, u, n);
+      avx2::silu_mul(out, g, u, n);
   };
   kv_ = &kv;
   tok_seq_.clear();
@@ -609,21 +623,22 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       }
     });
     if (L.w_gate_up) {
-      // fused [T, 2F] (gate | up per row) -> gate [T, F] = silu(gate) * up
-      grow(fused_, T * 2 * F);
-      L.w_gate_up->forward(xn_.data(), T, fused_.data(), pool);
-      rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
-          float* g = fused_.data() + t * 2 * F;
-          silu_mul(g, g + F, F);
-          std::memcpy(gate_.data() + t * F, g, sizeof(float) * F);
-        }
-      });
+      // gate [T, F] = silu(gate) * up, a piece of kGluUnit gate and kGluUnit up columns at a
+      // time as the matmul hands them on (still in cache; the [T, 2F] product is never written
+      // out, nor read back by a separate pass). Measured in one process, alternating with the full
+      // product plus that pass: 0.5B prefill +5-6% (int8-channel), +1-10% (bf16); decode the same.
+      L.w_gate_up->forward_columns(
+          xn_.data(), T, 2 * kGluUnit,
+          [&](int64_t c0, int64_t c1, const float* ys, int64_t ld) {
+            const int64_t n = (c1 - c0) / 2;
+            for (int64_t t = 0; t < T; ++t) silu_mul(gate_.data() + t * F + c0 / 2, ys + t * ld, ys + t * ld + n, n);
+          },
+          pool);
     } else {
       L.w_gate->forward(xn_.data(), T, gate_.data(), pool);  // [T, F]
       L.w_up->forward(xn_.data(), T, up_.data(), pool);      // [T, F]
       rows_for(pool, T, T * F * 4, [&](int64_t b, int64_t e) {
-        silu_mul(gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
+        silu_mul(gate_.data() + b * F, gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
       });
     }
     L.w_down->forward(gate_.data(), T, o_.data(), pool);  // [T, D]

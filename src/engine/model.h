@@ -40,6 +40,7 @@ using TensorLookup = std::function<const TensorView*(const std::string&)>;
 struct ModelOptions {
   ComputeType compute = ComputeType::F32;
   QuantScheme quant = QuantScheme::None;  // scheme of the q/k/v/o and MLP projections
+  bool fuse = true;  // q/k/v and gate/up as one layer each where the weights allow (same outputs)
 };
 
 // One sequence's part of a forward batch.
@@ -85,6 +86,8 @@ class Model {
     // When the weights allow it (same dtype, no checkpoint scales, quant blocks aligned), q/k/v
     // and gate/up are packed as one layer each (one matmul and one thread-pool barrier instead of
     // three / two; every output row's arithmetic is unchanged) and wq/wk/wv, w_gate/w_up are null.
+    // gate/up rows alternate in runs of 128 so that its output comes in pieces of matching gate
+    // and up columns, which forward() turns into silu(gate) * up while they are in cache.
     std::unique_ptr<Linear> wqkv, w_gate_up;
   };
   void embed(int32_t token, float* out) const;

@@ -6,6 +6,7 @@
 // against a plain double-precision matmul.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -203,6 +204,35 @@ TEST_CASE("thread invariance: the output does not depend on the threads or how t
           REQUIRE(std::memcmp(y1.data(), y3.data(), M * N * 4) == 0);
         }
       }
+}
+
+TEST_CASE("forward_columns hands on the same bits as forward, in pieces of whole units", "[kernels]") {
+  ThreadPool pool(2);
+  const int64_t N = 300, K = 200;  // 300: the last piece is partial
+  std::vector<float> w = random_vec(N * K, 13, 0.05f);
+  std::vector<float> bias = random_vec(N, 14);
+  std::vector<float> x = random_vec(37 * K, 15);
+  std::vector<KernelLevel> levels = fast_levels();
+  levels.push_back(KernelLevel::Ref);
+  for (KernelLevel level : levels)
+    for (const Variant& v : kVariants)
+      for (int64_t M : {1, 37})
+        for (int64_t unit : {32, 128}) {
+          INFO(kernel_level_name(level) << " " << v.name << " M=" << M << " unit=" << unit);
+          auto l = build(level, w, N, K, &bias, v);
+          std::vector<float> y(M * N), yc(M * N, -1.0f);
+          std::vector<std::atomic<int>> seen(static_cast<size_t>(N));
+          std::atomic<int> bad{0};
+          l->forward(x.data(), M, y.data(), pool);
+          l->forward_columns(x.data(), M, unit, [&](int64_t c0, int64_t c1, const float* ys, int64_t ld) {
+            if (c0 % unit != 0 || c1 <= c0 || c1 - c0 > unit || c1 > N || ld < c1 - c0) { bad++; return; }
+            for (int64_t c = c0; c < c1; ++c) seen[static_cast<size_t>(c)]++;
+            for (int64_t m = 0; m < M; ++m) std::memcpy(yc.data() + m * N + c0, ys + m * ld, (c1 - c0) * 4);
+          }, pool);
+          CHECK(bad == 0);
+          for (int64_t c = 0; c < N; ++c) REQUIRE(seen[static_cast<size_t>(c)] == 1);
+          REQUIRE(std::memcmp(y.data(), yc.data(), M * N * 4) == 0);
+        }
 }
 
 TEST_CASE("all-zero weight blocks and activation groups", "[kernels]") {

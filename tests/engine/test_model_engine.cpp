@@ -397,3 +397,35 @@ TEST_CASE("engine commands: generate prints the completion, bench prints JSON", 
   run_generate_command(g, out2);
   CHECK(out2.str().rfind(", there was a", 0) == 0);
 }
+
+TEST_CASE("model: fused q/k/v and interleaved gate/up give the bits of the separate layers", "[engine-model]") {
+  // FFN 256: gate/up fuse in runs of 128 rows and the SwiGLU runs on the matmul's column pieces.
+  ModelConfig cfg = random_model_config("tiny");
+  cfg.hidden_size = 128;
+  cfg.intermediate_size = 256;
+  cfg.head_dim = 32;
+  RandomModel rm(cfg, DType::BF16, 11);
+  const std::vector<int32_t> prompt = random_ids(37, 256, 12);
+  ThreadPool pool(2);
+  for (ComputeType compute : {ComputeType::F32, ComputeType::BF16})
+    for (QuantScheme q : {QuantScheme::None, QuantScheme::Int8Channel, QuantScheme::Int8Block, QuantScheme::Fp8Block}) {
+      INFO(quant_scheme_name(q) << (compute == ComputeType::BF16 ? " bf16" : " f32"));
+      std::vector<std::vector<float>> logits[2];
+      for (int fuse = 0; fuse < 2; ++fuse) {
+        ModelOptions o;
+        o.compute = compute;
+        o.quant = q;
+        o.fuse = fuse == 1;
+        Model model(rm.config(), rm.lookup(), o);
+        auto kv = model.make_kv_cache(1 << 20);
+        const int s = kv->create();
+        REQUIRE(kv->reserve(s, static_cast<int64_t>(prompt.size())));
+        SeqChunk c{s, 0, std::span<const int32_t>(prompt), 0};
+        model.forward(std::span<const SeqChunk>(&c, 1), *kv, pool, [&](size_t, int64_t, std::span<const float> lg) {
+          logits[fuse].emplace_back(lg.begin(), lg.end());
+        });
+      }
+      REQUIRE(logits[0].size() == prompt.size());
+      REQUIRE(logits[0] == logits[1]);
+    }
+}

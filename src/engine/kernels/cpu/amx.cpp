@@ -131,7 +131,7 @@ thread_local AlignedBuffer<float> t_acc;      // per column block: 32 x 32 resca
 template <Epi kEpi>
 QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const uint8_t* w_e4m3, int64_t n_chunks,
                         int64_t chunks_per_group, int64_t groups, const float* sa,
-                        const float* sw, int64_t M, int64_t N, const float* bias, float* y,
+                        const float* sw, int64_t M, int64_t N, const float* bias, const YOut& y,
                         int64_t nb0, int64_t nb1) {
   constexpr bool kGrouped = kEpi == Epi::Int8Block || kEpi == Epi::Fp8Block;
   constexpr bool kInt8 = kEpi == Epi::Int8Channel || kEpi == Epi::Int8Block;
@@ -227,7 +227,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         } else {
           v = finish_sums(_mm512_load_si512(cb + (mi * 2 + ni) * 256 + ri * 16), m0 + r, swv[ni], bv[ni]);
         }
-        _mm512_mask_storeu_ps(y + (m0 + r) * N + n0 + ni * 16, mk[ni], v);
+        _mm512_mask_storeu_ps(y.at(m0 + r, n0 + ni * 16), mk[ni], v);
       }
     }
   };
@@ -239,7 +239,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     __m512 swv[2], bv[2];
     column_factors(n0, full, swv, bv);
     for (int64_t r = 0; r < 32; ++r) {
-      float* yp = y + (m0 + r) * N + n0;
+      float* yp = y.at(m0 + r, n0);
       for (int ni = 0; ni < 2; ++ni)
         _mm512_storeu_ps(yp + ni * 16, finish_sums(_mm512_loadu_si512(yp + ni * 16), m0 + r, swv[ni], bv[ni]));
     }
@@ -279,7 +279,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         if (prefetch_y) {  // spread over the last K block: the 64 lines of y the tiles go to
           const int64_t len = c1 - c0, j = c - c0;
           for (int64_t i = j * 64 / len; i < (j + 1) * 64 / len; ++i)
-            _mm_prefetch(reinterpret_cast<const char*>(y + (m0 + i / 2) * N + n0 + (i % 2) * 16), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(y.at(m0 + i / 2, n0 + (i % 2) * 16)), _MM_HINT_T0);
         }
         if (stream) {  // decode: weights come from memory once; keep the stream ahead in L2
           const char* pf = reinterpret_cast<const char*>(bp) + kPrefetchBytes;
@@ -321,11 +321,12 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         // A full 32 x 32 block inside y: the tiles go straight to y (the sums, f32 or int32
         // bits) and are finished in place — measured faster than staging them in cbuf, as the
         // y lines are then fetched by one tile store each instead of by 64 vector stores.
-        float* yb = y + m0 * N + n0;
-        _tile_stored(0, yb, N * 4);
-        _tile_stored(1, yb + 16, N * 4);
-        _tile_stored(2, yb + 16 * N, N * 4);
-        _tile_stored(3, yb + 16 * N + 16, N * 4);
+        float* yb = y.at(m0, n0);
+        const int64_t ld = y.ld;
+        _tile_stored(0, yb, ld * 4);
+        _tile_stored(1, yb + 16, ld * 4);
+        _tile_stored(2, yb + 16 * ld, ld * 4);
+        _tile_stored(3, yb + 16 * ld + 16, ld * 4);
         continue;
       }
       _tile_stored(0, cbuf, 64);
@@ -407,7 +408,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
 }  // namespace
 
 void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-                   const float* bias, float* y, int64_t nb0, int64_t nb1) {
+                   const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
   const auto* a = reinterpret_cast<const uint8_t*>(qa);
   const auto* w = reinterpret_cast<const uint8_t*>(p.w.data());
   const int64_t n_chunks = p.kp / 64;
@@ -419,7 +420,7 @@ void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64
 }
 
 void gemm_float_amx(const FloatPacked& p, const uint16_t* xb, const float* sa, int64_t M,
-                    const float* bias, float* y, int64_t nb0, int64_t nb1) {
+                    const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
   const auto* a = reinterpret_cast<const uint8_t*>(xb);
   const auto* w = reinterpret_cast<const uint8_t*>(p.wb.data());
   const int64_t n_chunks = p.kp / 32;  // 32 bf16 = 64 bytes per chunk

@@ -14,16 +14,16 @@ namespace qeval::cpu {
 
 namespace {
 
-// Stores 8 floats of row y at columns [n, n+8) clipped to N, adding bias.
-inline void store8(float* yrow, int64_t N, int64_t n, __m256 v, const float* bias) {
+// Stores the 8 floats of columns [n, n+8), clipped to N, at dst (column n of its row), adding bias.
+inline void store8(float* dst, int64_t N, int64_t n, __m256 v, const float* bias) {
   if (n + 8 <= N) {
     if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + n));
-    _mm256_storeu_ps(yrow + n, v);
+    _mm256_storeu_ps(dst, v);
     return;
   }
   alignas(32) float t[8];
   _mm256_store_ps(t, v);
-  for (int64_t j = n; j < N; ++j) yrow[j] = bias ? t[j - n] + bias[j] : t[j - n];
+  for (int64_t j = n; j < N; ++j) dst[j - n] = bias ? t[j - n] + bias[j] : t[j - n];
 }
 
 // 4 madd accumulators of one 16-column tile -> 16 int32 column sums (2 vectors of 8).
@@ -34,7 +34,7 @@ inline void reduce_tile(const __m256i v[4], __m256i out[2]) {
 
 template <bool kChannel>
 void int8_row(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m, const float* bias,
-              float* y, int64_t nb) {
+              const YOut& y, int64_t nb) {
   const int64_t kp = p.kp, n_chunks = kp / 64, G = p.groups, n0 = nb * 32, N = p.n;
   const int64_t quads = kp / 4, qpg = kChannel ? quads : kQuantBlock / 4;
   const int8_t* wblk = p.w.data() + nb * n_chunks * 2048;
@@ -72,7 +72,7 @@ void int8_row(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m,
     }
   }
   for (int j = 0; j < 4; ++j)
-    if (n0 + j * 8 < N) store8(y + m * N, N, n0 + j * 8, facc[j], bias);
+    if (n0 + j * 8 < N) store8(y.at(m, n0 + j * 8), N, n0 + j * 8, facc[j], bias);
 }
 
 inline __m256 load_w8(const float* p) { return _mm256_load_ps(p); }
@@ -84,7 +84,7 @@ inline __m256 load_w8(const uint16_t* p) {
 // Rows [m0, m0+R) x the two 16-column panels nt, nt+1 (4 vectors of 8 columns).
 template <int R, class W, bool kGrouped>
 void panel_block(const FloatPacked& p, const W* w, const float* xf, const float* sa, int64_t m0,
-                 const float* bias, float* y, int64_t nt) {
+                 const float* bias, const YOut& y, int64_t nt) {
   const int64_t K = p.k, kp = p.kp, N = p.n, n0 = nt * 16, G = p.groups;
   const W* w0 = w + nt * kp * 16;
   const W* w1 = w0 + kp * 16;
@@ -117,12 +117,12 @@ void panel_block(const FloatPacked& p, const W* w, const float* xf, const float*
   }
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < 4; ++j)
-      if (n0 + j * 8 < N) store8(y + (m0 + i) * N, N, n0 + j * 8, acc[i][j], bias);
+      if (n0 + j * 8 < N) store8(y.at(m0 + i, n0 + j * 8), N, n0 + j * 8, acc[i][j], bias);
 }
 
 template <class W, bool kGrouped>
 void panel_gemm(const FloatPacked& p, const W* w, const float* xf, const float* sa, int64_t M,
-                const float* bias, float* y, int64_t nt0, int64_t nt1) {
+                const float* bias, const YOut& y, int64_t nt0, int64_t nt1) {
   for (int64_t nt = nt0; nt < nt1; nt += 2)
     for (int64_t m0 = 0; m0 < M; m0 += 2) {
       if (M - m0 >= 2)
@@ -135,7 +135,7 @@ void panel_gemm(const FloatPacked& p, const W* w, const float* xf, const float* 
 }  // namespace
 
 void gemm_int8_avx2(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-                    const float* bias, float* y, int64_t nb0, int64_t nb1) {
+                    const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
   for (int64_t nb = nb0; nb < nb1; ++nb)
     for (int64_t m = 0; m < M; ++m) {
       if (p.channel)
@@ -146,7 +146,7 @@ void gemm_int8_avx2(const Int8Packed& p, const int8_t* qa, const float* sa, int6
 }
 
 void gemm_float_avx2(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
-                     const float* bias, float* y, int64_t nt0, int64_t nt1) {
+                     const float* bias, const YOut& y, int64_t nt0, int64_t nt1) {
   switch (p.kind) {
     case FloatKind::F32: panel_gemm<float, false>(p, p.wf.data(), xf, sa, M, bias, y, nt0, nt1); break;
     case FloatKind::Bf16: panel_gemm<uint16_t, false>(p, p.wb.data(), xf, sa, M, bias, y, nt0, nt1); break;

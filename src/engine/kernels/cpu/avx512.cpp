@@ -29,7 +29,7 @@ QEVAL_AVX512 inline __mmask16 col_mask(int64_t N, int64_t n0) {
 // Rows [m0, m0+R) x 32-column block nb.
 template <int R, bool kChannel>
 QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m0,
-                             const float* bias, float* y, int64_t nb) {
+                             const float* bias, const YOut& y, int64_t nb) {
   const int64_t kp = p.kp, n_chunks = kp / 64, G = p.groups, n0 = nb * 32, N = p.n;
   const int64_t quads = kp / 4, qpg = kChannel ? quads : kQuantBlock / 4;
   const int8_t* wblk = p.w.data() + nb * n_chunks * 2048;
@@ -75,7 +75,7 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
       v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mk0, bias + n0));
       v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mk1, bias + n0 + 16));
     }
-    float* yp = y + (m0 + i) * N + n0;
+    float* yp = y.at(m0 + i, n0);
     _mm512_mask_storeu_ps(yp, mk0, v0);
     _mm512_mask_storeu_ps(yp + 16, mk1, v1);
   }
@@ -83,7 +83,7 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
 
 template <bool kChannel>
 QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-                            const float* bias, float* y, int64_t nb0, int64_t nb1) {
+                            const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
   for (int64_t nb = nb0; nb < nb1; ++nb)
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
       switch (std::min<int64_t>(4, M - m0)) {
@@ -104,7 +104,7 @@ QEVAL_AVX512 inline __m512 load_w16(const uint16_t* p) {
 // Rows [m0, m0+R) x the two 16-column panels nt, nt+1.
 template <int R, class W, bool kGrouped>
 QEVAL_AVX512 void panel_block(const FloatPacked& p, const W* w, const float* xf, const float* sa,
-                              int64_t m0, const float* bias, float* y, int64_t nt) {
+                              int64_t m0, const float* bias, const YOut& y, int64_t nt) {
   const int64_t K = p.k, kp = p.kp, N = p.n, n0 = nt * 16, G = p.groups;
   const W* w0 = w + nt * kp * 16;
   const W* w1 = w0 + kp * 16;
@@ -141,7 +141,7 @@ QEVAL_AVX512 void panel_block(const FloatPacked& p, const W* w, const float* xf,
       v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mk0, bias + n0));
       v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mk1, bias + n0 + 16));
     }
-    float* yp = y + (m0 + i) * N + n0;
+    float* yp = y.at(m0 + i, n0);
     _mm512_mask_storeu_ps(yp, mk0, v0);
     _mm512_mask_storeu_ps(yp + 16, mk1, v1);
   }
@@ -149,7 +149,7 @@ QEVAL_AVX512 void panel_block(const FloatPacked& p, const W* w, const float* xf,
 
 template <class W, bool kGrouped>
 QEVAL_AVX512 void panel_gemm(const FloatPacked& p, const W* w, const float* xf, const float* sa,
-                             int64_t M, const float* bias, float* y, int64_t nt0, int64_t nt1) {
+                             int64_t M, const float* bias, const YOut& y, int64_t nt0, int64_t nt1) {
   for (int64_t nt = nt0; nt < nt1; nt += 2)
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
       switch (std::min<int64_t>(4, M - m0)) {
@@ -164,7 +164,7 @@ QEVAL_AVX512 void panel_gemm(const FloatPacked& p, const W* w, const float* xf, 
 }  // namespace
 
 void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-                      const float* bias, float* y, int64_t nb0, int64_t nb1) {
+                      const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
   if (p.channel)
     vnni_gemm<true>(p, qa, sa, M, bias, y, nb0, nb1);
   else
@@ -172,7 +172,7 @@ void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, in
 }
 
 void gemm_float_avx512(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
-                       const float* bias, float* y, int64_t nt0, int64_t nt1) {
+                       const float* bias, const YOut& y, int64_t nt0, int64_t nt1) {
   switch (p.kind) {
     case FloatKind::F32: panel_gemm<float, false>(p, p.wf.data(), xf, sa, M, bias, y, nt0, nt1); break;
     case FloatKind::Bf16: panel_gemm<uint16_t, false>(p, p.wb.data(), xf, sa, M, bias, y, nt0, nt1); break;

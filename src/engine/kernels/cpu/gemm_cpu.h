@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -71,6 +72,14 @@ struct Int8Packed {
 // Packs qw [N, K] int8 (row-major) with scales sw (block [ceil(N/128), ceil(K/128)] or channel [N]).
 Int8Packed pack_int8(const int8_t* qw, const float* sw, int64_t N, int64_t K, bool channel);
 
+// Where a kernel writes output element (m, n): data[m * ld + n - col0]. The whole output
+// [M, N] is {y, N, 0}; the columns of a piece [col0, ...) can go to a scratch of row stride ld.
+struct YOut {
+  float* data;
+  int64_t ld, col0;
+  float* at(int64_t m, int64_t n) const { return data + m * ld + (n - col0); }
+};
+
 // Padded activation row count the int8/bf16 AMX kernels may read (tiles of 16 rows).
 inline int64_t act_rows(int64_t M) { return round_up(M, 16); }
 
@@ -122,19 +131,31 @@ void load_amx_tile_config();
 // with it. Call only at kernel level Amx (every AMX CPU has VBMI).
 void decode_e4m3_to_bf16_amx(const uint8_t* src, uint16_t* dst, int64_t n);
 
-// ---- per-ISA entry points (used by the two dispatchers above) ----------------------------
+// The same in pieces of whole units of `grain` column blocks of 32 (a piece starts on a multiple
+// of grain and holds at most grain blocks; the last may be shorter), taken by whichever thread is
+// free: each piece is written to a per-thread scratch [M, 32 * grain] and handed, still in
+// cache, to done(nb0, nb1, scratch, ld) on that thread; nothing is written to a full [M, N]
+// output. For an epilogue that consumes the columns at once (the SwiGLU of a fused gate/up).
+using PieceFn = std::function<void(int64_t nb0, int64_t nb1, const float* ys, int64_t ld)>;
+void gemm_int8_pieces(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+                      const float* bias, int64_t grain, const PieceFn& done, ThreadPool& pool);
+void gemm_float_pieces(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
+                       const float* sa, int64_t M, const float* bias, int64_t grain, const PieceFn& done,
+                       ThreadPool& pool);
+
+// ---- per-ISA entry points (used by the dispatchers above) --------------------------------
 // Each computes column blocks [nb0, nb1) of 32 (int8, amx float) or tiles of 16 (panels).
 void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-                   const float* bias, float* y, int64_t nb0, int64_t nb1);
+                   const float* bias, const YOut& y, int64_t nb0, int64_t nb1);
 void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-                      const float* bias, float* y, int64_t nb0, int64_t nb1);
+                      const float* bias, const YOut& y, int64_t nb0, int64_t nb1);
 void gemm_int8_avx2(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-                    const float* bias, float* y, int64_t nb0, int64_t nb1);
+                    const float* bias, const YOut& y, int64_t nb0, int64_t nb1);
 void gemm_float_amx(const FloatPacked& p, const uint16_t* xb, const float* sa, int64_t M,
-                    const float* bias, float* y, int64_t nb0, int64_t nb1);
+                    const float* bias, const YOut& y, int64_t nb0, int64_t nb1);
 void gemm_float_avx512(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
-                       const float* bias, float* y, int64_t nt0, int64_t nt1);
+                       const float* bias, const YOut& y, int64_t nt0, int64_t nt1);
 void gemm_float_avx2(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
-                     const float* bias, float* y, int64_t nt0, int64_t nt1);
+                     const float* bias, const YOut& y, int64_t nt0, int64_t nt1);
 
 }  // namespace qeval::cpu

@@ -133,31 +133,81 @@ void for_column_blocks(ThreadPool& pool, int64_t nblocks, Fn fn) {
   pool.parallel_for_dynamic(nblocks, grain, [&](int, int64_t b, int64_t e) { fn(b, e); });
 }
 
-}  // namespace
 
-void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
-               const float* bias, float* y, ThreadPool& pool) {
+using Int8Kernel = void (*)(const Int8Packed&, const int8_t*, const float*, int64_t, const float*, const YOut&,
+                           int64_t, int64_t);
+
+Int8Kernel int8_kernel(KernelLevel level) {
   auto fn = level == KernelLevel::Amx      ? &gemm_int8_amx
             : level == KernelLevel::Avx512 ? &gemm_int8_avx512
             : level == KernelLevel::Avx2   ? &gemm_int8_avx2
                                            : nullptr;
   if (!fn) fail("gemm_int8: no fast kernel at level {}", kernel_level_name(level));
-  for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { fn(p, qa, sa, M, bias, y, b, e); });
+  return fn;
 }
 
-void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
-                const float* sa, int64_t M, const float* bias, float* y, ThreadPool& pool) {
+// Column blocks [nb0, nb1) of a float GEMM into y, whichever the kernel family.
+void float_blocks(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf, const float* sa,
+                  int64_t M, const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
   if (p.amx) {
     if (level != KernelLevel::Amx) fail("gemm_float: AMX-packed weight at level {}", kernel_level_name(level));
-    for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { gemm_float_amx(p, xb, sa, M, bias, y, b, e); });
+    gemm_float_amx(p, xb, sa, M, bias, y, nb0, nb1);
     return;
   }
   auto fn = level >= KernelLevel::Avx512 ? &gemm_float_avx512
             : level == KernelLevel::Avx2 ? &gemm_float_avx2
                                          : nullptr;
   if (!fn) fail("gemm_float: no fast kernel at level {}", kernel_level_name(level));
-  // Split in pairs of 16-column panels (32 columns) so threads never share a cache line of y.
-  for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { fn(p, xf, sa, M, bias, y, 2 * b, 2 * e); });
+  fn(p, xf, sa, M, bias, y, 2 * nb0, 2 * nb1);  // pairs of 16-column panels
+}
+
+thread_local AlignedBuffer<float> t_piece;  // gemm_*_pieces: one piece of output columns
+
+// Pieces of whole grain units, each computed into the calling thread's scratch and handed on.
+template <class Blocks>
+void by_pieces(ThreadPool& pool, int64_t nblocks, int64_t M, int64_t grain, const PieceFn& done, Blocks blocks) {
+  grain = std::max<int64_t>(1, grain);
+  const int64_t ld = 32 * grain;
+  pool.parallel_for_dynamic((nblocks + grain - 1) / grain, 1, [&](int, int64_t b, int64_t e) {
+    if (t_piece.size() < static_cast<size_t>(M * ld)) t_piece = AlignedBuffer<float>(M * ld);
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t nb0 = u * grain, nb1 = std::min(nblocks, nb0 + grain);
+      blocks(YOut{t_piece.data(), ld, nb0 * 32}, nb0, nb1);
+      done(nb0, nb1, t_piece.data(), ld);
+    }
+  });
+}
+
+}  // namespace
+
+void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+               const float* bias, float* y, ThreadPool& pool) {
+  const Int8Kernel fn = int8_kernel(level);
+  const YOut out{y, p.n, 0};
+  for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { fn(p, qa, sa, M, bias, out, b, e); });
+}
+
+void gemm_int8_pieces(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+                      const float* bias, int64_t grain, const PieceFn& done, ThreadPool& pool) {
+  const Int8Kernel fn = int8_kernel(level);
+  by_pieces(pool, p.np / 32, M, grain, done,
+            [&](const YOut& out, int64_t b, int64_t e) { fn(p, qa, sa, M, bias, out, b, e); });
+}
+
+void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
+                const float* sa, int64_t M, const float* bias, float* y, ThreadPool& pool) {
+  const YOut out{y, p.n, 0};
+  // Whole blocks of 32 columns (pairs of panels), so threads never share a cache line of y.
+  for_column_blocks(pool, p.np / 32,
+                    [&](int64_t b, int64_t e) { float_blocks(level, p, xb, xf, sa, M, bias, out, b, e); });
+}
+
+void gemm_float_pieces(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
+                       const float* sa, int64_t M, const float* bias, int64_t grain, const PieceFn& done,
+                       ThreadPool& pool) {
+  by_pieces(pool, p.np / 32, M, grain, done, [&](const YOut& out, int64_t b, int64_t e) {
+    float_blocks(level, p, xb, xf, sa, M, bias, out, b, e);
+  });
 }
 
 }  // namespace qeval::cpu
