@@ -48,10 +48,11 @@ class KvCache {
     return static_cast<int64_t>(seqs_[seq].blocks.size()) * kBlockTokens;
   }
 
-  // Element 0 of the K (or V) vector of kv head `head` at layer `layer`, position `pos`;
-  // element e is at [e * kBlockTokens]. A block stores each head transposed, [head_dim,
-  // kBlockTokens], so attention reads 16 or 32 consecutive keys of one element as a vector.
-  // `pos` must be < capacity(seq).
+  // Element 0 of the K (or V) vector of kv head `head` at layer `layer`, position `pos`.
+  // K: element e is at [e * kBlockTokens] (a block stores each head's keys transposed,
+  // [head_dim, kBlockTokens], so scores take 16 or 32 consecutive keys of one element as a
+  // vector). V: element e is at [e] (row-major, [kBlockTokens, head_dim], so the weighted sum
+  // takes 16 consecutive elements of one value as a vector). `pos` must be < capacity(seq).
   float* k_at(int seq, int64_t layer, int64_t head, int64_t pos) {
     return slot(seq, layer, 0, head, pos);
   }
@@ -70,12 +71,13 @@ class KvCache {
     std::vector<int32_t> blocks;
     bool live = false;
   };
-  // Block layout: [layer][kv (0=K,1=V)][head][head_dim][kBlockTokens].
+  // Block layout: [layer][kv (0=K,1=V)][head] of [head_dim][kBlockTokens] (K) or
+  // [kBlockTokens][head_dim] (V).
   float* slot(int seq, int64_t layer, int kv, int64_t head, int64_t pos) {
     int32_t b = seqs_[seq].blocks[pos / kBlockTokens];
     return arena_.get() + static_cast<size_t>(b) * block_floats_ +
            ((layer * 2 + kv) * n_kv_heads_ + head) * kBlockTokens * head_dim_ +
-           (pos % kBlockTokens);
+           (pos % kBlockTokens) * (kv == 0 ? 1 : head_dim_);
   }
   int32_t take_block();
   void drop_block(int32_t b);

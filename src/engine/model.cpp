@@ -99,6 +99,13 @@ struct Avx2Vec16 {
     first_mask(m, lo, hi);
     return {_mm256_maskload_ps(p, lo), _mm256_maskload_ps(p + 8, hi)};
   }
+  // Stores lanes i < m of v to p (lanes >= m are not written).
+  static void store_first(float* p, Avx2Vec16 v, int64_t m) {
+    __m256i lo, hi;
+    first_mask(m, lo, hi);
+    _mm256_maskstore_ps(p, lo, v.lo);
+    _mm256_maskstore_ps(p + 8, hi, v.hi);
+  }
   // Lanes i < m from x, the rest from other.
   static Avx2Vec16 blend_first(Avx2Vec16 x, Avx2Vec16 other, int64_t m) {
     __m256i lo, hi;
@@ -182,6 +189,7 @@ struct Avx512Vec16 {
                    : m <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << m) - 1);
   }
   static Avx512Vec16 load_first(const float* p, int64_t m) { return {_mm512_maskz_loadu_ps(first_mask(m), p)}; }
+  static void store_first(float* p, Avx512Vec16 x, int64_t m) { _mm512_mask_storeu_ps(p, first_mask(m), x.v); }
   static Avx512Vec16 blend_first(Avx512Vec16 x, Avx512Vec16 other, int64_t m) {
     return {_mm512_mask_blend_ps(first_mask(m), other.v, x.v)};
   }
@@ -600,15 +608,11 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
         }
         rope(q_.data() + t * nq, H, t);
         rope(k_.data() + t * nk, G, t);
-        for (int64_t g = 0; g < G; ++g) {  // transposed block layout: element e at [e * 32]
-          float* kd = kv.k_at(tok_seq_[t], l, g, tok_pos_[t]);
-          float* vd = kv.v_at(tok_seq_[t], l, g, tok_pos_[t]);
+        for (int64_t g = 0; g < G; ++g) {
+          float* kd = kv.k_at(tok_seq_[t], l, g, tok_pos_[t]);  // transposed: element e at [e * 32]
           const float* ks = k_.data() + (t * G + g) * E;
-          const float* vs = v_.data() + (t * G + g) * E;
-          for (int64_t e = 0; e < E; ++e) {
-            kd[e * KvCache::kBlockTokens] = ks[e];
-            vd[e * KvCache::kBlockTokens] = vs[e];
-          }
+          for (int64_t e = 0; e < E; ++e) kd[e * KvCache::kBlockTokens] = ks[e];
+          std::memcpy(kv.v_at(tok_seq_[t], l, g, tok_pos_[t]), v_.data() + (t * G + g) * E, sizeof(float) * E);
         }
       }
     });

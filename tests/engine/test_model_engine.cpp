@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "engine/engine.h"
+#include "engine/cpu_features.h"
 #include "engine/engine_commands.h"
 #include "engine/fixtures_model.h"
 #include "engine/random_model.h"
@@ -428,4 +429,35 @@ TEST_CASE("model: fused q/k/v and interleaved gate/up give the bits of the separ
       REQUIRE(logits[0].size() == prompt.size());
       REQUIRE(logits[0] == logits[1]);
     }
+}
+
+TEST_CASE("model: AVX2 and AVX-512 forward passes give the same bits (attention, SwiGLU)", "[engine-model]") {
+  if (max_kernel_level() < KernelLevel::Avx512) return;  // nothing to compare on this CPU
+  // head_dim 16 (one vector), 24 (a masked tail) and 80 (whole vectors and a masked one).
+  for (int64_t head_dim : {16, 24, 80}) {
+    ModelConfig cfg = random_model_config("tiny");
+    cfg.head_dim = head_dim;
+    cfg.hidden_size = 64;
+    RandomModel rm(cfg, DType::F32, 21);
+    const std::vector<int32_t> prompt = random_ids(45, 256, 22);  // two KV blocks and a part
+    ThreadPool pool(2);
+    std::vector<std::vector<float>> logits[2];
+    for (int wide = 0; wide < 2; ++wide) {
+      set_kernel_level_override(wide ? KernelLevel::Avx512 : KernelLevel::Avx2);
+      Model model(rm.config(), rm.lookup(), {});
+      auto kv = model.make_kv_cache(1 << 20);
+      const int s = kv->create();
+      REQUIRE(kv->reserve(s, static_cast<int64_t>(prompt.size()) + 1));
+      SeqChunk c{s, 0, std::span<const int32_t>(prompt), 0};
+      auto keep = [&](size_t, int64_t, std::span<const float> lg) { logits[wide].emplace_back(lg.begin(), lg.end()); };
+      model.forward(std::span<const SeqChunk>(&c, 1), *kv, pool, keep);
+      const int32_t next = 7;  // one decode step on the cache
+      SeqChunk d{s, static_cast<int64_t>(prompt.size()), std::span<const int32_t>(&next, 1), 0};
+      model.forward(std::span<const SeqChunk>(&d, 1), *kv, pool, keep);
+    }
+    set_kernel_level_override(std::nullopt);
+    INFO("head_dim " << head_dim);
+    REQUIRE(logits[0].size() == prompt.size() + 1);
+    REQUIRE(logits[0] == logits[1]);
+  }
 }
