@@ -209,10 +209,7 @@ class LinearImpl : public Linear {
         }
       });
       zero_padding(xb, M, rows, K, kp);
-      if (pieces)
-        cpu::gemm_float_pieces(level_, float_, xb, nullptr, sa, M, bias, pieces->grain, pieces->done, pool);
-      else
-        cpu::gemm_float(level_, float_, xb, nullptr, sa, M, bias, y, pool);
+      gemm_float(xb, nullptr, sa, M, bias, y, pieces, pool);
       return;
     }
     float* xf = scratch(t_xf, static_cast<size_t>(M * kp));
@@ -229,10 +226,16 @@ class LinearImpl : public Linear {
       }
     });
     zero_padding(xf, M, M, K, kp);
+    gemm_float(nullptr, xf, sa, M, bias, y, pieces, pool);
+  }
+
+  // The float product to y, or (y null) in pieces.
+  void gemm_float(const uint16_t* xb, const float* xf, const float* sa, int64_t M, const float* bias, float* y,
+                  const Pieces* pieces, ThreadPool& pool) const {
     if (pieces)
-      cpu::gemm_float_pieces(level_, float_, nullptr, xf, sa, M, bias, pieces->grain, pieces->done, pool);
+      cpu::gemm_float_pieces(level_, float_, xb, xf, sa, M, bias, pieces->grain, pieces->done, pool);
     else
-      cpu::gemm_float(level_, float_, nullptr, xf, sa, M, bias, y, pool);
+      cpu::gemm_float(level_, float_, xb, xf, sa, M, bias, y, pool);
   }
 
   QuantScheme scheme_;

@@ -133,7 +133,6 @@ void for_column_blocks(ThreadPool& pool, int64_t nblocks, Fn fn) {
   pool.parallel_for_dynamic(nblocks, grain, [&](int, int64_t b, int64_t e) { fn(b, e); });
 }
 
-
 using Int8Kernel = void (*)(const Int8Packed&, const int8_t*, const float*, int64_t, const float*, const YOut&,
                            int64_t, int64_t);
 
