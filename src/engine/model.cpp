@@ -130,10 +130,6 @@ struct Avx2Vec16 {
     __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
   }
-  // out[j] = reduce_add(v[j]) for 16 vectors.
-  static void reduce16(const Avx2Vec16* v, float* out) {
-    for (int j = 0; j < 16; ++j) out[j] = reduce_add(v[j]);
-  }
   static float reduce8_max(__m256 s8) {
     __m128 s4 = _mm_max_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
     __m128 s2 = _mm_max_ps(s4, _mm_movehl_ps(s4, s4));
@@ -202,24 +198,6 @@ struct Avx512Vec16 {
   static Avx512Vec16 exp(Avx512Vec16 x) { return {exp16_avx512(x.v)}; }
   static float reduce_add(Avx512Vec16 x) {
     return Avx2Vec16::reduce8_add(_mm256_add_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)));
-  }
-  // out[j] = reduce_add(v[j]) for 16 vectors, bit for bit: the same pairs are added at each of
-  // the four levels (lane i + 8, + 4, + 2, + 1), but 16 sums at once in 15 vector adds.
-  static void reduce16(const Avx512Vec16* v, float* out) {
-    __m512 t[8], u[4], w[2];
-    for (int k = 0; k < 8; ++k)  // [v2k lanes i + (i + 8), i < 8 | v2k+1 the same]
-      t[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k].v, v[2 * k + 1].v, 0x44),
-                           _mm512_shuffle_f32x4(v[2 * k].v, v[2 * k + 1].v, 0xEE));
-    for (int k = 0; k < 4; ++k)  // 128-bit lane L: v[4k + L], lanes i + (i + 4) of the above
-      u[k] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * k], t[2 * k + 1], 0x88),
-                           _mm512_shuffle_f32x4(t[2 * k], t[2 * k + 1], 0xDD));
-    for (int k = 0; k < 2; ++k)  // lane L: [v[8k + L] two sums, v[8k + 4 + L] two sums]
-      w[k] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0x44),
-                           _mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0xEE));
-    // lane L: v[L], v[4 + L], v[8 + L], v[12 + L]
-    const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
-    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, z));
   }
   static float reduce_max(Avx512Vec16 x) {
     return Avx2Vec16::reduce8_max(_mm256_max_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)));
