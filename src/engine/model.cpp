@@ -281,6 +281,7 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
                    bool want_bias, int64_t interleave = 0) -> std::unique_ptr<Linear> {
     if (!opt.fuse) return nullptr;
     std::vector<const TensorView*> ws, bs;
+    std::vector<int64_t> ns;
     int64_t n_total = 0;
     for (const auto& [base, n] : parts) {
       const TensorView& w = need(find, base + ".weight", {n, k});
@@ -292,35 +293,39 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
       if (interleave > 0 && (n % interleave != 0 || n != parts.begin()->second)) return nullptr;
       ws.push_back(&w);
       bs.push_back(want_bias ? &need(find, base + ".bias", {n}) : find(base + ".bias"));
+      ns.push_back(n);
       n_total += n;
     }
+    // The parts' rows (row_bytes each) to dst: part after part, or alternating in runs of
+    // `interleave` rows.
+    auto concat_rows = [&](const std::vector<const uint8_t*>& src, size_t row_bytes, uint8_t* dst) {
+      const int64_t step = interleave > 0 ? interleave : n_total;
+      for (int64_t r0 = 0; r0 < n_total; r0 += step)
+        for (size_t i = 0; i < src.size(); ++i) {
+          const int64_t rows = std::min(step, ns[i] - r0);
+          if (rows <= 0) continue;
+          std::memcpy(dst, src[i] + static_cast<size_t>(r0) * row_bytes, static_cast<size_t>(rows) * row_bytes);
+          dst += static_cast<size_t>(rows) * row_bytes;
+        }
+    };
     const size_t esz = dtype_size(ws[0]->dtype);
     std::vector<uint8_t> wbuf(static_cast<size_t>(n_total * k) * esz);
-    // Runs of `run` rows, part after part (a single run per part when not interleaved).
-    const int64_t run = interleave > 0 ? interleave : 0;
-    size_t off = 0;
-    for (int64_t r0 = 0; off < wbuf.size(); r0 += run)
-      for (const TensorView* w : ws) {
-        const int64_t rows = run > 0 ? run : w->shape[0];
-        const size_t bytes = static_cast<size_t>(rows * k) * esz;
-        std::memcpy(wbuf.data() + off, static_cast<const uint8_t*>(w->data) + static_cast<size_t>(r0 * k) * esz, bytes);
-        off += bytes;
-      }
+    std::vector<const uint8_t*> wsrc;
+    for (const TensorView* w : ws) wsrc.push_back(static_cast<const uint8_t*>(w->data));
+    concat_rows(wsrc, static_cast<size_t>(k) * esz, wbuf.data());
     TensorView wv{"fused:" + ws[0]->name, ws[0]->dtype, {n_total, k}, wbuf.data(), wbuf.size()};
     std::vector<float> bias;
     const bool any_bias = std::any_of(bs.begin(), bs.end(), [](auto* b) { return b != nullptr; });
     if (any_bias) {
       std::vector<std::vector<float>> pb;
-      size_t i = 0;
-      for (const auto& [base, n] : parts) {
-        pb.push_back(bs[i] ? to_f32(*bs[i]) : std::vector<float>(static_cast<size_t>(n), 0.0f));
-        ++i;
+      std::vector<const uint8_t*> bsrc;
+      pb.reserve(bs.size());
+      for (size_t i = 0; i < bs.size(); ++i) {
+        pb.push_back(bs[i] ? to_f32(*bs[i]) : std::vector<float>(static_cast<size_t>(ns[i]), 0.0f));
+        bsrc.push_back(reinterpret_cast<const uint8_t*>(pb.back().data()));
       }
-      for (int64_t r0 = 0; static_cast<int64_t>(bias.size()) < n_total; r0 += run)
-        for (const auto& b : pb) {
-          const int64_t rows = run > 0 ? run : static_cast<int64_t>(b.size());
-          bias.insert(bias.end(), b.begin() + r0, b.begin() + r0 + rows);
-        }
+      bias.resize(static_cast<size_t>(n_total));
+      concat_rows(bsrc, sizeof(float), reinterpret_cast<uint8_t*>(bias.data()));
     }
     TensorView bv{"fused-bias", DType::F32, {n_total}, bias.data(), bias.size() * 4};
     return make_linear(wv, any_bias ? &bv : nullptr, nullptr, opt.quant, opt_.compute);
