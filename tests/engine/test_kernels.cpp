@@ -120,7 +120,7 @@ TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
   }
 }
 
-// Long K (the AMX kernel splits K into blocks of 512 bytes and parks the partial sums between
+// Long K (the AMX kernel splits K into blocks of 1 KiB and parks the partial sums between
 // them) and more rows than one row chunk (128): still the twin's result, and each row's result
 // equals the row computed alone.
 TEST_CASE("long K and many rows: K blocks and row chunks keep results exact", "[kernels]") {
@@ -154,6 +154,38 @@ TEST_CASE("long K and many rows: K blocks and row chunks keep results exact", "[
             REQUIRE(std::memcmp(y_row.data(), y1.data() + r * N, N * 4) == 0);
           }
         }
+      }
+    }
+  }
+}
+
+// An output of 1 MiB or more is written with non-temporal stores where a row's 16 columns are
+// 64-byte aligned, and with plain masked stores elsewhere (the N edge, unaligned rows): the
+// twin's bits either way, into an aligned y and into one shifted by a float.
+TEST_CASE("large outputs (non-temporal stores) equal the twin, aligned or not", "[kernels]") {
+  ThreadPool pool(2);
+  const int64_t N = 1800, K = 160, M = 150;  // M * N * 4 = 1.08 MB; N is not a multiple of 32
+  REQUIRE(M * N * 4 >= (int64_t{1} << 20));
+  std::vector<float> w = random_vec(N * K, 4242, 0.05f), bias = random_vec(N, 4243, 0.1f);
+  const std::vector<float> x = random_vec(M * K, 4244);
+  cpu::AlignedBuffer<float> buf(M * N + 16);
+  for (KernelLevel level : fast_levels()) {
+    for (const Variant& v : kVariants) {
+      // AMX-BF16 is not the twin's bits: there each row is checked against the row computed
+      // alone (a 7 KB output, plain stores), which batch invariance makes the same bits.
+      const bool exact = v.integer || level != KernelLevel::Amx || v.compute == ComputeType::F32;
+      auto fast = build(level, w, N, K, &bias, v);
+      auto ref = build(KernelLevel::Ref, w, N, K, &bias, v);
+      std::vector<float> y2(M * N);
+      if (exact) ref->forward(x.data(), M, y2.data(), pool);
+      else
+        for (int64_t r = 0; r < M; ++r) fast->forward(x.data() + r * K, 1, y2.data() + r * N, pool);
+      for (int64_t shift : {0, 1}) {
+        INFO(kernel_level_name(level) << " " << v.name << " shift " << shift);
+        float* y1 = buf.data() + shift;
+        std::fill(y1, y1 + M * N, -1.0f);
+        fast->forward(x.data(), M, y1, pool);
+        REQUIRE(std::memcmp(y1, y2.data(), y2.size() * 4) == 0);
       }
     }
   }

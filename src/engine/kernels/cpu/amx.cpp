@@ -242,7 +242,11 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         } else {
           v = finish_sums(_mm512_load_si512(cb + (mi * 2 + ni) * 256 + ri * 16), m0 + r, swv[ni], bv[ni]);
         }
-        _mm512_mask_storeu_ps(y.at(m0 + r, n0 + ni * 16), mk[ni], v);
+        float* yp = y.at(m0 + r, n0 + ni * 16);
+        if (y.nontemporal && mk[ni] == 0xFFFF && (reinterpret_cast<uintptr_t>(yp) & 63) == 0)
+          _mm512_stream_ps(yp, v);
+        else
+          _mm512_mask_storeu_ps(yp, mk[ni], v);
       }
     }
   };
@@ -269,7 +273,9 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     int32_t* sp = spill ? t_spill.data() + (nb - nb0) * 1024 : nullptr;
     float* acc = kGrouped ? t_acc.data() + (nb - nb0) * 1024 : nullptr;
     const int64_t n0 = nb * 32;
-    const bool direct = !kGrouped && rows == 32 && n0 + 32 <= N;
+    const bool direct = !y.nontemporal && !kGrouped && rows == 32 && n0 + 32 <= N;
+    // Direct: the tiles go to y by tile stores (pieces in cache, outputs under 1 MiB); a large
+    // output (y.nontemporal) is staged in cbuf and written by finish() with non-temporal stores.
     // The tile stores of a direct block miss the cache (y is megabytes, written once): fetching
     // its lines during the last K block measured 15-25% faster (int8-channel kernel alone, 0.5B
     // and 1.5B shapes, one process, alternating; prefetchw no better than prefetcht0); staging
@@ -439,6 +445,7 @@ void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64
   else
     amx_gemm<Epi::Int8Block>(a, p.kp, w, nullptr, n_chunks, kQuantBlock / 64, p.groups, sa, p.sw.data(), M, p.n,
                              bias, y, nb0, nb1);
+  if (y.nontemporal) _mm_sfence();  // order the non-temporal stores before the pool's barrier
 }
 
 void gemm_float_amx(const FloatPacked& p, const uint16_t* xb, const float* sa, int64_t M,
@@ -452,6 +459,7 @@ void gemm_float_amx(const FloatPacked& p, const uint16_t* xb, const float* sa, i
   else
     amx_gemm<Epi::Bf16>(a, p.kp * 2, w, nullptr, n_chunks, n_chunks, 1, nullptr, nullptr, M, p.n, bias, y, nb0,
                         nb1);
+  if (y.nontemporal) _mm_sfence();  // order the non-temporal stores before the pool's barrier
 }
 
 }  // namespace qeval::cpu

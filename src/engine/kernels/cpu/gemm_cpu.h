@@ -77,6 +77,9 @@ Int8Packed pack_int8(const int8_t* qw, const float* sw, int64_t N, int64_t K, bo
 struct YOut {
   float* data;
   int64_t ld, col0;
+  // Whole rows of 16 aligned columns may be written with non-temporal stores (the AMX kernels'
+  // choice for an output too large to stay in cache; pieces stay in cache for their consumer).
+  bool nontemporal = false;
   float* at(int64_t m, int64_t n) const { return data + m * ld + (n - col0); }
 };
 
