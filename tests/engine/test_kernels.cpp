@@ -121,11 +121,12 @@ TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
 }
 
 // Long K (the AMX kernel splits K into blocks of 1 KiB and parks the partial sums between
-// them) and more rows than one row chunk (128): still the twin's result, and each row's result
-// equals the row computed alone.
+// them; past 4 KiB its L2 blocking also takes K in slices of 4 KiB, each slice over every strip
+// of a row chunk) and more rows than one row chunk (128 for fp8, 192 at K = 4500): still the
+// twin's result, and each row's result equals the row computed alone.
 TEST_CASE("long K and many rows: K blocks and row chunks keep results exact", "[kernels]") {
   ThreadPool pool(2);
-  const int64_t shapes[][2] = {{70, 1100}, {100, 700}};
+  const int64_t shapes[][2] = {{70, 1100}, {100, 700}, {40, 4500}};
   uint32_t seed = 900;
   for (KernelLevel level : fast_levels()) {
     for (const Variant& v : kVariants) {
@@ -135,7 +136,7 @@ TEST_CASE("long K and many rows: K blocks and row chunks keep results exact", "[
         auto fast = build(level, w, N, K, nullptr, v);
         auto ref = build(KernelLevel::Ref, w, N, K, nullptr, v);
         auto ref_abs = build(KernelLevel::Ref, abs_vec(w), N, K, nullptr, v);
-        for (int64_t M : {int64_t{17}, int64_t{150}}) {
+        for (int64_t M : {int64_t{17}, int64_t{230}}) {
           INFO(kernel_level_name(level) << " " << v.name << " N=" << N << " K=" << K << " M=" << M);
           std::vector<float> x = random_vec(M * K, seed++);
           std::vector<float> y1(M * N), y2(M * N), ya(M * N), y_row(N);
