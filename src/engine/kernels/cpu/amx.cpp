@@ -396,6 +396,13 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       // the other's products run, weights held in L1, activations streamed): 44% of the peak
       // without the fold but 15-26% with it, where three tile loads per two products plus the
       // fold's loads exceed two loads per cycle.
+      // Re-measured with the weight tiles loaded past L1 (one thread, M = 512): everything 22%,
+      // without this rescale 35%, without the stores too 45%; the rescale deferred by one group
+      // (two cbufs, folded after the next group's products were issued) 23-25%; 2, 4 or 8 groups
+      // folded per acc load/store -23% to +7%. A register-only microbenchmark (ref cycles per
+      // group of 8 products) shows why: products + tile stores 140, the fold alone 125, both 300
+      // (deferred: 263), while 64 vector loads and stores alone overlap the products fully — the
+      // fold's vector arithmetic does not run alongside the tile products.
       if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
     }
     if (kc1 < n_chunks) return;
