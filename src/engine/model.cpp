@@ -212,9 +212,21 @@ using V = Avx512Vec16;
 #pragma GCC pop_options
 
 // out = w * (x / sqrt(mean(x^2) + eps)); the sum of squares is accumulated in double.
+// The sum of squares runs in double in 16 interleaved partial sums (element i into sum i % 16,
+// combined in a fixed order; the compiler turns them into vector lanes): the same value for a
+// row whatever the batch or kernel level. One sequential double sum was a dependency chain of
+// n additions. Measured in one process, alternating with it: 0.5B prefill +6% (int8-channel),
+// +7% (bf16).
 void rms_norm(const float* x, const float* w, float* out, int64_t n, double eps) {
-  double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  constexpr int kLanes = 16;
+  double part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) part[j] += static_cast<double>(x[i + j]) * x[i + j];
+  for (int j = 0; i < n; ++i, ++j) part[j] += static_cast<double>(x[i]) * x[i];
+  for (int width = kLanes / 2; width > 0; width /= 2)
+    for (int j = 0; j < width; ++j) part[j] += part[j + width];
+  const double ss = part[0];
   float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
   for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * scale);
 }
