@@ -87,14 +87,15 @@ class LinearImpl : public Linear {
     return (is_int8() ? int8_.bytes() : float_.bytes()) + bias_.size() * 4;
   }
 
-  void forward(const float* x, int64_t M, float* y, ThreadPool& pool) const override {
+  using Linear::forward;
+  void forward(const float* x, const float* amax, int64_t M, float* y, ThreadPool& pool) const override {
     if (M <= 0) return;
     if (level_ == KernelLevel::Ref)
-      forward_ref(x, M, y);
+      forward_ref(x, M, y);  // the scalar twin finds its own maxima
     else if (is_int8())
-      forward_int8(x, M, y, nullptr, pool);
+      forward_int8(x, amax, M, y, nullptr, pool);
     else
-      forward_float(x, M, y, nullptr, pool);
+      forward_float(x, amax, M, y, nullptr, pool);
   }
 
   void forward_columns(const float* x, int64_t M, int64_t unit, const ColumnsFn& fn,
@@ -106,9 +107,9 @@ class LinearImpl : public Linear {
                         }};
     if (level_ != KernelLevel::Ref) {
       if (is_int8())
-        forward_int8(x, M, nullptr, &pieces, pool);
+        forward_int8(x, nullptr, M, nullptr, &pieces, pool);
       else
-        forward_float(x, M, nullptr, &pieces, pool);
+        forward_float(x, nullptr, M, nullptr, &pieces, pool);
       return;
     }
     std::vector<float> y(static_cast<size_t>(M * n_));  // scalar twin: the whole product, then the pieces
@@ -171,15 +172,17 @@ class LinearImpl : public Linear {
   };
 
   // To y, or (y null) in pieces.
-  void forward_int8(const float* x, int64_t M, float* y, const Pieces* pieces, ThreadPool& pool) const {
-    const int64_t K = k_, kp = int8_.kp, rows = cpu::act_rows(M);
+  void forward_int8(const float* x, const float* amax, int64_t M, float* y, const Pieces* pieces,
+                    ThreadPool& pool) const {
+    const int64_t K = k_, kp = int8_.kp, rows = cpu::act_rows(M), G = n_groups(K);
     int8_t* qa = scratch(t_q8, static_cast<size_t>(rows * kp));
     float* sa = scratch(t_sa, static_cast<size_t>(M * int8_.groups));
     rows_parallel(pool, M, [&](int64_t m0, int64_t m1) {
+      const float* am = amax ? amax + m0 * G : nullptr;
       if (int8_.channel)
-        quantize_act_int8_token(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0);
+        quantize_act_int8_token(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0, am);
       else
-        quantize_act_int8_group(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0 * int8_.groups);
+        quantize_act_int8_group(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0 * int8_.groups, am);
     });
     zero_padding(qa, M, rows, K, kp);
     const float* bias = bias_.empty() ? nullptr : bias_.data();
@@ -189,7 +192,8 @@ class LinearImpl : public Linear {
       cpu::gemm_int8(level_, int8_, qa, sa, M, bias, y, pool);
   }
 
-  void forward_float(const float* x, int64_t M, float* y, const Pieces* pieces, ThreadPool& pool) const {
+  void forward_float(const float* x, const float* amax, int64_t M, float* y, const Pieces* pieces,
+                     ThreadPool& pool) const {
     const int64_t K = k_, kp = float_.kp, G = float_.groups;
     const bool fp8 = float_.kind == cpu::FloatKind::Fp8Block;
     float* sa = fp8 ? scratch(t_sa, static_cast<size_t>(M * G)) : nullptr;
@@ -200,7 +204,7 @@ class LinearImpl : public Linear {
       uint16_t* xb = scratch(t_xb, static_cast<size_t>(rows * kp));
       rows_parallel(pool, M, [&](int64_t m0, int64_t m1) {
         if (fp8) {
-          quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G);
+          quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G, amax ? amax + m0 * G : nullptr);
           // Vector decode (the bf16 of e4m3_to_f32 for every code but NaN, which a
           // quantised activation only holds when its row is NaN anyway: then so is its scale).
           for (int64_t m = m0; m < m1; ++m) cpu::decode_e4m3_to_bf16_amx(q + m * kp, xb + m * kp, K);
@@ -215,7 +219,7 @@ class LinearImpl : public Linear {
     float* xf = scratch(t_xf, static_cast<size_t>(M * kp));
     rows_parallel(pool, M, [&](int64_t m0, int64_t m1) {
       if (fp8) {
-        quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G);
+        quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G, amax ? amax + m0 * G : nullptr);
         for (int64_t m = m0; m < m1; ++m)
           for (int64_t k = 0; k < K; ++k) xf[m * kp + k] = e4m3_to_f32(q[m * kp + k]);
       } else if (float_.kind == cpu::FloatKind::Bf16) {

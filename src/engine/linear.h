@@ -31,7 +31,12 @@ class Linear {
   // y[M, N] = x[M, K] · W[N, K]^T (+ bias[N]); x and y are row-major f32. The reduction over K
   // runs in a fixed order independent of M and of which rows are in the batch, so every
   // row's result is bit-identical whatever the batch (batch invariance).
-  virtual void forward(const float* x, int64_t M, float* y, ThreadPool& pool) const = 0;
+  void forward(const float* x, int64_t M, float* y, ThreadPool& pool) const { forward(x, nullptr, M, y, pool); }
+  // The same, with the group maxima of x that its producer found on the way (null: none):
+  // amax[m * ceil(K / 128) + g] = max |x| over columns [128 g, 128 g + 128) of row m, NaN
+  // ignored (group_amax in quant.h). A quantised layer then skips its own pass over x for them;
+  // the output is the same bits. Layers that do not quantise their input ignore it.
+  virtual void forward(const float* x, const float* amax, int64_t M, float* y, ThreadPool& pool) const = 0;
 
   // The same product, handed on in pieces of output columns while they are still in cache
   // instead of being written to a full y[M, N] (for an epilogue that consumes them at once, such

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "engine/cpu_features.h"
+#include "engine/quant.h"
 
 namespace qeval {
 
@@ -118,6 +119,10 @@ struct Avx2Vec16 {
   static Avx2Vec16 mul(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
   static Avx2Vec16 div(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_div_ps(a.lo, b.lo), _mm256_div_ps(a.hi, b.hi)}; }
   static Avx2Vec16 max(Avx2Vec16 a, Avx2Vec16 b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+  static Avx2Vec16 abs(Avx2Vec16 a) {
+    const __m256 m = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    return {_mm256_and_ps(a.lo, m), _mm256_and_ps(a.hi, m)};
+  }
   static Avx2Vec16 fmadd(Avx2Vec16 a, Avx2Vec16 b, Avx2Vec16 c) {
     return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
   }
@@ -194,13 +199,17 @@ struct Avx512Vec16 {
   static Avx512Vec16 mul(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
   static Avx512Vec16 div(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_div_ps(a.v, b.v)}; }
   static Avx512Vec16 max(Avx512Vec16 a, Avx512Vec16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+  static Avx512Vec16 abs(Avx512Vec16 a) {
+    return {_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x7FFFFFFF)))};
+  }
   static Avx512Vec16 fmadd(Avx512Vec16 a, Avx512Vec16 b, Avx512Vec16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static Avx512Vec16 exp(Avx512Vec16 x) { return {exp16_avx512(x.v)}; }
   static float reduce_add(Avx512Vec16 x) {
     return Avx2Vec16::reduce8_add(_mm256_add_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)));
   }
   static float reduce_max(Avx512Vec16 x) {
-    return Avx2Vec16::reduce8_max(_mm256_max_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)));
+    // (extract, not _mm512_castps512_ps256: GCC 12 warns about its own header in that cast here)
+    return Avx2Vec16::reduce8_max(_mm256_max_ps(_mm512_extractf32x8_ps(x.v, 0), _mm512_extractf32x8_ps(x.v, 1)));
   }
 };
 
@@ -521,10 +530,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
   const int64_t half = E / 2;
   const int64_t nq = H * E, nk = G * E;  // q and k/v row widths
   auto silu_mul = [&](float* out, const float* g, const float* u, int64_t n) {  // same bits either way
-    if (use_avx512_)
-      avx512::silu_mul(out, g, u, n);
-    else
-      avx2::silu_mul(out, g, u, n);
+    return use_avx512_ ? avx512::silu_mul(out, g, u, n) : avx2::silu_mul(out, g, u, n);
   };
   kv_ = &kv;
   tok_seq_.clear();
@@ -626,11 +632,19 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       // time as the matmul hands them on (still in cache; the [T, 2F] product is never written
       // out, nor read back by a separate pass). Measured in one process, alternating with the full
       // product plus that pass: 0.5B prefill +5-6% (int8-channel), +1-10% (bf16); decode the same.
+      // The epilogue also finds the group maxima of its output (a piece is one 128-wide group),
+      // which the down projection's activation quantisation then need not look for: one read of
+      // the [T, F] output less. Measured in one process, alternating: 0.5B prefill +3%
+      // (int8-channel), +1-3% (int8-block).
+      static_assert(kGluUnit == kQuantBlock, "a SwiGLU piece must be one quantisation group");
+      const int64_t GF = n_groups(F);
+      gate_amax_.resize(static_cast<size_t>(T * GF));
       L.w_gate_up->forward_columns(
           xn_.data(), T, 2 * kGluUnit,
           [&](int64_t c0, int64_t c1, const float* ys, int64_t ld) {
-            const int64_t n = (c1 - c0) / 2;
-            for (int64_t t = 0; t < T; ++t) silu_mul(gate_.data() + t * F + c0 / 2, ys + t * ld, ys + t * ld + n, n);
+            const int64_t n = (c1 - c0) / 2, g = c0 / (2 * kGluUnit);
+            for (int64_t t = 0; t < T; ++t)
+              gate_amax_[t * GF + g] = silu_mul(gate_.data() + t * F + c0 / 2, ys + t * ld, ys + t * ld + n, n);
           },
           pool);
     } else {
@@ -640,7 +654,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
         silu_mul(gate_.data() + b * F, gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
       });
     }
-    L.w_down->forward(gate_.data(), T, o_.data(), pool);  // [T, D]
+    L.w_down->forward(gate_.data(), L.w_gate_up ? gate_amax_.data() : nullptr, T, o_.data(), pool);  // [T, D]
     rows_for(pool, T, T * D, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* x = x_.data() + t * D;

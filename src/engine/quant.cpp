@@ -297,15 +297,16 @@ void fp8_quant_avx2(const float* x, int64_t n, float s, uint8_t* q) {
 namespace {
 
 // Per token, per 128-wide group of K: scale = max(amax, floor) / qmax, then quant(x, len, scale, q).
+// amax: the group maxima [M, G] if the producer has them, else found here.
 template <typename T, typename Quant>
 void quantize_act_groups(const float* x, int64_t M, int64_t K, T* q, int64_t ldq, float* s, float floor,
-                         float qmax, Quant quant) {
+                         float qmax, const float* amax, Quant quant) {
   const int64_t G = n_groups(K);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t g = 0; g < G; ++g) {
       const int64_t k0 = g * kQuantBlock, len = std::min(K, k0 + kQuantBlock) - k0;
       const float* xr = x + m * K + k0;
-      const float sc = std::max(amax_avx2(xr, len), floor) / qmax;
+      const float sc = std::max(amax ? amax[m * G + g] : amax_avx2(xr, len), floor) / qmax;
       s[m * G + g] = sc;
       quant(xr, len, sc, q + m * ldq + k0);
     }
@@ -314,22 +315,35 @@ void quantize_act_groups(const float* x, int64_t M, int64_t K, T* q, int64_t ldq
 }  // namespace
 
 void quantize_act_fp8_group(const float* x, int64_t M, int64_t K, uint8_t* q, int64_t ldq,
-                            float* s) {
-  quantize_act_groups(x, M, K, q, ldq, s, kFp8ActAmaxFloor, kE4m3Max, fp8_quant_avx2);
+                            float* s, const float* amax) {
+  quantize_act_groups(x, M, K, q, ldq, s, kFp8ActAmaxFloor, kE4m3Max, amax, fp8_quant_avx2);
 }
 
 void quantize_act_int8_group(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s) {
-  quantize_act_groups(x, M, K, q, ldq, s, kInt8ActAmaxFloor, kInt8Max, int8_quant_avx2);
+                             float* s, const float* amax) {
+  quantize_act_groups(x, M, K, q, ldq, s, kInt8ActAmaxFloor, kInt8Max, amax, int8_quant_avx2);
 }
 
 void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s) {
+                             float* s, const float* amax) {
+  const int64_t G = n_groups(K);
   for (int64_t m = 0; m < M; ++m) {
-    const float sc = std::max(amax_avx2(x + m * K, K), kInt8ActAmaxFloor) / kInt8Max;
+    float a = 0.0f;
+    if (amax)
+      for (int64_t g = 0; g < G; ++g) a = std::max(a, amax[m * G + g]);
+    else
+      a = amax_avx2(x + m * K, K);
+    const float sc = std::max(a, kInt8ActAmaxFloor) / kInt8Max;
     s[m] = sc;
     int8_quant_avx2(x + m * K, K, sc, q + m * ldq);
   }
+}
+
+void group_amax(const float* x, int64_t M, int64_t K, float* amax) {
+  const int64_t G = n_groups(K);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t g = 0; g < G; ++g)
+      amax[m * G + g] = amax_of(x + m * K + g * kQuantBlock, std::min(K - g * kQuantBlock, kQuantBlock));
 }
 
 }  // namespace qeval

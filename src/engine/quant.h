@@ -77,16 +77,21 @@ inline int64_t n_groups(int64_t K) { return (K + kQuantBlock - 1) / kQuantBlock;
 
 // FP8 per token per 128-group: s[m, g] = max(amax, 1e-4) / 448; q = e4m3(clamp(x/s, +-448)).
 // x [M, K] (row stride K); q [M, ldq] (ldq >= K, columns K..ldq-1 untouched); s [M, G].
+// amax (all three quantisers): null, or the producer's group maxima [M, G] (group_amax below),
+// which spares the pass over x that finds them; the result is the same either way.
 void quantize_act_fp8_group(const float* x, int64_t M, int64_t K, uint8_t* q, int64_t ldq,
-                            float* s);
+                            float* s, const float* amax = nullptr);
 // INT8 per token per 128-group: s[m, g] = max(amax, 1e-10) / 127; q = clamp(RNE(x/s), +-127).
 // (SGLang's Triton per_token_group_quant_int8 truncates with .to(int8); we round to nearest
 // even like its CUDA kernel and vLLM.)
 void quantize_act_int8_group(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s);
+                             float* s, const float* amax = nullptr);
 // INT8 per token: s[m] = max(amax, 1e-10) / 127 over the whole row; q = clamp(RNE(x/s), +-127).
 void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s);
+                             float* s, const float* amax = nullptr);
+// The group maxima the quantisers take: amax[m * G + g] = max |x| over columns
+// [128 g, min(K, 128 g + 128)) of row m, NaN ignored (as std::max(a, NaN) ignores it).
+void group_amax(const float* x, int64_t M, int64_t K, float* amax);
 
 // Scalar versions of the three quantisers above (the twins the vectorised ones are tested
 // against; identical results bit for bit).

@@ -192,6 +192,27 @@ TEST_CASE("large outputs (non-temporal stores) equal the twin, aligned or not", 
   }
 }
 
+// forward() with the input's group maxima given by its producer: the same bits as without,
+// for every level and scheme (non-quantising layers ignore them).
+TEST_CASE("given group maxima of the input change nothing", "[kernels]") {
+  ThreadPool pool(2);
+  const int64_t N = 70, K = 300, M = 37;
+  std::vector<float> w = random_vec(N * K, 515, 0.05f), x = random_vec(M * K, 516);
+  x[5] = 40.0f;
+  std::vector<float> amax(M * n_groups(K));
+  group_amax(x.data(), M, K, amax.data());
+  for (KernelLevel level : fast_levels()) {
+    for (const Variant& v : kVariants) {
+      INFO(kernel_level_name(level) << " " << v.name);
+      auto l = build(level, w, N, K, nullptr, v);
+      std::vector<float> y1(M * N), y2(M * N);
+      l->forward(x.data(), M, y1.data(), pool);
+      l->forward(x.data(), amax.data(), M, y2.data(), pool);
+      REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+    }
+  }
+}
+
 TEST_CASE("batch invariance: a row's output does not depend on the batch", "[kernels]") {
   ThreadPool pool(2);
   const int64_t N = 150, K = 300, M = 37;

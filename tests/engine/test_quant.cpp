@@ -188,3 +188,45 @@ TEST_CASE("activation quantisers: floors, and vector == scalar twin bit for bit"
     }
   }
 }
+
+// A producer may hand the quantisers the group maxima of its output (the SwiGLU epilogue does):
+// the same scales and codes as when they look for them, for every scheme, with partial last
+// groups, an all-zero row, a NaN (ignored by the maximum) and an outlier.
+TEST_CASE("activation quantisers: given group maxima give the same result as found ones", "[quant]") {
+  for (int64_t K : {1, 127, 128, 129, 300, 896}) {
+    const int64_t M = 3, ldq = K + 5, G = n_groups(K);
+    std::vector<float> x = random_vec(M * K, 20 + static_cast<uint32_t>(K), 2.0f);
+    for (int64_t k = 0; k < K; ++k) x[K + k] = 0.0f;
+    x[2 * K + K / 2] = 1e5f;
+    if (K > 1) x[2 * K] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> amax(M * G);
+    group_amax(x.data(), M, K, amax.data());
+    CHECK(amax[G] == 0.0f);
+    CHECK(amax[2 * G + (K / 2) / 128] == 1e5f);
+    INFO("K = " << K);
+    {
+      std::vector<int8_t> q1(M * ldq, 7), q2(M * ldq, 7);
+      std::vector<float> s1(M * G), s2(M * G);
+      quantize_act_int8_group(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_int8_group(x.data(), M, K, q2.data(), ldq, s2.data(), amax.data());
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
+    }
+    {
+      std::vector<int8_t> q1(M * ldq, 7), q2(M * ldq, 7);
+      std::vector<float> s1(M), s2(M);
+      quantize_act_int8_token(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_int8_token(x.data(), M, K, q2.data(), ldq, s2.data(), amax.data());
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
+    }
+    {
+      std::vector<uint8_t> q1(M * ldq, 7), q2(M * ldq, 7);
+      std::vector<float> s1(M * G), s2(M * G);
+      quantize_act_fp8_group(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_fp8_group(x.data(), M, K, q2.data(), ldq, s2.data(), amax.data());
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
+    }
+  }
+}
