@@ -204,29 +204,17 @@ TEST_CASE("activation quantisers: given group maxima give the same result as fou
     CHECK(amax[G] == 0.0f);
     CHECK(amax[2 * G + (K / 2) / 128] == 1e5f);
     INFO("K = " << K);
-    {
-      std::vector<int8_t> q1(M * ldq, 7), q2(M * ldq, 7);
-      std::vector<float> s1(M * G), s2(M * G);
-      quantize_act_int8_group(x.data(), M, K, q1.data(), ldq, s1.data());
-      quantize_act_int8_group(x.data(), M, K, q2.data(), ldq, s2.data(), amax.data());
+    // Runs quant(x, ..., amax) with the maxima found and given: same codes and scales.
+    auto same = [&](auto code, int64_t n_scales, auto quant) {
+      std::vector<decltype(code)> q1(M * ldq, code), q2(M * ldq, code);
+      std::vector<float> s1(n_scales), s2(n_scales);
+      quant(x.data(), M, K, q1.data(), ldq, s1.data(), nullptr);
+      quant(x.data(), M, K, q2.data(), ldq, s2.data(), amax.data());
       CHECK(q1 == q2);
       CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
-    }
-    {
-      std::vector<int8_t> q1(M * ldq, 7), q2(M * ldq, 7);
-      std::vector<float> s1(M), s2(M);
-      quantize_act_int8_token(x.data(), M, K, q1.data(), ldq, s1.data());
-      quantize_act_int8_token(x.data(), M, K, q2.data(), ldq, s2.data(), amax.data());
-      CHECK(q1 == q2);
-      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
-    }
-    {
-      std::vector<uint8_t> q1(M * ldq, 7), q2(M * ldq, 7);
-      std::vector<float> s1(M * G), s2(M * G);
-      quantize_act_fp8_group(x.data(), M, K, q1.data(), ldq, s1.data());
-      quantize_act_fp8_group(x.data(), M, K, q2.data(), ldq, s2.data(), amax.data());
-      CHECK(q1 == q2);
-      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
-    }
+    };
+    same(int8_t{7}, M * G, quantize_act_int8_group);
+    same(int8_t{7}, M, quantize_act_int8_token);
+    same(uint8_t{7}, M * G, quantize_act_fp8_group);
   }
 }
