@@ -204,7 +204,8 @@ class LinearImpl : public Linear {
       uint16_t* xb = scratch(t_xb, static_cast<size_t>(rows * kp));
       rows_parallel(pool, M, [&](int64_t m0, int64_t m1) {
         if (fp8) {
-          quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G, amax ? amax + m0 * G : nullptr);
+          quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G,
+                                 amax ? amax + m0 * G : nullptr);
           // Vector decode (the bf16 of e4m3_to_f32 for every code but NaN, which a
           // quantised activation only holds when its row is NaN anyway: then so is its scale).
           for (int64_t m = m0; m < m1; ++m) cpu::decode_e4m3_to_bf16_amx(q + m * kp, xb + m * kp, K);
@@ -219,7 +220,8 @@ class LinearImpl : public Linear {
     float* xf = scratch(t_xf, static_cast<size_t>(M * kp));
     rows_parallel(pool, M, [&](int64_t m0, int64_t m1) {
       if (fp8) {
-        quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G, amax ? amax + m0 * G : nullptr);
+        quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G,
+                               amax ? amax + m0 * G : nullptr);
         for (int64_t m = m0; m < m1; ++m)
           for (int64_t k = 0; k < K; ++k) xf[m * kp + k] = e4m3_to_f32(q[m * kp + k]);
       } else if (float_.kind == cpu::FloatKind::Bf16) {

@@ -638,7 +638,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       // (int8-channel), +1-3% (int8-block).
       static_assert(kGluUnit == kQuantBlock, "a SwiGLU piece must be one quantisation group");
       const int64_t GF = n_groups(F);
-      gate_amax_.resize(static_cast<size_t>(T * GF));
+      grow(gate_amax_, T * GF);
       L.w_gate_up->forward_columns(
           xn_.data(), T, 2 * kGluUnit,
           [&](int64_t c0, int64_t c1, const float* ys, int64_t ld) {

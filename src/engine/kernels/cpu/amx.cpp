@@ -115,8 +115,8 @@ constexpr int64_t kL2Chunks = 64;          // K slice of the L2 blocking: 4 KiB 
 // below): channel-wise +9-26% at K = 1536, 4864 and 8960; block-wise +3-9%.
 constexpr int64_t kChunksPerKBlock = 16;
 
-thread_local AlignedBuffer<int32_t> t_spill;  // per column block: 4 accumulator tiles (4 KiB)
-thread_local AlignedBuffer<float> t_acc;      // per column block: 32 x 32 rescaled group sums
+thread_local AlignedBuffer<int32_t> t_spill;  // per slot (see `slots`): 4 accumulator tiles (4 KiB)
+thread_local AlignedBuffer<float> t_acc;      // per slot: 32 x 32 rescaled group sums
 
 // Computes y for rows [0, M) and 32-column blocks [nb0, nb1).
 // a: activations, lda bytes per row; wb: packed weight blocks (2 KiB per 64-byte k chunk);
@@ -281,7 +281,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     }
   };
   // One 32-row strip x one column block x chunks [kc0, kc1).
-  // wblk holds the weights of chunks [wc0, ...) of column block nb.
+  // wblk holds the weights of chunks [wc0, ...) of column block nb; slot is the pair's spill / acc slot.
   auto block = [&](int64_t m0, int64_t nb, int64_t kc0, int64_t kc1, const uint8_t* wblk, int64_t wc0,
                    int64_t slot) QEVAL_AMX {
     const int64_t rows = std::min<int64_t>(32, M - m0);
@@ -294,7 +294,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     const bool direct = !y.nontemporal && !kGrouped && rows == 32 && n0 + 32 <= N;
     // Direct: the tiles go to y by tile stores (pieces in cache, outputs under 1 MiB); a large
     // output (y.nontemporal) is staged in cbuf and written by finish() with non-temporal stores.
-    // The tile stores of a direct block miss the cache (y is megabytes, written once): fetching
+    // The tile stores of a direct block miss the cache (y is written once): fetching
     // its lines during the last K block measured 15-25% faster (int8-channel kernel alone, 0.5B
     // and 1.5B shapes, one process, alternating; prefetchw no better than prefetcht0); staging
     // in cbuf with the same prefetch, 5-10% slower than this.
