@@ -120,6 +120,37 @@ TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
   }
 }
 
+// Runs M rows through the fast kernel and its twin: the twin's result (bit for bit for integer
+// math, the AMX-BF16 family within rounding), and rows 0, 16 and M - 1 computed alone give the
+// same bits as in the batch.
+void check_against_twin(KernelLevel level, const Variant& v, int64_t N, int64_t K, const std::vector<int64_t>& Ms,
+                        ThreadPool& pool, uint32_t& seed) {
+  std::vector<float> w = random_vec(N * K, seed++, 0.05f);
+  auto fast = build(level, w, N, K, nullptr, v);
+  auto ref = build(KernelLevel::Ref, w, N, K, nullptr, v);
+  auto ref_abs = build(KernelLevel::Ref, abs_vec(w), N, K, nullptr, v);
+  for (int64_t M : Ms) {
+    INFO(kernel_level_name(level) << " " << v.name << " N=" << N << " K=" << K << " M=" << M
+                                  << " threads=" << pool.size());
+    std::vector<float> x = random_vec(M * K, seed++);
+    std::vector<float> y1(M * N), y2(M * N), ya(M * N), y_row(N);
+    fast->forward(x.data(), M, y1.data(), pool);
+    ref->forward(x.data(), M, y2.data(), pool);
+    const bool exact = v.integer || level != KernelLevel::Amx || v.compute == ComputeType::F32;
+    if (exact) {
+      REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+    } else {
+      std::vector<float> xa = abs_vec(x);
+      ref_abs->forward(xa.data(), M, ya.data(), pool);
+      for (int64_t i = 0; i < M * N; ++i) REQUIRE(std::fabs(y1[i] - y2[i]) <= 1e-5f * ya[i] + 1e-30f);
+    }
+    for (int64_t r : {int64_t{0}, int64_t{16}, M - 1}) {
+      fast->forward(x.data() + r * K, 1, y_row.data(), pool);
+      REQUIRE(std::memcmp(y_row.data(), y1.data() + r * N, N * 4) == 0);
+    }
+  }
+}
+
 // Long K (the AMX kernel splits K into blocks of 1 KiB and parks the partial sums between
 // them; past 4 KiB its L2 blocking also takes K in slices of 4 KiB, each slice over every strip
 // of a row chunk) and more rows than one row chunk (128 for fp8, 192 at K = 4500): still the
@@ -128,36 +159,19 @@ TEST_CASE("long K and many rows: K blocks and row chunks keep results exact", "[
   ThreadPool pool(2);
   const int64_t shapes[][2] = {{70, 1100}, {100, 700}, {40, 4500}};
   uint32_t seed = 900;
-  for (KernelLevel level : fast_levels()) {
-    for (const Variant& v : kVariants) {
-      for (const auto& s : shapes) {
-        const int64_t N = s[0], K = s[1];
-        std::vector<float> w = random_vec(N * K, seed++, 0.05f);
-        auto fast = build(level, w, N, K, nullptr, v);
-        auto ref = build(KernelLevel::Ref, w, N, K, nullptr, v);
-        auto ref_abs = build(KernelLevel::Ref, abs_vec(w), N, K, nullptr, v);
-        for (int64_t M : {int64_t{17}, int64_t{230}}) {
-          INFO(kernel_level_name(level) << " " << v.name << " N=" << N << " K=" << K << " M=" << M);
-          std::vector<float> x = random_vec(M * K, seed++);
-          std::vector<float> y1(M * N), y2(M * N), ya(M * N), y_row(N);
-          fast->forward(x.data(), M, y1.data(), pool);
-          ref->forward(x.data(), M, y2.data(), pool);
-          const bool exact = v.integer || level != KernelLevel::Amx || v.compute == ComputeType::F32;
-          if (exact) {
-            REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
-          } else {
-            std::vector<float> xa = abs_vec(x);
-            ref_abs->forward(xa.data(), M, ya.data(), pool);
-            for (int64_t i = 0; i < M * N; ++i) REQUIRE(std::fabs(y1[i] - y2[i]) <= 1e-5f * ya[i] + 1e-30f);
-          }
-          for (int64_t r : {int64_t{0}, int64_t{16}, M - 1}) {
-            fast->forward(x.data() + r * K, 1, y_row.data(), pool);
-            REQUIRE(std::memcmp(y_row.data(), y1.data() + r * N, N * 4) == 0);
-          }
-        }
-      }
-    }
-  }
+  for (KernelLevel level : fast_levels())
+    for (const Variant& v : kVariants)
+      for (const auto& s : shapes) check_against_twin(level, v, s[0], s[1], {17, 230}, pool, seed);
+}
+
+// One thread takes 10 column blocks in pieces of 2, so each call runs several column blocks
+// through 2 K blocks (K = 1100, not sliced), with 4 strips reusing the same parked sums: each
+// column block needs its own parking slot.
+TEST_CASE("several column blocks per call across K blocks", "[kernels]") {
+  ThreadPool pool(1);
+  uint32_t seed = 950;
+  for (KernelLevel level : fast_levels())
+    for (const Variant& v : kVariants) check_against_twin(level, v, 300, 1100, {100}, pool, seed);
 }
 
 // An output of 1 MiB or more is written with non-temporal stores where a row's 16 columns are

@@ -182,9 +182,15 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       kc_len < n_chunks ? std::min(n_chunks, std::max<int64_t>(1, kL2Chunks / kc_len) * kc_len) : n_chunks;
   const int64_t rows_chunk = std::clamp<int64_t>(kL2Budget / (l2_chunks * 64) / 32 * 32, 32, 512);
   const int64_t nb_group = std::min(nblocks, std::max<int64_t>(1, kL2Budget / (l2_chunks * 2048)));
-  // Spilled tiles / rescaled sums: one slot of 4 KiB per strip of the row chunk per column block
-  // of the group (fp8: per column block).
-  const int64_t slots = w_e4m3 ? nblocks : (rows_chunk / 32) * nb_group;
+  // Spilled tiles / rescaled sums: one slot of 4 KiB per column block of the group (fp8: per
+  // column block), and per strip of the row chunk only where K is sliced, as a strip then keeps
+  // them across slices. Otherwise a strip is done with its slots before the next one starts, and
+  // reusing them keeps them in L2: at K = 1536 the per-strip slots took 1 MiB per thread, each
+  // first touched by a write miss. Kernel alone, 2 threads, M = 512, one process, alternating:
+  // K = 1536 +9-12% channel-wise and block-wise (K = 896 and 4864, where channel-wise has no
+  // change, moved by +2-7%: the noise).
+  const bool strip_slots = l2_chunks < n_chunks;
+  const int64_t slots = w_e4m3 ? nblocks : (strip_slots ? rows_chunk / 32 : 1) * nb_group;
   if (spill && t_spill.size() < static_cast<size_t>(slots * 1024)) t_spill = AlignedBuffer<int32_t>(slots * 1024);
   if (kGrouped && t_acc.size() < static_cast<size_t>(slots * 1024)) t_acc = AlignedBuffer<float>(slots * 1024);
 
@@ -402,7 +408,14 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       // folded per acc load/store -23% to +7%. A register-only microbenchmark (ref cycles per
       // group of 8 products) shows why: products + tile stores 140, the fold alone 125, both 300
       // (deferred: 263), while 64 vector loads and stores alone overlap the products fully — the
-      // fold's vector arithmetic does not run alongside the tile products.
+      // fold's vector arithmetic does not run alongside the tile products. More exactly: stores
+      // cannot retire before the products ahead of them, and the fold's and tile stores' ~128
+      // per group fill the store buffer, so the next group's products wait. A pipeline that,
+      // during each group's products, stored the tiles of the group before (each just before its
+      // tile is zeroed) and folded the one before that in 4-row pieces between the products took
+      // 157 instead of 279-293 ref cycles per group in the microbenchmark, but in the kernel
+      // (weights from L2) it measured 0-10% faster at one thread, 4-7% slower at two, and 4-5%
+      // slower in the engine (0.5B and 1.5B int8-block prefill).
       if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
     }
     if (kc1 < n_chunks) return;
@@ -449,7 +462,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
           for (int64_t kc0 = kc2; kc0 < std::min(n_chunks, kc2 + l2_chunks); kc0 += kc_len)
             for (int64_t nb = g0; nb < g1; ++nb)
               block(m0, nb, kc0, std::min(n_chunks, kc0 + kc_len), wb + nb * n_chunks * 2048, 0,
-                    (m0 - mc) / 32 * nb_group + (nb - g0));
+                    (strip_slots ? (m0 - mc) / 32 * nb_group : 0) + (nb - g0));
     }
   }
   _tile_release();
