@@ -173,6 +173,66 @@ QEVAL_AMX inline __attribute__((always_inline)) void fold_group(const int32_t* c
   }
 }
 
+// The last step of a 32 x 32 block: y rows from its sums. src: the rescaled group sums (kAcc: 32
+// rows of 32 floats) or the 4 accumulator tiles (2 x 2 of 16 x 16, int32 or f32 bits), or
+// (kInPlace) y itself, where the tiles were stored. int8-channel (kScale): y = f32(isum) *
+// (sa[m] * sw[n]); the others take the sums as they are; then + bias (kBias). Columns past the N
+// edge are masked; with nontemporal, full 64-byte-aligned rows are streamed.
+// Written as a free function over values, with the y row stepped by a pointer: as lambdas reading
+// the captured values through references, the rows took about 40 instructions each. Against
+// them, kernel alone, channel-wise, M = 512, one process, alternating: +6-24% at one thread.
+struct Finish {
+  const void* src;
+  float* y;
+  int64_t ld;
+  const float* sa;  // row scales from row m0 (kScale)
+  __m512 sw[2], bias[2];
+  __mmask16 mask[2];
+  bool nontemporal;
+};
+
+template <bool kAcc, bool kScale, bool kBias, bool kInPlace = false>
+QEVAL_AMX inline __attribute__((always_inline)) void finish_rows(const Finish& f, int64_t rows) {
+  const __m512 sw0 = f.sw[0], sw1 = f.sw[1], b0 = f.bias[0], b1 = f.bias[1];
+  const __mmask16 mk0 = f.mask[0], mk1 = f.mask[1];
+  const bool nt = f.nontemporal && mk0 == 0xFFFF && mk1 == 0xFFFF;
+  const auto* src = static_cast<const int32_t*>(f.src);
+  float* yp = f.y;
+  const int64_t ld = f.ld;
+  const float* sa = f.sa;
+  for (int64_t r = 0; r < rows; ++r, yp += ld) {
+    const int32_t* p0 = kInPlace ? reinterpret_cast<const int32_t*>(yp)
+                        : kAcc   ? src + r * 32
+                                 : src + (r / 16) * 512 + (r % 16) * 16;
+    const int32_t* p1 = kInPlace || kAcc ? p0 + 16 : p0 + 256;
+    const __m512i raw0 = _mm512_loadu_si512(p0), raw1 = _mm512_loadu_si512(p1);
+    __m512 v0, v1;
+    if constexpr (kScale) {
+      const __m512 s = _mm512_set1_ps(sa[r]);
+      v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(raw0), _mm512_mul_ps(s, sw0));
+      v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(raw1), _mm512_mul_ps(s, sw1));
+    } else {
+      v0 = _mm512_castsi512_ps(raw0);
+      v1 = _mm512_castsi512_ps(raw1);
+    }
+    if constexpr (kBias) {  // a separate rounding, as the twin's: the builtin with a rounding
+      // operand is never contracted with the multiply into an fma (GNU mode contracts plain ones)
+      v0 = _mm512_add_round_ps(v0, b0, _MM_FROUND_CUR_DIRECTION);
+      v1 = _mm512_add_round_ps(v1, b1, _MM_FROUND_CUR_DIRECTION);
+    }
+    if constexpr (kInPlace) {
+      _mm512_storeu_ps(yp, v0);
+      _mm512_storeu_ps(yp + 16, v1);
+    } else if (nt && (reinterpret_cast<uintptr_t>(yp) & 63) == 0) {
+      _mm512_stream_ps(yp, v0);
+      _mm512_stream_ps(yp + 16, v1);
+    } else {
+      _mm512_mask_storeu_ps(yp, mk0, v0);
+      _mm512_mask_storeu_ps(yp + 16, mk1, v1);
+    }
+  }
+}
+
 // C += A B on tiles c, a, b: int8 sums (TDPBSSD) or bf16 products in f32 (TDPBF16PS); the tile
 // numbers must be constants, hence a macro. Used inside amx_gemm, where kInt8 is defined.
 #define QEVAL_TILE_PRODUCT(c, a, b) \
@@ -268,18 +328,8 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       bv[ni] = bias ? _mm512_maskz_loadu_ps(mk[ni], bias + n0 + ni * 16) : _mm512_setzero_ps();
     }
   };
-  // The output of 16 sums of row m (non-grouped): int8-channel y = f32(isum) * (sa[m] * sw[n]),
-  // bf16 the f32 sums as they are; plus the bias.
-  auto finish_sums = [&](__m512i raw, int64_t m, __m512 swv, __m512 bv) QEVAL_AMX {
-    __m512 v;
-    if constexpr (kEpi == Epi::Int8Channel)
-      v = _mm512_mul_ps(_mm512_cvtepi32_ps(raw), _mm512_mul_ps(_mm512_set1_ps(sa[m]), swv));
-    else
-      v = _mm512_castsi512_ps(raw);
-    return bias ? _mm512_add_ps(v, bv) : v;
-  };
   // Writes rows [m0, m0 + rows) of the 32-column block nb (masked at the N edge), adding the bias:
-  // from acc (grouped schemes) or from the sums in cb.
+  // from acc (grouped schemes) or from the sums in cb (see finish_rows).
   auto finish = [&](const int32_t* cb, const float* acc, int64_t m0, int64_t rows, int64_t nb) QEVAL_AMX {
     const int64_t n0 = nb * 32;
     const __mmask16 mk[2] = {
@@ -287,23 +337,12 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         static_cast<__mmask16>(N - n0 >= 32 ? 0xFFFF : (N > n0 + 16 ? (1u << (N - n0 - 16)) - 1 : 0))};
     __m512 swv[2], bv[2];
     column_factors(n0, mk, swv, bv);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int mi = static_cast<int>(r / 16), ri = static_cast<int>(r % 16);
-      for (int ni = 0; ni < 2; ++ni) {
-        __m512 v;
-        if constexpr (kGrouped) {
-          v = _mm512_load_ps(acc + r * 32 + ni * 16);
-          if (bias) v = _mm512_add_ps(v, bv[ni]);
-        } else {
-          v = finish_sums(_mm512_load_si512(cb + (mi * 2 + ni) * 256 + ri * 16), m0 + r, swv[ni], bv[ni]);
-        }
-        float* yp = y.at(m0 + r, n0 + ni * 16);
-        if (y.nontemporal && mk[ni] == 0xFFFF && (reinterpret_cast<uintptr_t>(yp) & 63) == 0)
-          _mm512_stream_ps(yp, v);
-        else
-          _mm512_mask_storeu_ps(yp, mk[ni], v);
-      }
-    }
+    const Finish f{kGrouped ? static_cast<const void*>(acc) : cb, y.at(m0, n0), y.ld, sa ? sa + m0 : nullptr,
+                   {swv[0], swv[1]}, {bv[0], bv[1]}, {mk[0], mk[1]}, y.nontemporal};
+    if (bias)
+      finish_rows<kGrouped, kEpi == Epi::Int8Channel, true>(f, rows);
+    else
+      finish_rows<kGrouped, kEpi == Epi::Int8Channel, false>(f, rows);
   };
   // finish() for a full 32 x 32 block whose sums were stored straight into y (non-grouped).
   auto finish_in_place = [&](int64_t m0, int64_t nb) QEVAL_AMX {
@@ -312,11 +351,12 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     const __mmask16 full[2] = {0xFFFF, 0xFFFF};
     __m512 swv[2], bv[2];
     column_factors(n0, full, swv, bv);
-    for (int64_t r = 0; r < 32; ++r) {
-      float* yp = y.at(m0 + r, n0);
-      for (int ni = 0; ni < 2; ++ni)
-        _mm512_storeu_ps(yp + ni * 16, finish_sums(_mm512_loadu_si512(yp + ni * 16), m0 + r, swv[ni], bv[ni]));
-    }
+    float* yp = y.at(m0, n0);
+    const Finish f{yp, yp, y.ld, sa ? sa + m0 : nullptr, {swv[0], swv[1]}, {bv[0], bv[1]}, {full[0], full[1]}, false};
+    if (bias)
+      finish_rows<false, kEpi == Epi::Int8Channel, true, true>(f, 32);
+    else
+      finish_rows<false, kEpi == Epi::Int8Channel, false, true>(f, 32);
   };
   // One 32-row strip x one column block x chunks [kc0, kc1).
   // wblk holds the weights of chunks [wc0, ...) of column block nb; slot is the pair's spill / acc slot.
