@@ -189,6 +189,35 @@ TEST_CASE("activation quantisers: floors, and vector == scalar twin bit for bit"
   }
 }
 
+// The vector int8 quantiser rounds x * (1 / s) and divides only where that lands near a
+// half-integer: values at and a few ulps around (k + 1/2) * s, for a scale whose inverse is
+// inexact, must still give the twin's RNE(x / s).
+TEST_CASE("int8 activation quantiser: values next to the rounding boundaries equal the twin", "[quant]") {
+  for (float amax : {1.2345678f, 3.0e-3f, 77.7f}) {
+    std::vector<float> x{amax};
+    const float s = amax / kInt8Max;
+    for (int k = -127; k <= 126; ++k) {
+      float b = (static_cast<float>(k) + 0.5f) * s;
+      for (int u = 0; u < 3; ++u) b = std::nextafter(b, -1e30f);
+      for (int u = 0; u < 7; ++u, b = std::nextafter(b, 1e30f))
+        if (std::fabs(b) <= amax) x.push_back(b);
+    }
+    const int64_t K = static_cast<int64_t>(x.size());
+    INFO("amax = " << amax << ", K = " << K);
+    std::vector<int8_t> q1(K), q2(K);
+    float s1 = 0, s2 = 0;
+    quantize_act_int8_token(x.data(), 1, K, q1.data(), K, &s1);
+    quantize_act_int8_token_ref(x.data(), 1, K, q2.data(), K, &s2);
+    REQUIRE(bits(s1) == bits(s2));
+    CHECK(q1 == q2);
+    const int64_t G = n_groups(K);
+    std::vector<float> g1(G), g2(G);
+    quantize_act_int8_group(x.data(), 1, K, q1.data(), K, g1.data());
+    quantize_act_int8_group_ref(x.data(), 1, K, q2.data(), K, g2.data());
+    CHECK(q1 == q2);
+  }
+}
+
 // A producer may hand the quantisers the group maxima of its output (the SwiGLU epilogue does):
 // the same scales and codes as when they look for them, for every scheme, with partial last
 // groups, an all-zero row, a NaN (ignored by the maximum) and an outlier.
