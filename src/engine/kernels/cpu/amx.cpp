@@ -452,35 +452,26 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(2, cbuf + 512, 64);
         _tile_stored(3, cbuf + 768, 64);
       }
-      // Block-wise runs at about 60% of the channel-wise rate. Kernel alone, one thread: with
-      // neither this rescale nor the tile stores (only the per-group zeroing) it reaches about
-      // 32% of the peak, with the stores 27%, with everything 21-23%; channel-wise reaches 48%
-      // without its finish. Measured no faster in the engine (one process, alternating): deferring
-      // the rescale until the next group's products were issued; folding 4 groups per acc load
-      // and store (kernel alone up to +15%, engine prefill +-2%); 256-bit arithmetic; 32 x 16
-      // halves so one half's tiles are stored while the other's products run; folding a batch 2
-      // rows at a time between the next batch's products; storing the previous group's tiles
-      // one by one between the next group's first products; running int32 sums without the
-      // per-group zeroing (the fold subtracts the previous sums); y prefetched during the last K
-      // block; writing the last group's fold straight to y. And a separate kernel of 16 x 32
-      // blocks whose two accumulator pairs alternate by group (one pair stored and folded while
-      // the other's products run, weights held in L1, activations streamed): 44% of the peak
-      // without the fold but 15-26% with it, where three tile loads per two products plus the
-      // fold's loads exceed two loads per cycle.
-      // Re-measured with the weight tiles loaded past L1 (one thread, M = 512): everything 22%,
-      // without this rescale 35%, without the stores too 45%; the rescale deferred by one group
-      // (two cbufs, folded after the next group's products were issued) 23-25%; 2, 4 or 8 groups
-      // folded per acc load/store -23% to +7%. A register-only microbenchmark (ref cycles per
-      // group of 8 products) shows why: products + tile stores 140, the fold alone 125, both 300
-      // (deferred: 263), while 64 vector loads and stores alone overlap the products fully — the
-      // fold's vector arithmetic does not run alongside the tile products. More exactly: stores
-      // cannot retire before the products ahead of them, and the fold's and tile stores' ~128
-      // per group fill the store buffer, so the next group's products wait. A pipeline that,
-      // during each group's products, stored the tiles of the group before (each just before its
-      // tile is zeroed) and folded the one before that in 4-row pieces between the products took
-      // 157 instead of 279-293 ref cycles per group in the microbenchmark, but in the kernel
-      // (weights from L2) it measured 0-10% faster at one thread, 4-7% slower at two, and 4-5%
-      // slower in the engine (0.5B and 1.5B int8-block prefill).
+      // The per-group rescale (fold_group) is what block-wise adds to channel-wise: 4 tile
+      // stores and 64 vectors of cvt + fma per group of 8 products. It costs about a third of
+      // the kernel's time (without it, kernel alone: 1.33-1.56x faster at one and two threads);
+      // before fold_group cut its instructions by two thirds, half. What it costs is work in
+      // flight: tile products retire in order and slowly, so the ~128 stores per group of the
+      // fold and the tile stores fill the store buffer and the next group's products wait
+      // (register-only microbenchmark, ref cycles per group: products + tile stores 140, with
+      // the fold after them 279-300; 128 plain vector ops, or 64 stores, alone hide behind the
+      // products). Tried and not kept (one process, alternating; kernel alone unless said):
+      // - a pipeline storing each group's tiles during the next group's products and folding
+      //   the group before in 4-row pieces between them: 157 cycles in the microbenchmark, but
+      //   in the kernel 4-15% slower with fold_group (with the older fold loop: 0-10% faster at
+      //   one thread, 4-7% slower at two, 4-5% slower in the engine);
+      // - deferring the rescale by one group; folding 2, 4 or 8 groups per acc load and store
+      //   (-23% to +7%); 256-bit arithmetic; 32 x 16 halves alternating; int32 sums run on
+      //   without per-group zeroing (the fold subtracting the previous sums); the last group's
+      //   fold written straight to y; y prefetched during the last K block;
+      // - a 16 x 32 kernel whose two accumulator pairs alternate by group: 15-26% of the peak,
+      //   as three tile loads per two products plus the fold's loads exceed two loads per cycle.
+      // 4K aliasing between cbuf and acc was ruled out (±5% at several offsets).
       if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
     }
     if (kc1 < n_chunks) return;
