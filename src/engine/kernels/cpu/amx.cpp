@@ -173,6 +173,36 @@ QEVAL_AMX inline __attribute__((always_inline)) void fold_group(const int32_t* c
   }
 }
 
+// fold_group for two consecutive groups at once (sums in cb0, then cb1; sa_row[0] and sa_row[1]
+// their row scales): per element the same two fmas in the same order as two fold_group calls, so
+// the same bits, with one acc load and store instead of two.
+template <bool kIntSums, bool kFirst>
+QEVAL_AMX inline __attribute__((always_inline)) void fold_two_groups(const int32_t* cb0, const int32_t* cb1,
+                                                                     float* acc, const float* sa_row, int64_t stride,
+                                                                     float swg0, float swg1, int64_t rows) {
+  const __m512 w0 = _mm512_set1_ps(swg0), w1 = _mm512_set1_ps(swg1);
+  auto row = [&](int64_t r) QEVAL_AMX __attribute__((always_inline)) {
+    const __m512 s0 = _mm512_mul_ps(_mm512_set1_ps(sa_row[0]), w0);
+    const __m512 s1 = _mm512_mul_ps(_mm512_set1_ps(sa_row[1]), w1);
+    sa_row += stride;
+    const int64_t o = (r / 16) * 512 + (r % 16) * 16;
+    for (int ni = 0; ni < 2; ++ni) {
+      const __m512i raw0 = _mm512_load_si512(cb0 + o + ni * 256), raw1 = _mm512_load_si512(cb1 + o + ni * 256);
+      const __m512 v0 = kIntSums ? _mm512_cvtepi32_ps(raw0) : _mm512_castsi512_ps(raw0);
+      const __m512 v1 = kIntSums ? _mm512_cvtepi32_ps(raw1) : _mm512_castsi512_ps(raw1);
+      float* ap = acc + r * 32 + ni * 16;
+      const __m512 t = _mm512_fmadd_ps(v0, s0, kFirst ? _mm512_setzero_ps() : _mm512_load_ps(ap));
+      _mm512_store_ps(ap, _mm512_fmadd_ps(v1, s1, t));
+    }
+  };
+  if (rows == 32) {
+#pragma GCC unroll 32
+    for (int r = 0; r < 32; ++r) row(r);
+  } else {
+    for (int64_t r = 0; r < rows; ++r) row(r);
+  }
+}
+
 // The last step of a 32 x 32 block: y rows from its sums. src: the rescaled group sums (kAcc: 32
 // rows of 32 floats) or the 4 accumulator tiles (2 x 2 of 16 x 16, int32 or f32 bits), or
 // (kInPlace) y itself, where the tiles were stored. int8-channel (kScale): y = f32(isum) *
@@ -253,7 +283,8 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // Fewer than 16 rows (decode): tiles of M rows. Measured in one process, alternating: batch-1
   // fp8 decode 13-15% faster (0.5B and 1.5B shapes), bf16 about 6%.
   _tile_loadconfig(&kTileConfigRows[std::min<int64_t>(M, 16)]);
-  alignas(64) int32_t cbuf[4 * 256];  // int32 or f32 bits of the 4 accumulator tiles
+  alignas(64) int32_t cbuf[4 * 256];   // int32 or f32 bits of the 4 accumulator tiles
+  alignas(64) int32_t cbuf2[4 * 256];  // grouped: the second group of a pair (see block())
   const int64_t nblocks = nb1 - nb0;
   uint16_t* decoded = nullptr;
   if (w_e4m3) {
@@ -320,6 +351,15 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     else
       fold_group<kInt8, false>(cb, acc, sa_row, groups, swg, rows);
   };
+  // rescale() of groups g and g + 1 (sums in cbuf and cbuf2) in one pass.
+  auto rescale_two = [&](float* acc, int64_t m0, int64_t rows, int64_t nb, int64_t g) QEVAL_AMX {
+    const float* swb = sw + (nb * 32 / kQuantBlock) * groups + g;
+    const float* sa_row = sa + m0 * groups + g;
+    if (g == 0)
+      fold_two_groups<kInt8, true>(cbuf, cbuf2, acc, sa_row, groups, swb[0], swb[1], rows);
+    else
+      fold_two_groups<kInt8, false>(cbuf, cbuf2, acc, sa_row, groups, swb[0], swb[1], rows);
+  };
   // Per-column factors of column block n0, loaded once per block (masked at the N edge): weight
   // scales (channel-wise) and bias (0 when none).
   auto column_factors = [&](int64_t n0, const __mmask16* mk, __m512* swv, __m512* bv) QEVAL_AMX {
@@ -377,6 +417,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     // and 1.5B shapes, one process, alternating; prefetchw no better than prefetcht0); staging
     // in cbuf with the same prefetch, 5-10% slower than this.
     const bool prefetch_y = direct && kc1 == n_chunks;
+    bool paired = false;  // grouped: the previous group's sums wait in cbuf
     for (int64_t c0 = kc0; c0 < kc1; c0 += chunks_per_group) {
       const int64_t g = c0 / chunks_per_group;
       if (sp && c0 > 0) {
@@ -446,16 +487,22 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(3, yb + 16 * ld + 16, ld * 4);
         continue;
       }
-      _tile_stored(0, cbuf, 64);
-      _tile_stored(1, cbuf + 256, 64);
+      // Grouped: the first group of a pair waits in cbuf, the second goes to cbuf2 and both are
+      // folded (a last unpaired group alone).
+      int32_t* dst = kGrouped && paired ? cbuf2 : cbuf;
+      _tile_stored(0, dst, 64);
+      _tile_stored(1, dst + 256, 64);
       if (two_m) {
-        _tile_stored(2, cbuf + 512, 64);
-        _tile_stored(3, cbuf + 768, 64);
+        _tile_stored(2, dst + 512, 64);
+        _tile_stored(3, dst + 768, 64);
       }
       // The per-group rescale (fold_group) is what block-wise adds to channel-wise: 4 tile
-      // stores and 64 vectors of cvt + fma per group of 8 products. It costs about a third of
+      // stores and 64 vectors of cvt + fma per group of 8 products. It cost about a third of
       // the kernel's time (without it, kernel alone: 1.33-1.56x faster at one and two threads);
-      // before fold_group cut its instructions by two thirds, half. What it costs is work in
+      // before fold_group cut its instructions by two thirds, half. Folding groups in pairs
+      // (fold_two_groups: one acc load and store per element for two groups) then measured
+      // +5-19% at one and two threads (M = 512, 0.5B and 1.5B shapes); in fours, 2-12% slower
+      // than pairs. What it costs is work in
       // flight: tile products retire in order and slowly, so the ~128 stores per group of the
       // fold and the tile stores fill the store buffer and the next group's products wait
       // (register-only microbenchmark, ref cycles per group: products + tile stores 140, with
@@ -465,14 +512,20 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       //   the group before in 4-row pieces between them: 157 cycles in the microbenchmark, but
       //   in the kernel 4-15% slower with fold_group (with the older fold loop: 0-10% faster at
       //   one thread, 4-7% slower at two, 4-5% slower in the engine);
-      // - deferring the rescale by one group; folding 2, 4 or 8 groups per acc load and store
-      //   (-23% to +7%); 256-bit arithmetic; 32 x 16 halves alternating; int32 sums run on
+      // - deferring the rescale by one group; with the older fold loop, folding 2, 4 or 8
+      //   groups per acc load and store (-23% to +7%); 256-bit arithmetic; 32 x 16 halves alternating; int32 sums run on
       //   without per-group zeroing (the fold subtracting the previous sums); the last group's
       //   fold written straight to y; y prefetched during the last K block;
       // - a 16 x 32 kernel whose two accumulator pairs alternate by group: 15-26% of the peak,
       //   as three tile loads per two products plus the fold's loads exceed two loads per cycle.
       // 4K aliasing between cbuf and acc was ruled out (±5% at several offsets).
-      if constexpr (kGrouped) rescale(cbuf, acc, m0, rows, nb, g);
+      if constexpr (kGrouped) {
+        if (paired)
+          rescale_two(acc, m0, rows, nb, g - 1);
+        else if (c1 == kc1)
+          rescale(cbuf, acc, m0, rows, nb, g);
+        paired = !paired && c1 < kc1;
+      }
     }
     if (kc1 < n_chunks) return;
     if (direct)
