@@ -138,6 +138,7 @@ thread_local AlignedBuffer<float> t_acc;      // per slot: 32 x 32 rescaled grou
 // an L1 scratch instead of y gave +14% to +34% (most at K = 896) — which the engine's gate/up now
 // gets from YOut pieces. Software prefetch of the next one or two weight chunks into L1
 // (prefetcht0), with or without K blocks of 7-10 chunks at K = 896, measured 0-10%, within noise.
+
 // acc[r] += f32(sums of row r in cb) * (sa_row[r * stride] * swg), rows [0, rows) of a 32 x 32
 // block: cb holds its 4 accumulator tiles (2 x 2 of 16 x 16), int32 (kIntSums) or f32 bits; acc
 // is 32 rows of 32 floats. The first group (kFirst) starts from +0 instead of reading a
@@ -497,25 +498,26 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(3, dst + 768, 64);
       }
       // The per-group rescale (fold_group) is what block-wise adds to channel-wise: 4 tile
-      // stores and 64 vectors of cvt + fma per group of 8 products. It cost about a third of
-      // the kernel's time (without it, kernel alone: 1.33-1.56x faster at one and two threads);
+      // stores and 64 vectors of cvt + fma per group of 8 products. It cost about a third of the
+      // kernel's time (without it, kernel alone: 1.33-1.56x faster at one and two threads);
       // before fold_group cut its instructions by two thirds, half. Folding groups in pairs
       // (fold_two_groups: one acc load and store per element for two groups) then measured
       // +5-19% at one and two threads (M = 512, 0.5B and 1.5B shapes); in fours, 2-12% slower
-      // than pairs. What it costs is work in
-      // flight: tile products retire in order and slowly, so the ~128 stores per group of the
-      // fold and the tile stores fill the store buffer and the next group's products wait
-      // (register-only microbenchmark, ref cycles per group: products + tile stores 140, with
-      // the fold after them 279-300; 128 plain vector ops, or 64 stores, alone hide behind the
-      // products). Tried and not kept (one process, alternating; kernel alone unless said):
+      // than pairs. What it costs is work in flight: tile products retire in order and slowly,
+      // so the ~128 stores per group of the fold and the tile stores fill the store buffer and
+      // the next group's products wait (register-only microbenchmark, ref cycles per group:
+      // products + tile stores 140, with the fold after them 279-300; 128 plain vector ops, or
+      // 64 stores, alone hide behind the products). Tried and not kept (one process,
+      // alternating; kernel alone unless said):
       // - a pipeline storing each group's tiles during the next group's products and folding
       //   the group before in 4-row pieces between them: 157 cycles in the microbenchmark, but
       //   in the kernel 4-15% slower with fold_group (with the older fold loop: 0-10% faster at
       //   one thread, 4-7% slower at two, 4-5% slower in the engine);
       // - deferring the rescale by one group; with the older fold loop, folding 2, 4 or 8
-      //   groups per acc load and store (-23% to +7%); 256-bit arithmetic; 32 x 16 halves alternating; int32 sums run on
-      //   without per-group zeroing (the fold subtracting the previous sums); the last group's
-      //   fold written straight to y; y prefetched during the last K block;
+      //   groups per acc load and store (-23% to +7%); 256-bit arithmetic; 32 x 16 halves
+      //   alternating; int32 sums run on without per-group zeroing (the fold subtracting the
+      //   previous sums); the last group's fold written straight to y; y prefetched during the
+      //   last K block;
       // - a 16 x 32 kernel whose two accumulator pairs alternate by group: 15-26% of the peak,
       //   as three tile loads per two products plus the fold's loads exceed two loads per cycle.
       // 4K aliasing between cbuf and acc was ruled out (±5% at several offsets).
