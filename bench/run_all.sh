@@ -27,7 +27,7 @@ done
 
 for shape in qwen2.5-0.5b r1-distill-qwen-1.5b; do
   line "engine $shape: quantised variants vs bf16, interleaved in one process (ratios of runs seconds apart)"
-  "$B/bench/bench_ratio" "$shape" 5 "$T" 32
+  "$B/bench/bench_ratio" "$shape" 8 "$T" 32
 done
 
 line "engine qwen2.5-0.5b bf16 with the scalar reference kernels (QEVAL_KERNEL=ref), same run"

@@ -437,12 +437,18 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_zero(3);
       }
       const int64_t c1 = std::min(kc1, c0 + chunks_per_group);
+      // prefetch_y: the 32 rows of y the tiles go to (two lines each), spread over the chunks,
+      // a row pointer stepped per row. (Indexing each line with two divisions per chunk cost
+      // about as many instructions as the chunk's tile work; this measured +1-12%, kernel alone
+      // with 256 output columns, one process, alternating in both orders.)
+      const char* ypf = prefetch_y ? reinterpret_cast<const char*>(y.at(m0, n0)) : nullptr;
+      const int64_t ystride = y.ld * 4, pf_per_chunk = prefetch_y ? (32 + (c1 - c0) - 1) / (c1 - c0) : 0;
+      int64_t pf_rows = 0;
       for (int64_t c = c0; c < c1; ++c) {
         const uint8_t* bp = wblk + (c - wc0) * 2048;
-        if (prefetch_y) {  // spread over the last K block: the 64 lines of y the tiles go to
-          const int64_t len = c1 - c0, j = c - c0;
-          for (int64_t i = j * 64 / len; i < (j + 1) * 64 / len; ++i)
-            _mm_prefetch(reinterpret_cast<const char*>(y.at(m0 + i / 2, n0 + (i % 2) * 16)), _MM_HINT_T0);
+        for (int64_t k = 0; k < pf_per_chunk && pf_rows < 32; ++k, ++pf_rows, ypf += ystride) {
+          _mm_prefetch(ypf, _MM_HINT_T0);
+          _mm_prefetch(ypf + 64, _MM_HINT_T0);
         }
         if (stream) {  // decode: weights come from memory once; keep the stream ahead in L2
           const char* pf = reinterpret_cast<const char*>(bp) + kPrefetchBytes;
