@@ -153,8 +153,8 @@ void check_against_twin(KernelLevel level, const Variant& v, int64_t N, int64_t 
 
 // Long K (the AMX kernel splits K into blocks of 1 KiB and parks the partial sums between
 // them; past 4 KiB its L2 blocking also takes K in slices of 4 KiB, each slice over every strip
-// of a row chunk) and more rows than one row chunk (at K = 4500: 128 for fp8, 192 for the
-// others): still the twin's result, and each row's result equals the row computed alone.
+// of a row chunk) and more rows than one row chunk (128 for fp8, 192 at K = 4500): still the
+// twin's result, and each row's result equals the row computed alone.
 TEST_CASE("long K and many rows: K blocks and row chunks keep results exact", "[kernels]") {
   ThreadPool pool(2);
   const int64_t shapes[][2] = {{70, 1100}, {100, 700}, {40, 4500}};

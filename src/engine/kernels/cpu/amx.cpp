@@ -107,11 +107,7 @@ enum class Epi { Int8Channel, Int8Block, Fp8Block, Bf16 };
 
 thread_local AlignedBuffer<uint16_t> t_decoded;  // one decoded fp8 column block per thread
 
-// fp8 prefill: rows of activations kept hot in L2 while each column block's weights are decoded
-// once for them: kL2Budget of bf16 rows, at least kFp8MinRows and at most 512. (A fixed 128 rows
-// decoded every column block four times at M = 512; this measured +5% (0.5B) and +16% (1.5B)
-// fp8-block engine prefill, one process, alternating.)
-constexpr int64_t kFp8MinRows = 128;
+constexpr int64_t kRowsPerChunk = 128;  // fp8: activation rows kept hot in L2 while weights stream
 constexpr int64_t kL2Budget = 768 * 1024;  // bytes of activations / of weights kept in L2
 constexpr int64_t kL2Chunks = 64;          // K slice of the L2 blocking: 4 KiB (see below)
 // 1 KiB of K: a 32-row activation slice (32 KiB) stays in L1 while the weight blocks stream past
@@ -563,9 +559,8 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     return;
   }
   if (w_e4m3) {
-    const int64_t fp8_rows = std::clamp<int64_t>(kL2Budget / lda / 32 * 32, kFp8MinRows, 512);
-    for (int64_t mc = 0; mc < M; mc += fp8_rows) {
-      const int64_t mc_end = std::min(M, mc + fp8_rows);
+    for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
+      const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
       for (int64_t nb = nb0; nb < nb1; ++nb) {
         decode_e4m3_to_bf16_amx(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
         for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
