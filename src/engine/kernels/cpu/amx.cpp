@@ -148,8 +148,9 @@ thread_local AlignedBuffer<float> t_acc;      // per slot: 32 x 32 rescaled grou
 // loop with its indices recomputed per row (and captured values re-read through references)
 // took about 30 instructions per row, three times the work, and the fold runs between tile
 // products whose in-order retirement bounds how many instructions can wait behind them. Against
-// that loop (one process, alternating): kernel alone +22-51% at one thread and +29-45% at two
-// (block-wise, M = 512, 0.5B and 1.5B shapes); engine prefill int8-block +15% (0.5B), +11% (1.5B).
+// that loop, one process, alternating in both orders: kernel alone +20-36% at two threads
+// (block-wise, M = 512, 0.5B and 1.5B shapes); with the pairs below as well, +40-47%, and
+// engine int8-block prefill +16% (0.5B) and +29% (1.5B).
 template <bool kIntSums, bool kFirst>
 QEVAL_AMX inline __attribute__((always_inline)) void fold_group(const int32_t* cb, float* acc, const float* sa_row,
                                                                 int64_t stride, float swg, int64_t rows) {
@@ -211,7 +212,8 @@ QEVAL_AMX inline __attribute__((always_inline)) void fold_two_groups(const int32
 // edge are masked; with nontemporal, full 64-byte-aligned rows are streamed.
 // Written as a free function over values, with the y row stepped by a pointer: as lambdas reading
 // the captured values through references, the rows took about 40 instructions each. Against
-// them, kernel alone, channel-wise, M = 512, one process, alternating: +6-24% at one thread.
+// them, one process, alternating in both orders: kernel alone +3-8% (channel-wise, M = 512, 256
+// and 480 output columns, one and two threads); engine prefill unchanged within noise.
 struct Finish {
   const void* src;
   float* y;
@@ -323,9 +325,9 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // column block), and per strip of the row chunk only where K is sliced, as a strip then keeps
   // them across slices. Otherwise a strip is done with its slots before the next one starts, and
   // reusing them keeps them in L2: at K = 1536 the per-strip slots took 1 MiB per thread, each
-  // first touched by a write miss. Kernel alone, 2 threads, M = 512, one process, alternating:
-  // K = 1536 +9-12% channel-wise and block-wise (K = 896 and 4864, where channel-wise has no
-  // change, moved by +2-7%: the noise).
+  // first touched by a write miss. One process, alternating in both orders, K = 1536: kernel
+  // alone, 2 threads, M = 512, +8% channel-wise and +1% block-wise; 1.5B int8-channel engine
+  // prefill +2% (within noise).
   const bool strip_slots = l2_chunks < n_chunks;
   const int64_t slots = w_e4m3 ? nblocks : (strip_slots ? rows_chunk / 32 : 1) * nb_group;
   if (spill && t_spill.size() < static_cast<size_t>(slots * 1024)) t_spill = AlignedBuffer<int32_t>(slots * 1024);
@@ -456,8 +458,9 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         // load has the other two products' time to arrive; the activation tiles (from L1) have
         // one. Each accumulator sees the same products in the same order as before, so the same
         // bits. Against the order A0, B0, B1, A1 (the weight tile B0 then had one product's
-        // time), kernel alone, M = 512, one process, alternating: channel-wise +1-34% at 2
-        // threads (0.5B and 1.5B shapes), block-wise +4-7%.
+        // time), one process, alternating in both orders: kernel alone -4% to -1% (2 threads,
+        // M = 512), engine prefill +3-5% (0.5B int8-channel and bf16, 1.5B int8-channel): no
+        // difference that the noise lets through.
         _tile_loadd(4, a0 + c * 64, lda);
         if (pass_weights)
           _tile_stream_loadd(6, bp, 64);
@@ -504,12 +507,12 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(3, dst + 768, 64);
       }
       // The per-group rescale (fold_group) is what block-wise adds to channel-wise: 4 tile
-      // stores and 64 vectors of cvt + fma per group of 8 products. It cost about a third of the
-      // kernel's time (without it, kernel alone: 1.33-1.56x faster at one and two threads);
-      // before fold_group cut its instructions by two thirds, half. Folding groups in pairs
-      // (fold_two_groups: one acc load and store per element for two groups) then measured
-      // +5-19% at one and two threads (M = 512, 0.5B and 1.5B shapes); in fours, 2-12% slower
-      // than pairs. What it costs is work in flight: tile products retire in order and slowly,
+      // stores and 64 vectors of cvt + fma per group of 8 products. fold_group cut its
+      // instructions by two thirds, and folding groups in pairs (fold_two_groups: one acc load
+      // and store per element for two groups) measured +2-9% more (2 threads, M = 512, 0.5B
+      // and 1.5B shapes, alternating in both orders); in fours, 2-12% slower than pairs. The
+      // fold still costs a fifth to a quarter of the time: without it (the tile stores kept),
+      // 1.26-1.40x faster, measured the same way. What it costs is work in flight: tile products retire in order and slowly,
       // so the ~128 stores per group of the fold and the tile stores fill the store buffer and
       // the next group's products wait (register-only microbenchmark, ref cycles per group:
       // products + tile stores 140, with the fold after them 279-300; 128 plain vector ops, or
