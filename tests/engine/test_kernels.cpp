@@ -81,59 +81,29 @@ std::vector<float> abs_vec(const std::vector<float>& v) {
   return a;
 }
 
-}  // namespace
-
-TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
-  ThreadPool pool(2);
-  const int64_t shapes[][2] = {{1, 1}, {17, 33}, {32, 128}, {45, 200}, {130, 257}, {96, 384}, {200, 130}};
-  const int64_t Ms[] = {1, 2, 3, 5, 16, 17, 33, 40};
-  uint32_t seed = 100;
-  for (KernelLevel level : fast_levels()) {
-    for (const Variant& v : kVariants) {
-      for (const auto& s : shapes) {
-        const int64_t N = s[0], K = s[1];
-        std::vector<float> w = random_vec(N * K, seed++, 0.05f);
-        for (size_t i = 0; i < w.size(); i += 7) w[i] *= 1e-4f;  // e4m3 subnormals after scaling
-        std::vector<float> bias = random_vec(N, seed++, 0.1f);
-        auto fast = build(level, w, N, K, &bias, v);
-        auto ref = build(KernelLevel::Ref, w, N, K, &bias, v);
-        // |x| . |W| through the twin bounds the float rounding error (RNE and e4m3 are symmetric).
-        std::vector<float> wabs = abs_vec(w);
-        auto ref_abs = build(KernelLevel::Ref, wabs, N, K, nullptr, v);
-        for (int64_t M : Ms) {
-          INFO(kernel_level_name(level) << " " << v.name << " N=" << N << " K=" << K << " M=" << M);
-          std::vector<float> x = random_vec(M * K, seed++);
-          std::vector<float> y1(M * N, -1.0f), y2(M * N, -2.0f), ya(M * N);
-          fast->forward(x.data(), M, y1.data(), pool);
-          ref->forward(x.data(), M, y2.data(), pool);
-          const bool exact = v.integer || level != KernelLevel::Amx || v.compute == ComputeType::F32;
-          if (exact) {
-            REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
-          } else {
-            std::vector<float> xa = abs_vec(x);
-            ref_abs->forward(xa.data(), M, ya.data(), pool);
-            for (int64_t i = 0; i < M * N; ++i) REQUIRE(std::fabs(y1[i] - y2[i]) <= 1e-5f * ya[i] + 1e-30f);
-          }
-        }
-      }
-    }
-  }
-}
-
 // Runs M rows through the fast kernel and its twin: the twin's result (bit for bit for integer
-// math, the AMX-BF16 family within rounding), and rows 0, 16 and M - 1 computed alone give the
-// same bits as in the batch.
+// math, the AMX-BF16 family within rounding), and rows 0, 16 and M - 1 (those there are)
+// computed alone give the same bits as in the batch. with_bias: a random bias, and every 7th
+// weight scaled by 1e-4 (e4m3 subnormals after scaling). Outputs start as -1 and -2, so a value
+// neither kernel writes differs.
 void check_against_twin(KernelLevel level, const Variant& v, int64_t N, int64_t K, const std::vector<int64_t>& Ms,
-                        ThreadPool& pool, uint32_t& seed) {
+                        ThreadPool& pool, uint32_t& seed, bool with_bias = false) {
   std::vector<float> w = random_vec(N * K, seed++, 0.05f);
-  auto fast = build(level, w, N, K, nullptr, v);
-  auto ref = build(KernelLevel::Ref, w, N, K, nullptr, v);
+  std::vector<float> bias;
+  if (with_bias) {
+    for (size_t i = 0; i < w.size(); i += 7) w[i] *= 1e-4f;
+    bias = random_vec(N, seed++, 0.1f);
+  }
+  const std::vector<float>* b = with_bias ? &bias : nullptr;
+  auto fast = build(level, w, N, K, b, v);
+  auto ref = build(KernelLevel::Ref, w, N, K, b, v);
+  // |x| . |W| through the twin bounds the float rounding error (RNE and e4m3 are symmetric).
   auto ref_abs = build(KernelLevel::Ref, abs_vec(w), N, K, nullptr, v);
   for (int64_t M : Ms) {
     INFO(kernel_level_name(level) << " " << v.name << " N=" << N << " K=" << K << " M=" << M
                                   << " threads=" << pool.size());
     std::vector<float> x = random_vec(M * K, seed++);
-    std::vector<float> y1(M * N), y2(M * N), ya(M * N), y_row(N);
+    std::vector<float> y1(M * N, -1.0f), y2(M * N, -2.0f), ya(M * N), y_row(N);
     fast->forward(x.data(), M, y1.data(), pool);
     ref->forward(x.data(), M, y2.data(), pool);
     const bool exact = v.integer || level != KernelLevel::Amx || v.compute == ComputeType::F32;
@@ -145,10 +115,23 @@ void check_against_twin(KernelLevel level, const Variant& v, int64_t N, int64_t 
       for (int64_t i = 0; i < M * N; ++i) REQUIRE(std::fabs(y1[i] - y2[i]) <= 1e-5f * ya[i] + 1e-30f);
     }
     for (int64_t r : {int64_t{0}, int64_t{16}, M - 1}) {
+      if (r >= M) continue;
       fast->forward(x.data() + r * K, 1, y_row.data(), pool);
       REQUIRE(std::memcmp(y_row.data(), y1.data() + r * N, N * 4) == 0);
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
+  ThreadPool pool(2);
+  const int64_t shapes[][2] = {{1, 1}, {17, 33}, {32, 128}, {45, 200}, {130, 257}, {96, 384}, {200, 130}};
+  uint32_t seed = 100;
+  for (KernelLevel level : fast_levels())
+    for (const Variant& v : kVariants)
+      for (const auto& s : shapes)
+        check_against_twin(level, v, s[0], s[1], {1, 2, 3, 5, 16, 17, 33, 40}, pool, seed, /*with_bias=*/true);
 }
 
 // Long K (the AMX kernel splits K into blocks of 1 KiB and parks the partial sums between
