@@ -139,11 +139,14 @@ thread_local AlignedBuffer<float> t_acc;      // per slot: 32 x 32 rescaled grou
 // gets from YOut pieces. Software prefetch of the next one or two weight chunks into L1
 // (prefetcht0), with or without K blocks of 7-10 chunks at K = 896, measured 0-10%, within noise.
 
-// acc[r] += f32(sums of row r in cb) * (sa_row[r * stride] * swg), rows [0, rows) of a 32 x 32
-// block: cb holds its 4 accumulator tiles (2 x 2 of 16 x 16), int32 (kIntSums) or f32 bits; acc
-// is 32 rows of 32 floats. The first group (kFirst) starts from +0 instead of reading a
-// zero-filled acc (the same fma, so the same bits): kernel alone 0-17% faster. (Writing the last
-// group's result straight to y instead of finish() measured 0-15% slower.)
+// For kN consecutive groups i (kN = 1 or 2), in order, rows [0, rows) of a 32 x 32 block:
+// acc[r] += f32(sums of row r in cb + i * 1024) * (sa_row[r * stride + i] * swg[i]). cb holds the
+// block's 4 accumulator tiles (2 x 2 of 16 x 16) per group, int32 (kIntSums) or f32 bits; acc is
+// 32 rows of 32 floats. Per element, one fma per group in group order: folding two groups at
+// once gives the bits of two single folds, with one acc load and store instead of two. The first
+// group (kFirst) starts from +0 instead of reading a zero-filled acc (the same fma, so the same
+// bits): kernel alone 0-17% faster. (Writing the last group's result straight to y instead of
+// finish() measured 0-15% slower.)
 // The rows of a full strip are unrolled with the row scale's address stepped by a pointer: the
 // loop with its indices recomputed per row (and captured values re-read through references)
 // took about 30 instructions per row, three times the work, and the fold runs between tile
@@ -151,50 +154,25 @@ thread_local AlignedBuffer<float> t_acc;      // per slot: 32 x 32 rescaled grou
 // that loop, one process, alternating in both orders: kernel alone +20-36% at two threads
 // (block-wise, M = 512, 0.5B and 1.5B shapes); with the pairs below as well, +40-47%, and
 // engine int8-block prefill +16% (0.5B) and +29% (1.5B).
-template <bool kIntSums, bool kFirst>
-QEVAL_AMX inline __attribute__((always_inline)) void fold_group(const int32_t* cb, float* acc, const float* sa_row,
-                                                                int64_t stride, float swg, int64_t rows) {
-  const __m512 w = _mm512_set1_ps(swg);
+template <bool kIntSums, bool kFirst, int kN>
+QEVAL_AMX inline __attribute__((always_inline)) void fold_groups(const int32_t* cb, float* acc, const float* sa_row,
+                                                                 int64_t stride, const float* swg, int64_t rows) {
+  __m512 w[kN];
+  for (int i = 0; i < kN; ++i) w[i] = _mm512_set1_ps(swg[i]);
   auto row = [&](int64_t r) QEVAL_AMX __attribute__((always_inline)) {
     // sa * swg as one f32 multiply, broadcast: the same value as the scalar product.
-    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(*sa_row), w);
+    __m512 s[kN];
+    for (int i = 0; i < kN; ++i) s[i] = _mm512_mul_ps(_mm512_set1_ps(sa_row[i]), w[i]);
     sa_row += stride;
     const int32_t* cp = cb + (r / 16) * 512 + (r % 16) * 16;
     for (int ni = 0; ni < 2; ++ni) {
-      const __m512i raw = _mm512_load_si512(cp + ni * 256);
-      const __m512 v = kIntSums ? _mm512_cvtepi32_ps(raw) : _mm512_castsi512_ps(raw);
       float* ap = acc + r * 32 + ni * 16;
-      _mm512_store_ps(ap, _mm512_fmadd_ps(v, s, kFirst ? _mm512_setzero_ps() : _mm512_load_ps(ap)));
-    }
-  };
-  if (rows == 32) {
-#pragma GCC unroll 32
-    for (int r = 0; r < 32; ++r) row(r);
-  } else {
-    for (int64_t r = 0; r < rows; ++r) row(r);
-  }
-}
-
-// fold_group for two consecutive groups at once (sums in cb0, then cb1; sa_row[0] and sa_row[1]
-// their row scales): per element the same two fmas in the same order as two fold_group calls, so
-// the same bits, with one acc load and store instead of two.
-template <bool kIntSums, bool kFirst>
-QEVAL_AMX inline __attribute__((always_inline)) void fold_two_groups(const int32_t* cb0, const int32_t* cb1,
-                                                                     float* acc, const float* sa_row, int64_t stride,
-                                                                     float swg0, float swg1, int64_t rows) {
-  const __m512 w0 = _mm512_set1_ps(swg0), w1 = _mm512_set1_ps(swg1);
-  auto row = [&](int64_t r) QEVAL_AMX __attribute__((always_inline)) {
-    const __m512 s0 = _mm512_mul_ps(_mm512_set1_ps(sa_row[0]), w0);
-    const __m512 s1 = _mm512_mul_ps(_mm512_set1_ps(sa_row[1]), w1);
-    sa_row += stride;
-    const int64_t o = (r / 16) * 512 + (r % 16) * 16;
-    for (int ni = 0; ni < 2; ++ni) {
-      const __m512i raw0 = _mm512_load_si512(cb0 + o + ni * 256), raw1 = _mm512_load_si512(cb1 + o + ni * 256);
-      const __m512 v0 = kIntSums ? _mm512_cvtepi32_ps(raw0) : _mm512_castsi512_ps(raw0);
-      const __m512 v1 = kIntSums ? _mm512_cvtepi32_ps(raw1) : _mm512_castsi512_ps(raw1);
-      float* ap = acc + r * 32 + ni * 16;
-      const __m512 t = _mm512_fmadd_ps(v0, s0, kFirst ? _mm512_setzero_ps() : _mm512_load_ps(ap));
-      _mm512_store_ps(ap, _mm512_fmadd_ps(v1, s1, t));
+      __m512 t = kFirst ? _mm512_setzero_ps() : _mm512_load_ps(ap);
+      for (int i = 0; i < kN; ++i) {
+        const __m512i raw = _mm512_load_si512(cp + i * 1024 + ni * 256);
+        t = _mm512_fmadd_ps(kIntSums ? _mm512_cvtepi32_ps(raw) : _mm512_castsi512_ps(raw), s[i], t);
+      }
+      _mm512_store_ps(ap, t);
     }
   };
   if (rows == 32) {
@@ -286,8 +264,9 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // Fewer than 16 rows (decode): tiles of M rows. Measured in one process, alternating: batch-1
   // fp8 decode 13-15% faster (0.5B and 1.5B shapes), bf16 about 6%.
   _tile_loadconfig(&kTileConfigRows[std::min<int64_t>(M, 16)]);
-  alignas(64) int32_t cbuf[4 * 256];   // int32 or f32 bits of the 4 accumulator tiles
-  alignas(64) int32_t cbuf2[4 * 256];  // grouped: the second group of a pair (see block())
+  // int32 or f32 bits of the 4 accumulator tiles; grouped: the second group of a pair (see
+  // block()) from cbuf + 1024
+  alignas(64) int32_t cbuf[2 * 4 * 256];
   const int64_t nblocks = nb1 - nb0;
   uint16_t* decoded = nullptr;
   if (w_e4m3) {
@@ -344,24 +323,20 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
   // alternating: channel-wise +40-52% at K = 896 and 1536, +17% at K = 4864; block-wise 0-18%.
   // Decode keeps plain loads: fp8's decoded group is read back from L1 (4% slower with the hint).
   const bool pass_weights = M > 32;
-  // acc[32 x 32] += f32(group sums in cb) * sa[m, g] * sw[n / 128, g], rows [m0, m0 + rows) of
-  // column block nb (see fold_group).
-  auto rescale = [&](const int32_t* cb, float* acc, int64_t m0, int64_t rows, int64_t nb, int64_t g) QEVAL_AMX {
-    const float swg = sw[(nb * 32 / kQuantBlock) * groups + g];
+  // acc[32 x 32] += f32(group sums in cbuf) * sa[m, g] * sw[n / 128, g], rows [m0, m0 + rows) of
+  // column block nb (see fold_groups); with two, groups g and g + 1 in one pass (their sums at
+  // cbuf and cbuf + 1024).
+  auto rescale = [&](float* acc, int64_t m0, int64_t rows, int64_t nb, int64_t g, bool two) QEVAL_AMX {
+    const float* swg = sw + (nb * 32 / kQuantBlock) * groups + g;
     const float* sa_row = sa + m0 * groups + g;
-    if (g == 0)
-      fold_group<kInt8, true>(cb, acc, sa_row, groups, swg, rows);
+    if (two && g == 0)
+      fold_groups<kInt8, true, 2>(cbuf, acc, sa_row, groups, swg, rows);
+    else if (two)
+      fold_groups<kInt8, false, 2>(cbuf, acc, sa_row, groups, swg, rows);
+    else if (g == 0)
+      fold_groups<kInt8, true, 1>(cbuf, acc, sa_row, groups, swg, rows);
     else
-      fold_group<kInt8, false>(cb, acc, sa_row, groups, swg, rows);
-  };
-  // rescale() of groups g and g + 1 (sums in cbuf and cbuf2) in one pass.
-  auto rescale_two = [&](float* acc, int64_t m0, int64_t rows, int64_t nb, int64_t g) QEVAL_AMX {
-    const float* swb = sw + (nb * 32 / kQuantBlock) * groups + g;
-    const float* sa_row = sa + m0 * groups + g;
-    if (g == 0)
-      fold_two_groups<kInt8, true>(cbuf, cbuf2, acc, sa_row, groups, swb[0], swb[1], rows);
-    else
-      fold_two_groups<kInt8, false>(cbuf, cbuf2, acc, sa_row, groups, swb[0], swb[1], rows);
+      fold_groups<kInt8, false, 1>(cbuf, acc, sa_row, groups, swg, rows);
   };
   // Per-column factors of column block n0, loaded once per block (masked at the N edge): weight
   // scales (channel-wise) and bias (0 when none).
@@ -497,30 +472,30 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
         _tile_stored(3, yb + 16 * ld + 16, ld * 4);
         continue;
       }
-      // Grouped: the first group of a pair waits in cbuf, the second goes to cbuf2 and both are
-      // folded (a last unpaired group alone).
-      int32_t* dst = kGrouped && paired ? cbuf2 : cbuf;
+      // Grouped: the first group of a pair waits in cbuf, the second goes to cbuf + 1024 and
+      // both are folded (a last unpaired group alone).
+      int32_t* dst = kGrouped && paired ? cbuf + 1024 : cbuf;
       _tile_stored(0, dst, 64);
       _tile_stored(1, dst + 256, 64);
       if (two_m) {
         _tile_stored(2, dst + 512, 64);
         _tile_stored(3, dst + 768, 64);
       }
-      // The per-group rescale (fold_group) is what block-wise adds to channel-wise: 4 tile
-      // stores and 64 vectors of cvt + fma per group of 8 products. fold_group cut its
-      // instructions by two thirds, and folding groups in pairs (fold_two_groups: one acc load
+      // The per-group rescale (fold_groups) is what block-wise adds to channel-wise: 4 tile
+      // stores and 64 vectors of cvt + fma per group of 8 products. fold_groups cut its
+      // instructions by two thirds, and folding groups in pairs (fold_groups<2>: one acc load
       // and store per element for two groups) measured +2-9% more (2 threads, M = 512, 0.5B
       // and 1.5B shapes, alternating in both orders); in fours, 2-12% slower than pairs. The
       // fold still costs a fifth to a quarter of the time: without it (the tile stores kept),
-      // 1.26-1.40x faster, measured the same way. What it costs is work in flight: tile products retire in order and slowly,
-      // so the ~128 stores per group of the fold and the tile stores fill the store buffer and
-      // the next group's products wait (register-only microbenchmark, ref cycles per group:
-      // products + tile stores 140, with the fold after them 279-300; 128 plain vector ops, or
-      // 64 stores, alone hide behind the products). Tried and not kept (one process,
-      // alternating; kernel alone unless said):
+      // 1.26-1.40x faster, measured the same way. What it costs is work in flight: tile products
+      // retire in order and slowly, so the ~128 stores per group of the fold and the tile stores
+      // fill the store buffer and the next group's products wait (register-only
+      // microbenchmark, ref cycles per group: products + tile stores 140, with the fold after
+      // them 279-300; 128 plain vector ops, or 64 stores, alone hide behind the products).
+      // Tried and not kept (one process, alternating; kernel alone unless said):
       // - a pipeline storing each group's tiles during the next group's products and folding
       //   the group before in 4-row pieces between them: 157 cycles in the microbenchmark, but
-      //   in the kernel 4-15% slower with fold_group (with the older fold loop: 0-10% faster at
+      //   in the kernel 4-15% slower with fold_groups (with the older fold loop: 0-10% faster at
       //   one thread, 4-7% slower at two, 4-5% slower in the engine);
       // - deferring the rescale by one group; with the older fold loop, folding 2, 4 or 8
       //   groups per acc load and store (-23% to +7%); 256-bit arithmetic; 32 x 16 halves
@@ -532,9 +507,9 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
       // 4K aliasing between cbuf and acc was ruled out (±5% at several offsets).
       if constexpr (kGrouped) {
         if (paired)
-          rescale_two(acc, m0, rows, nb, g - 1);
+          rescale(acc, m0, rows, nb, g - 1, true);
         else if (c1 == kc1)
-          rescale(cbuf, acc, m0, rows, nb, g);
+          rescale(acc, m0, rows, nb, g, false);
         paired = !paired && c1 < kc1;
       }
     }
