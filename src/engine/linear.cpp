@@ -15,6 +15,8 @@
 
 namespace qeval {
 
+int64_t Linear::int8_groups_rows(int64_t M) { return cpu::act_rows(M); }
+
 QuantScheme parse_quant_scheme(const std::string& s) {
   if (s == "none") return QuantScheme::None;
   if (s == "fp8-block") return QuantScheme::Fp8Block;
@@ -78,6 +80,24 @@ class LinearImpl : public Linear {
   LinearImpl(QuantScheme scheme, ComputeType compute, KernelLevel level, int64_t N, int64_t K,
              std::vector<float> bias)
       : scheme_(scheme), compute_(compute), level_(level), n_(N), k_(K), bias_(std::move(bias)) {}
+
+  int64_t int8_groups_ld() const override {
+    if (scheme_ != QuantScheme::Int8Block) return 0;
+    return level_ == KernelLevel::Ref ? k_ : int8_.kp;
+  }
+  void forward_int8_groups(int8_t* q, const float* s, int64_t M, float* y, ThreadPool& pool) const override {
+    if (scheme_ != QuantScheme::Int8Block)
+      fail("linear: forward_int8_groups on a {} layer (hint: only int8-block layers take quantised input)",
+           quant_scheme_name(scheme_));
+    if (M <= 0) return;
+    if (level_ == KernelLevel::Ref) {
+      ref::gemm_int8_block(q, s, reinterpret_cast<const int8_t*>(ref_w8_.data()), ref_sw_.data(), M, n_, k_, y);
+      add_bias(bias_, M, n_, y);
+      return;
+    }
+    zero_padding(q, M, cpu::act_rows(M), k_, int8_.kp);
+    cpu::gemm_int8(level_, int8_, q, s, M, bias_.empty() ? nullptr : bias_.data(), y, pool);
+  }
 
   int64_t n_out() const override { return n_; }
   int64_t n_in() const override { return k_; }
@@ -180,9 +200,9 @@ class LinearImpl : public Linear {
     rows_parallel(pool, M, [&](int64_t m0, int64_t m1) {
       const float* am = amax ? amax + m0 * G : nullptr;
       if (int8_.channel)
-        quantize_act_int8_token(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0, am);
+        quantize_act_int8_token(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0, am, level_);
       else
-        quantize_act_int8_group(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0 * int8_.groups, am);
+        quantize_act_int8_group(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0 * int8_.groups, am, level_);
     });
     zero_padding(qa, M, rows, K, kp);
     const float* bias = bias_.empty() ? nullptr : bias_.data();

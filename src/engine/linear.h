@@ -47,6 +47,17 @@ class Linear {
   virtual void forward_columns(const float* x, int64_t M, int64_t unit, const ColumnsFn& fn,
                                ThreadPool& pool) const = 0;
 
+  // Int8-block layers take their input already quantised by its producer, per token per
+  // 128-wide group exactly as forward() would (quantize_act_int8_group; a producer can do it
+  // group by group with quantize_act_int8_piece while its output is still in cache): codes
+  // q[m * ld + k] for k < K, scales s[m * ceil(K / 128) + g]. int8_groups_ld() gives ld, or 0
+  // for a layer that does not take them. q holds int8_groups_rows(M) rows; forward_int8_groups
+  // zeroes its padding (rows from M, columns from K) and computes y as forward() computes it
+  // from the activations those codes came from: the same bits.
+  virtual int64_t int8_groups_ld() const = 0;
+  static int64_t int8_groups_rows(int64_t M);
+  virtual void forward_int8_groups(int8_t* q, const float* s, int64_t M, float* y, ThreadPool& pool) const = 0;
+
   virtual int64_t n_out() const = 0;             // N
   virtual int64_t n_in() const = 0;              // K
   virtual size_t weight_bytes() const = 0;       // bytes read per forward (weights + scales)

@@ -107,7 +107,10 @@ class Model {
   // Activations of the current step (huge pages: the kernels stream through them).
   using ActVec = std::vector<float, HugePageAllocator<float>>;
   ActVec x_, xn_, q_, k_, v_, att_, o_, gate_, up_, fused_;
-  std::vector<float> gate_amax_;  // [T, F / 128] group maxima of gate_, found by the SwiGLU epilogue
+  // [T, F / 128] group maxima of gate_, found by the SwiGLU epilogue; or, where it quantises for
+  // an int8-block down projection, the scales of its codes in down_q_ [rows, ld]
+  std::vector<float> gate_amax_;
+  std::vector<int8_t, HugePageAllocator<int8_t>> down_q_;
   std::vector<float> rope_cos_, rope_sin_;  // [T, E/2]
   std::vector<int32_t> tok_seq_;            // [T] kv handle of each token
   std::vector<int64_t> tok_pos_;            // [T]

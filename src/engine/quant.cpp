@@ -1,5 +1,5 @@
 // Reference numerics of the quantization schemes; see quant.h for the formulas. The activation
-// quantisers come twice: a scalar `_ref` twin and an AVX2 version (the engine is built for
+// quantisers come as a scalar `_ref` twin and AVX2 and AVX-512 versions (the engine is built for
 // x86-64-v3), equal bit for bit: amax is order-independent, the scale is one scalar division,
 // and x / s, RNE rounding and the e4m3 bit manipulation are exact IEEE operations either way.
 #include "engine/quant.h"
@@ -309,19 +309,66 @@ void fp8_quant_avx2(const float* x, int64_t n, float s, uint8_t* q) {
 
 }  // namespace
 
+// ---- activations: AVX-512 (the engine's Avx512 and Amx levels) -------------------------------
+// The same results as the AVX2 versions above, bit for bit, in half the instructions: VREDUCEPS
+// gives t - RNE(t) in one step (exact), and VPMOVSDB narrows 16 lanes to bytes. The near-half
+// test, its division fallback, the clamp (NaN to -127 as _mm256_max_ps does it) and the scalar
+// tail are the AVX2 version's. Its share of 0.5B int8-block prefill (perf): 5.6% -> 2.5%; engine
+// prefill with it (and the SwiGLU epilogue quantising for the down projection, model.cpp),
+// against neither, one process, alternating, medians of 10 rounds: int8-block +4%,
+// int8-channel +9%.
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw")
+
+namespace {
+
+float amax_avx512(const float* x, int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {  // NaN -> the accumulator, as in amax_avx2
+    a0 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), a0);
+    a1 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 16)), a1);
+  }
+  for (; i + 16 <= n; i += 16) a0 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), a0);
+  float a = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+  for (; i < n; ++i) a = std::max(a, std::fabs(x[i]));
+  return a;
+}
+
+void int8_quant_avx512(const float* x, int64_t n, float s, int8_t* q) {
+  const __m512 vs = _mm512_set1_ps(s), inv = _mm512_set1_ps(1.0f / s);
+  const __m512 lo = _mm512_set1_ps(-kInt8Max), hi = _mm512_set1_ps(kInt8Max), near = _mm512_set1_ps(0.5f - 1e-4f);
+  constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    __m512 t = _mm512_mul_ps(xv, inv);
+    if (_mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_reduce_ps(t, kRne)), near, _CMP_GT_OQ) != 0) t = _mm512_div_ps(xv, vs);
+    // Clamping before rounding gives the same codes as after (the bounds are integers).
+    const __m512i v = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(t, lo), hi), kRne);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtsepi32_epi8(v));
+  }
+  for (; i < n; ++i) q[i] = int8_rne(x[i] / s);
+}
+
+}  // namespace
+
+#pragma GCC pop_options
+
 namespace {
 
 // Per token, per 128-wide group of K: scale = max(amax, floor) / qmax, then quant(x, len, scale, q).
 // amax: the group maxima [M, G] if the producer has them, else found here.
-template <typename T, typename Quant>
+template <typename T, typename Quant, typename Amax = float (*)(const float*, int64_t)>
 void quantize_act_groups(const float* x, int64_t M, int64_t K, T* q, int64_t ldq, float* s, float floor,
-                         float qmax, const float* amax, Quant quant) {
+                         float qmax, const float* amax, Quant quant, Amax amax_fn = amax_avx2) {
   const int64_t G = n_groups(K);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t g = 0; g < G; ++g) {
       const int64_t k0 = g * kQuantBlock, len = std::min(K, k0 + kQuantBlock) - k0;
       const float* xr = x + m * K + k0;
-      const float sc = std::max(amax ? amax[m * G + g] : amax_avx2(xr, len), floor) / qmax;
+      const float sc = std::max(amax ? amax[m * G + g] : amax_fn(xr, len), floor) / qmax;
       s[m * G + g] = sc;
       quant(xr, len, sc, q + m * ldq + k0);
     }
@@ -335,22 +382,36 @@ void quantize_act_fp8_group(const float* x, int64_t M, int64_t K, uint8_t* q, in
 }
 
 void quantize_act_int8_group(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s, const float* amax) {
-  quantize_act_groups(x, M, K, q, ldq, s, kInt8ActAmaxFloor, kInt8Max, amax, int8_quant_avx2);
+                             float* s, const float* amax, KernelLevel level) {
+  if (level >= KernelLevel::Avx512)
+    quantize_act_groups(x, M, K, q, ldq, s, kInt8ActAmaxFloor, kInt8Max, amax, int8_quant_avx512, amax_avx512);
+  else
+    quantize_act_groups(x, M, K, q, ldq, s, kInt8ActAmaxFloor, kInt8Max, amax, int8_quant_avx2);
+}
+
+float quantize_act_int8_piece(const float* x, int64_t n, float amax, int8_t* q, KernelLevel level) {
+  if (n > kQuantBlock) fail("quantize_act_int8_piece: {} values (a group holds at most {})", n, kQuantBlock);
+  float s = 0.0f;
+  quantize_act_int8_group(x, 1, n, q, n, &s, &amax, level);
+  return s;
 }
 
 void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s, const float* amax) {
+                             float* s, const float* amax, KernelLevel level) {
   const int64_t G = n_groups(K);
+  const bool wide = level >= KernelLevel::Avx512;
   for (int64_t m = 0; m < M; ++m) {
     float a = 0.0f;
     if (amax)
       for (int64_t g = 0; g < G; ++g) a = std::max(a, amax[m * G + g]);
     else
-      a = amax_avx2(x + m * K, K);
+      a = wide ? amax_avx512(x + m * K, K) : amax_avx2(x + m * K, K);
     const float sc = std::max(a, kInt8ActAmaxFloor) / kInt8Max;
     s[m] = sc;
-    int8_quant_avx2(x + m * K, K, sc, q + m * ldq);
+    if (wide)
+      int8_quant_avx512(x + m * K, K, sc, q + m * ldq);
+    else
+      int8_quant_avx2(x + m * K, K, sc, q + m * ldq);
   }
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/cpu_features.h"
 #include "engine/linear.h"
 
 namespace qeval {
@@ -84,11 +85,18 @@ void quantize_act_fp8_group(const float* x, int64_t M, int64_t K, uint8_t* q, in
 // INT8 per token per 128-group: s[m, g] = max(amax, 1e-10) / 127; q = clamp(RNE(x/s), +-127).
 // (SGLang's Triton per_token_group_quant_int8 truncates with .to(int8); we round to nearest
 // even like its CUDA kernel and vLLM.)
+// level: Avx512 or Amx runs the AVX-512 version, any other the AVX2 one (the same bits).
 void quantize_act_int8_group(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s, const float* amax = nullptr);
+                             float* s, const float* amax = nullptr, KernelLevel level = KernelLevel::Avx2);
+// One row's group of quantize_act_int8_group (x[0, n), n <= 128) given its maximum |x| (amax):
+// returns s = max(amax, 1e-10) / 127 and writes q[i] = clamp(RNE(x[i] / s), +-127). The same
+// code as quantize_act_int8_group runs per group, so the same bits: for a producer that
+// quantises each group of its output while it is still in cache.
+float quantize_act_int8_piece(const float* x, int64_t n, float amax, int8_t* q,
+                              KernelLevel level = KernelLevel::Avx2);
 // INT8 per token: s[m] = max(amax, 1e-10) / 127 over the whole row; q = clamp(RNE(x/s), +-127).
 void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
-                             float* s, const float* amax = nullptr);
+                             float* s, const float* amax = nullptr, KernelLevel level = KernelLevel::Avx2);
 // The group maxima the quantisers take: amax[m * G + g] = max |x| over columns
 // [128 g, min(K, 128 g + 128)) of row m, NaN ignored (as std::max(a, NaN) ignores it).
 void group_amax(const float* x, int64_t M, int64_t K, float* amax);

@@ -210,6 +210,42 @@ TEST_CASE("given group maxima of the input change nothing", "[kernels]") {
   }
 }
 
+// An int8-block layer given its input already quantised (as the SwiGLU epilogue hands it to the
+// down projection) computes what forward() computes from the floats, at every level, with a bias,
+// K past a whole group and rows that do not fill a tile; the padding (columns from K, rows from
+// M) starts as junk.
+// Every other layer says it does not take such input, and refuses it.
+TEST_CASE("int8-block layers take pre-quantised groups: the bits of forward()", "[kernels]") {
+  ThreadPool pool(2);
+  const int64_t N = 70, K = 300, G = n_groups(K);
+  std::vector<float> w = random_vec(N * K, 521, 0.05f), bias = random_vec(N, 522, 0.1f);
+  std::vector<KernelLevel> levels = fast_levels();
+  levels.push_back(KernelLevel::Ref);
+  for (KernelLevel level : levels)
+    for (const Variant& v : kVariants) {
+      auto l = build(level, w, N, K, &bias, v);
+      if (v.scheme != QuantScheme::Int8Block) {
+        CHECK(l->int8_groups_ld() == 0);
+        std::vector<int8_t> q(64 * K);
+        std::vector<float> s(G), y(N);
+        CHECK_THROWS(l->forward_int8_groups(q.data(), s.data(), 1, y.data(), pool));
+        continue;
+      }
+      const int64_t ld = l->int8_groups_ld();
+      REQUIRE(ld >= K);
+      for (int64_t M : {1, 19, 37}) {
+        INFO(kernel_level_name(level) << " M=" << M);
+        std::vector<float> x = random_vec(M * K, 523 + static_cast<uint32_t>(M));
+        std::vector<int8_t> q(Linear::int8_groups_rows(M) * ld, int8_t{-99});
+        std::vector<float> s(M * G), y1(M * N, -1.0f), y2(M * N, -2.0f);
+        quantize_act_int8_group(x.data(), M, K, q.data(), ld, s.data());
+        l->forward(x.data(), M, y1.data(), pool);
+        l->forward_int8_groups(q.data(), s.data(), M, y2.data(), pool);
+        REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+      }
+    }
+}
+
 TEST_CASE("batch invariance: a row's output does not depend on the batch", "[kernels]") {
   ThreadPool pool(2);
   const int64_t N = 150, K = 300, M = 37;

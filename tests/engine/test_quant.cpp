@@ -150,17 +150,25 @@ TEST_CASE("int8 rounding is round-half-to-even, not truncation", "[quant]") {
   for (int i = 0; i < 8; ++i) CHECK(int{static_cast<int8_t>(qw.q[i])} == want[i]);
 }
 
+// The int8 quantisers' vector levels: AVX2 always, AVX-512 where the CPU has it.
+std::vector<KernelLevel> int8_quant_levels() {
+  std::vector<KernelLevel> v{KernelLevel::Avx2};
+  if (max_kernel_level() >= KernelLevel::Avx512) v.push_back(KernelLevel::Avx512);
+  return v;
+}
+
 TEST_CASE("activation quantisers: floors, and vector == scalar twin bit for bit", "[quant]") {
-  for (int64_t K : {1, 7, 31, 32, 127, 128, 129, 300, 896}) {
+  for (KernelLevel level : int8_quant_levels())
+  for (int64_t K : {1, 7, 16, 31, 32, 127, 128, 129, 300, 896, 4864}) {
     const int64_t M = 3, ldq = K + 5, G = n_groups(K);
     std::vector<float> x = random_vec(M * K, 10 + static_cast<uint32_t>(K), 2.0f);
     for (int64_t k = 0; k < K; ++k) x[K + k] = 0.0f;  // row 1 all zero: floors apply
     x[0] = 1e6f;                                        // outlier
-    INFO("K = " << K);
+    INFO("K = " << K << ", level " << kernel_level_name(level));
     {
       std::vector<int8_t> q1(M * ldq, 99), q2(M * ldq, 99);
       std::vector<float> s1(M * G), s2(M * G);
-      quantize_act_int8_group(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_int8_group(x.data(), M, K, q1.data(), ldq, s1.data(), nullptr, level);
       quantize_act_int8_group_ref(x.data(), M, K, q2.data(), ldq, s2.data());
       CHECK(q1 == q2);
       CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
@@ -170,10 +178,24 @@ TEST_CASE("activation quantisers: floors, and vector == scalar twin bit for bit"
     {
       std::vector<int8_t> q1(M * ldq), q2(M * ldq);
       std::vector<float> s1(M), s2(M);
-      quantize_act_int8_token(x.data(), M, K, q1.data(), ldq, s1.data());
+      quantize_act_int8_token(x.data(), M, K, q1.data(), ldq, s1.data(), nullptr, level);
       quantize_act_int8_token_ref(x.data(), M, K, q2.data(), ldq, s2.data());
       CHECK(q1 == q2);
       CHECK(bits(s1[2]) == bits(s2[2]));
+    }
+    {  // one group at a time, its maximum given: the group quantiser's codes and scales
+      std::vector<int8_t> q1(M * ldq, 99), q2(M * ldq, 99);
+      std::vector<float> s1(M * G), s2(M * G), amax(M * G);
+      group_amax(x.data(), M, K, amax.data());
+      quantize_act_int8_group_ref(x.data(), M, K, q2.data(), ldq, s2.data());
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t k0 = g * kQuantBlock;
+          s1[m * G + g] = quantize_act_int8_piece(x.data() + m * K + k0, std::min(K - k0, kQuantBlock),
+                                                  amax[m * G + g], q1.data() + m * ldq + k0, level);
+        }
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
     }
     {
       std::vector<uint8_t> q1(M * ldq), q2(M * ldq);
@@ -203,17 +225,49 @@ TEST_CASE("int8 activation quantiser: values next to the rounding boundaries equ
         if (std::fabs(b) <= amax) x.push_back(b);
     }
     const int64_t K = static_cast<int64_t>(x.size());
-    INFO("amax = " << amax << ", K = " << K);
-    std::vector<int8_t> q1(K), q2(K);
-    float s1 = 0, s2 = 0;
-    quantize_act_int8_token(x.data(), 1, K, q1.data(), K, &s1);
-    quantize_act_int8_token_ref(x.data(), 1, K, q2.data(), K, &s2);
-    REQUIRE(bits(s1) == bits(s2));
+    for (KernelLevel level : int8_quant_levels()) {
+      INFO("amax = " << amax << ", K = " << K << ", level " << kernel_level_name(level));
+      std::vector<int8_t> q1(K), q2(K);
+      float s1 = 0, s2 = 0;
+      quantize_act_int8_token(x.data(), 1, K, q1.data(), K, &s1, nullptr, level);
+      quantize_act_int8_token_ref(x.data(), 1, K, q2.data(), K, &s2);
+      REQUIRE(bits(s1) == bits(s2));
+      CHECK(q1 == q2);
+      const int64_t G = n_groups(K);
+      std::vector<float> g1(G), g2(G);
+      quantize_act_int8_group(x.data(), 1, K, q1.data(), K, g1.data(), nullptr, level);
+      quantize_act_int8_group_ref(x.data(), 1, K, q2.data(), K, g2.data());
+      CHECK(q1 == q2);
+    }
+  }
+}
+
+// Where the scalar twin's result is not defined (NaN: its float-to-int cast) or a given maximum
+// is below the true one (x / s past +-127, up to infinity), the AVX-512 int8 quantiser still
+// equals the AVX2 one: the engine's output must not depend on the CPU it runs on.
+TEST_CASE("int8 activation quantiser: AVX-512 equals AVX2 on NaN, infinities and values past the maximum",
+          "[quant]") {
+  if (max_kernel_level() < KernelLevel::Avx512) {
+    WARN("no AVX-512 here: nothing to compare");
+    return;
+  }
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> x = random_vec(3 * 160, 77, 4.0f);
+  for (int i = 0; i < 480; i += 7) x[i] = (i % 3 == 0) ? nan : (i % 3 == 1 ? inf : -inf);
+  for (int i = 3; i < 480; i += 11) x[i] = (i % 2 ? 1.0f : -1.0f) * std::ldexp(1.0f, 20 + i % 100);
+  const std::vector<float> amax(3 * 2, 1.5f);  // below most |x|: many codes clamp
+  for (int64_t K : {160, 480}) {
+    const int64_t M = 480 / K, G = n_groups(K);
+    std::vector<int8_t> q1(M * K), q2(M * K);
+    std::vector<float> s1(M * G), s2(M * G);
+    quantize_act_int8_group(x.data(), M, K, q1.data(), K, s1.data(), amax.data(), KernelLevel::Avx2);
+    quantize_act_int8_group(x.data(), M, K, q2.data(), K, s2.data(), amax.data(), KernelLevel::Avx512);
     CHECK(q1 == q2);
-    const int64_t G = n_groups(K);
-    std::vector<float> g1(G), g2(G);
-    quantize_act_int8_group(x.data(), 1, K, q1.data(), K, g1.data());
-    quantize_act_int8_group_ref(x.data(), 1, K, q2.data(), K, g2.data());
+    quantize_act_int8_token(x.data(), M, K, q1.data(), K, s1.data(), amax.data(), KernelLevel::Avx2);
+    quantize_act_int8_token(x.data(), M, K, q2.data(), K, s2.data(), amax.data(), KernelLevel::Avx512);
+    CHECK(q1 == q2);
+    quantize_act_int8_token(x.data(), M, K, q1.data(), K, s1.data(), nullptr, KernelLevel::Avx2);
+    quantize_act_int8_token(x.data(), M, K, q2.data(), K, s2.data(), nullptr, KernelLevel::Avx512);
     CHECK(q1 == q2);
   }
 }
@@ -242,8 +296,11 @@ TEST_CASE("activation quantisers: given group maxima give the same result as fou
       CHECK(q1 == q2);
       CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
     };
-    same(int8_t{7}, M * G, quantize_act_int8_group);
-    same(int8_t{7}, M, quantize_act_int8_token);
+    for (KernelLevel level : int8_quant_levels()) {
+      INFO("level " << kernel_level_name(level));
+      same(int8_t{7}, M * G, [&](auto... a) { quantize_act_int8_group(a..., level); });
+      same(int8_t{7}, M, [&](auto... a) { quantize_act_int8_token(a..., level); });
+    }
     same(uint8_t{7}, M * G, quantize_act_fp8_group);
   }
 }
