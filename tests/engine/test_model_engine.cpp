@@ -431,20 +431,28 @@ TEST_CASE("model: fused q/k/v and interleaved gate/up give the bits of the separ
     }
 }
 
+// Int8 variants too: their matmuls are exact integer sums at every level, and the activation
+// quantisers (AVX2, AVX-512, and the SwiGLU epilogue's per-group codes for an int8-block down
+// projection) promise the same codes, so the AVX2 level and the best one (AMX here) must agree.
 TEST_CASE("model: AVX2 and AVX-512 forward passes give the same bits (attention, SwiGLU)", "[engine-model]") {
   if (max_kernel_level() < KernelLevel::Avx512) return;  // nothing to compare on this CPU
   // head_dim 16 (one vector), 24 (a masked tail) and 80 (whole vectors and a masked one).
+  for (QuantScheme q : {QuantScheme::None, QuantScheme::Int8Block, QuantScheme::Int8Channel})
   for (int64_t head_dim : {16, 24, 80}) {
     ModelConfig cfg = random_model_config("tiny");
     cfg.head_dim = head_dim;
     cfg.hidden_size = 64;
+    cfg.intermediate_size = 256;  // gate/up fuse in runs of 128 rows: the SwiGLU epilogue path
     RandomModel rm(cfg, DType::F32, 21);
     const std::vector<int32_t> prompt = random_ids(45, 256, 22);  // two KV blocks and a part
     ThreadPool pool(2);
     std::vector<std::vector<float>> logits[2];
+    const KernelLevel best = q == QuantScheme::None ? KernelLevel::Avx512 : max_kernel_level();
     for (int wide = 0; wide < 2; ++wide) {
-      set_kernel_level_override(wide ? KernelLevel::Avx512 : KernelLevel::Avx2);
-      Model model(rm.config(), rm.lookup(), {});
+      set_kernel_level_override(wide ? best : KernelLevel::Avx2);
+      ModelOptions o;
+      o.quant = q;
+      Model model(rm.config(), rm.lookup(), o);
       auto kv = model.make_kv_cache(1 << 20);
       const int s = kv->create();
       REQUIRE(kv->reserve(s, static_cast<int64_t>(prompt.size()) + 1));
@@ -456,7 +464,7 @@ TEST_CASE("model: AVX2 and AVX-512 forward passes give the same bits (attention,
       model.forward(std::span<const SeqChunk>(&d, 1), *kv, pool, keep);
     }
     set_kernel_level_override(std::nullopt);
-    INFO("head_dim " << head_dim);
+    INFO(quant_scheme_name(q) << ", head_dim " << head_dim);
     REQUIRE(logits[0].size() == prompt.size() + 1);
     REQUIRE(logits[0] == logits[1]);
   }
