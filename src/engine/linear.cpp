@@ -95,8 +95,7 @@ class LinearImpl : public Linear {
       add_bias(bias_, M, n_, y);
       return;
     }
-    zero_padding(q, M, cpu::act_rows(M), k_, int8_.kp);
-    cpu::gemm_int8(level_, int8_, q, s, M, bias_.empty() ? nullptr : bias_.data(), y, pool);
+    gemm_int8_codes(q, s, M, y, nullptr, pool);
   }
 
   int64_t n_out() const override { return n_; }
@@ -204,7 +203,14 @@ class LinearImpl : public Linear {
       else
         quantize_act_int8_group(x + m0 * K, m1 - m0, K, qa + m0 * kp, kp, sa + m0 * int8_.groups, am, level_);
     });
-    zero_padding(qa, M, rows, K, kp);
+    gemm_int8_codes(qa, sa, M, y, pieces, pool);
+  }
+
+  // The fast int8 product from activation codes qa [act_rows(M), kp] and their scales sa: pads qa
+  // with zeros (rows from M, columns from K), then to y or (y null) in pieces.
+  void gemm_int8_codes(int8_t* qa, const float* sa, int64_t M, float* y, const Pieces* pieces,
+                       ThreadPool& pool) const {
+    zero_padding(qa, M, cpu::act_rows(M), k_, int8_.kp);
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     if (pieces)
       cpu::gemm_int8_pieces(level_, int8_, qa, sa, M, bias, pieces->grain, pieces->done, pool);

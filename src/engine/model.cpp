@@ -627,6 +627,9 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
         rms_norm(x, L.ffn_norm.data(), xn_.data() + t * D, D, cfg_.rms_norm_eps);
       }
     });
+    // Where the SwiGLU epilogue quantises for an int8-block down projection (see below): the
+    // row stride of its codes in down_q_; else 0.
+    const int64_t ldq = L.w_gate_up ? L.w_down->int8_groups_ld() : 0;
     if (L.w_gate_up) {
       // gate [T, F] = silu(gate) * up, a piece of kGluUnit gate and kGluUnit up columns at a
       // time as the matmul hands them on (still in cache; the [T, 2F] product is never written
@@ -645,7 +648,6 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       const int64_t GF = n_groups(F);
       grow(gate_amax_, T * GF);
       const KernelLevel level = use_avx512_ ? KernelLevel::Avx512 : KernelLevel::Avx2;
-      const int64_t ldq = L.w_down->int8_groups_ld();
       if (ldq > 0) {
         const size_t need = static_cast<size_t>(Linear::int8_groups_rows(T) * ldq);
         if (down_q_.size() < need) down_q_.resize(need);
@@ -672,7 +674,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
         silu_mul(gate_.data() + b * F, gate_.data() + b * F, up_.data() + b * F, (e - b) * F);
       });
     }
-    if (L.w_gate_up && L.w_down->int8_groups_ld() > 0)  // gate_amax_ holds the scales
+    if (ldq > 0)  // gate_amax_ holds the scales of the codes
       L.w_down->forward_int8_groups(down_q_.data(), gate_amax_.data(), T, o_.data(), pool);
     else
       L.w_down->forward(gate_.data(), L.w_gate_up ? gate_amax_.data() : nullptr, T, o_.data(), pool);  // [T, D]
