@@ -320,6 +320,11 @@ void fp8_quant_avx2(const float* x, int64_t n, float s, uint8_t* q) {
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw")
+// GCC 12 reports false "(may be) used uninitialized" warnings inside its own AVX-512 intrinsics
+// headers (their _mm512_undefined_ps operands), as in amx.cpp.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace {
 
@@ -354,6 +359,7 @@ void int8_quant_avx512(const float* x, int64_t n, float s, int8_t* q) {
 
 }  // namespace
 
+#pragma GCC diagnostic pop
 #pragma GCC pop_options
 
 namespace {
@@ -400,18 +406,17 @@ void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, in
                              float* s, const float* amax, KernelLevel level) {
   const int64_t G = n_groups(K);
   const bool wide = level >= KernelLevel::Avx512;
+  const auto amax_fn = wide ? amax_avx512 : amax_avx2;
+  const auto quant = wide ? int8_quant_avx512 : int8_quant_avx2;
   for (int64_t m = 0; m < M; ++m) {
     float a = 0.0f;
     if (amax)
       for (int64_t g = 0; g < G; ++g) a = std::max(a, amax[m * G + g]);
     else
-      a = wide ? amax_avx512(x + m * K, K) : amax_avx2(x + m * K, K);
+      a = amax_fn(x + m * K, K);
     const float sc = std::max(a, kInt8ActAmaxFloor) / kInt8Max;
     s[m] = sc;
-    if (wide)
-      int8_quant_avx512(x + m * K, K, sc, q + m * ldq);
-    else
-      int8_quant_avx2(x + m * K, K, sc, q + m * ldq);
+    quant(x + m * K, K, sc, q + m * ldq);
   }
 }
 
