@@ -9,11 +9,11 @@
 
 namespace qeval {
 
-KvCache::KvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, size_t budget_bytes)
-    : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {
-  block_floats_ = static_cast<size_t>(n_layers * 2 * n_kv_heads * kBlockTokens * head_dim);
-  size_t n_blocks = std::max<size_t>(1, budget_bytes / (block_floats_ * sizeof(float)));
-  arena_.reset(static_cast<float*>(allocate_hugepage_aligned((n_blocks * block_floats_ * sizeof(float) + 63) / 64 * 64)));
+KvCache::KvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, size_t budget_bytes, KvType type)
+    : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim), type_(type) {
+  block_elems_ = static_cast<size_t>(n_layers * 2 * n_kv_heads * kBlockTokens * head_dim);
+  size_t n_blocks = std::max<size_t>(1, budget_bytes / block_bytes());
+  arena_.reset(static_cast<unsigned char*>(allocate_hugepage_aligned((n_blocks * block_bytes() + 63) / 64 * 64)));
   refcount_.assign(n_blocks, 0);
   free_.reserve(n_blocks);
   for (size_t i = n_blocks; i-- > 0;) free_.push_back(static_cast<int32_t>(i));
@@ -62,9 +62,8 @@ int KvCache::fork(int parent, int64_t n_tokens) {
   if (partial) {
     int32_t src = pp.blocks[n_full];
     int32_t dst = take_block();
-    std::memcpy(arena_.get() + static_cast<size_t>(dst) * block_floats_,
-                arena_.get() + static_cast<size_t>(src) * block_floats_,
-                block_floats_ * sizeof(float));
+    std::memcpy(arena_.get() + static_cast<size_t>(dst) * block_bytes(),
+                arena_.get() + static_cast<size_t>(src) * block_bytes(), block_bytes());
     c.blocks.push_back(dst);
   }
   return child;

@@ -97,6 +97,9 @@ class Model {
   ModelConfig cfg_;
   ModelOptions opt_;
   bool use_avx512_ = false;            // attention kernel (bit-identical to the AVX2 one)
+  // bf16 compute at kernel level Amx (head_dim a multiple of 32): a bf16 KV cache in tile
+  // layout and the AMX-BF16 attention (kernels/cpu/attention_amx.h); else an f32 cache
+  bool amx_attention_ = false;
   TensorView embed_;                   // [V, D], borrowed
   std::vector<Layer> layers_;
   std::vector<float> final_norm_;      // [D]

@@ -3,6 +3,7 @@
 // paging and forking; GGUF and HF copies of one model agree.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -195,6 +196,20 @@ TEST_CASE("model: logits match the float64 reference (2 layers, GQA, qkv bias, u
   INFO("bf16 rel err " << e);
   CHECK(e <= 2e-2);
   CHECK(e > 1e-6);  // the bf16 path really rounds
+
+  // head_dim 32: the bf16 model keeps a bf16 KV cache and runs the AMX attention where the CPU
+  // has AMX (head_dim 16 above keeps the f32 attention).
+  auto dir32 = fx::temp_dir("model-ref-hd32");
+  spec.head_dim = 32;
+  auto fm32 = fx::write_hf_model(dir32, spec);
+  auto ck32 = Checkpoint::open(dir32);
+  auto ref32 = reference_logits(fm32, tokens);
+  auto bf16_32 = load_model(*ck32, ComputeType::BF16);
+  for (int64_t chunk : {40, 7, 1}) {
+    double e32 = rel_err(model_logits(*bf16_32, tokens, chunk, pool), ref32);
+    INFO("head_dim 32, chunk " << chunk << ", bf16 rel err " << e32);
+    CHECK(e32 <= 2e-2);
+  }
 }
 
 TEST_CASE("model: logits are bit-identical whatever the prefill chunking (attention tiles)", "[engine-model]") {
@@ -203,11 +218,14 @@ TEST_CASE("model: logits are bit-identical whatever the prefill chunking (attent
   // the AVX2 level: both vector kernels (attention, SiLU) promise the same operations in the same
   // order (the AVX-512 one reduces 16 sums at once with a transposed tree), and f32 linears are
   // exact at both levels.
+  // head_dim 32 with bf16: the AMX attention over a bf16 cache, where the CPU has AMX.
+  for (int64_t head_dim : {0, 32}) {
   auto dir = fx::temp_dir("model-tiles");
   fx::ModelSpec spec;
   spec.layers = 2;
   spec.heads = 4;
   spec.kv_heads = 2;
+  spec.head_dim = head_dim;
   auto fm = fx::write_hf_model(dir, spec);
   auto ck = Checkpoint::open(dir);
   ThreadPool pool(2);
@@ -216,7 +234,7 @@ TEST_CASE("model: logits are bit-identical whatever the prefill chunking (attent
     auto m = load_model(*ck, ct);
     auto whole = model_logits(*m, tokens, 70, pool);
     for (int64_t chunk : {9, 5, 3, 1}) {
-      INFO("chunk " << chunk);
+      INFO("head_dim " << head_dim << ", chunk " << chunk);
       CHECK(model_logits(*m, tokens, chunk, pool) == whole);
     }
     if (ct == ComputeType::F32 && max_kernel_level() >= KernelLevel::Avx512) {
@@ -225,6 +243,7 @@ TEST_CASE("model: logits are bit-identical whatever the prefill chunking (attent
       set_kernel_level_override(std::nullopt);
       CHECK(model_logits(*m2, tokens, 70, pool) == whole);
     }
+  }
   }
 }
 
@@ -315,4 +334,48 @@ TEST_CASE("kv cache: budget, fork shares full blocks, release returns them", "[e
   CHECK(kv2.n_blocks_free() == 8);  // block 0 still held by b
   kv2.release(b);
   CHECK(kv2.n_blocks_free() == 10);
+}
+
+TEST_CASE("kv cache: bf16 tile layout holds twice the tokens; fork copies its partial block", "[engine-model]") {
+  const int64_t E = 32;
+  const size_t f32_block = static_cast<size_t>(KvCache::kBlockTokens) * 2 * 2 * E * 4;  // 2 layers, 1 head
+  KvCache kv(2, 1, E, 10 * f32_block, KvType::Bf16Tiles);
+  CHECK(kv.type() == KvType::Bf16Tiles);
+  CHECK(kv.n_blocks_total() == 20);
+  CHECK(kv.bytes_per_token() == 2 * 2 * E * 2);
+  int a = kv.create();
+  REQUIRE(kv.reserve(a, 70));
+  // Every (element, key) of a block has its own slot in both layouts.
+  std::vector<int> seen_k(KvCache::kBlockTokens * E), seen_v(KvCache::kBlockTokens * E);
+  for (int64_t j = 0; j < KvCache::kBlockTokens; ++j)
+    for (int64_t e = 0; e < E; ++e) {
+      ++seen_k.at(KvCache::k_tile_index(e, j, E));
+      ++seen_v.at(KvCache::v_tile_index(e, j, E));
+    }
+  CHECK(std::all_of(seen_k.begin(), seen_k.end(), [](int c) { return c == 1; }));
+  CHECK(std::all_of(seen_v.begin(), seen_v.end(), [](int c) { return c == 1; }));
+  for (int64_t p = 0; p < 70; ++p)
+    kv.v_tiles(a, 1, 0, p)[KvCache::v_tile_index(3, p % KvCache::kBlockTokens, E)] = static_cast<uint16_t>(p);
+  int b = kv.fork(a, 40);
+  kv.v_tiles(b, 1, 0, 45)[KvCache::v_tile_index(3, 45 % KvCache::kBlockTokens, E)] = 9999;
+  CHECK(kv.v_tiles(a, 1, 0, 45)[KvCache::v_tile_index(3, 13, E)] == 45);  // the copy is private
+  CHECK(kv.v_tiles(b, 1, 0, 39)[KvCache::v_tile_index(3, 7, E)] == 39);
+  CHECK(kv.v_tiles(b, 1, 0, 5)[KvCache::v_tile_index(3, 5, E)] == 5);
+}
+
+TEST_CASE("model: a KV cache of the other layout is refused", "[engine-model]") {
+  auto dir = fx::temp_dir("model-kvtype");
+  fx::ModelSpec spec;
+  spec.head_dim = 32;
+  fx::write_hf_model(dir, spec);
+  auto ck = Checkpoint::open(dir);
+  auto m = load_model(*ck, ComputeType::F32);
+  KvCache wrong(spec.layers, spec.kv_heads, 32, 1 << 20, KvType::Bf16Tiles);
+  const int s = wrong.create();
+  REQUIRE(wrong.reserve(s, 4));
+  const std::vector<int32_t> toks = {1, 2, 3};
+  SeqChunk c{s, 0, std::span<const int32_t>(toks), 0};
+  ThreadPool pool(1);
+  CHECK_THROWS_AS(m->forward(std::span<const SeqChunk>(&c, 1), wrong, pool, [](size_t, int64_t, std::span<const float>) {}),
+                  Error);
 }
