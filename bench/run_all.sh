@@ -14,6 +14,9 @@ line() { printf '\n== %s\n' "$*"; }
 line "kernels: GEMV/GEMM per scheme and kernel level vs scalar twin, bandwidth and AMX peak (0.5B and 1.5B shapes)"
 "$B/bench/bench_kernels" "$T" 4 both
 
+line "attention: AMX-BF16 kernel (bf16 compute) vs its scalar twin, one layer and kv head of a 512-token prefill"
+"$B/bench/bench_attention" 512
+
 for shape in qwen2.5-0.5b r1-distill-qwen-1.5b; do
   for q in none int8-channel int8-block fp8-block; do
     line "engine $shape bf16 quantization=$q: batch 1 (prefill 512, decode 64), median of 3, read bandwidth measured around each run"
