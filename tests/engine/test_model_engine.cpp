@@ -12,9 +12,11 @@
 
 #include "core/error.h"
 #include "engine/engine.h"
+#include "engine/checkpoint.h"
 #include "engine/cpu_features.h"
 #include "engine/engine_commands.h"
 #include "engine/fixtures_model.h"
+#include "engine/model.h"
 #include "engine/random_model.h"
 
 using namespace qeval;
@@ -239,6 +241,62 @@ TEST_CASE("engine: loglikelihood equals the sum of step-by-step logprobs", "[eng
   bool gr;
   std::vector<int32_t> two(ctx.begin(), ctx.begin() + 12);
   CHECK(rows[10][ctx[11]] == Approx(stepwise(two, 11, gr)).margin(1e-5));
+}
+
+TEST_CASE("engine: bf16 loglikelihood over forked KV caches equals step-by-step (AMX attention)", "[engine-model]") {
+  // head_dim 64 and bf16: a bf16 KV cache in tile layout and the AMX attention where the CPU has
+  // AMX. Continuations fork the context's cache (shared full blocks, a copied partial one); every
+  // logprob must equal the one-token-at-a-time forward of the same weights, to the bit.
+  auto dir = fx::temp_dir("engine-bf16-ll");
+  fx::ModelSpec spec;
+  spec.hidden = 256;
+  spec.heads = 4;
+  spec.kv_heads = 2;
+  spec.ffn = 256;
+  spec.vocab = 300;
+  spec.dtype = "BF16";
+  fx::write_hf_model(dir, spec);
+  EngineOptions o;
+  o.model = dir.string();
+  o.threads = 2;
+  o.max_batch = 8;
+  auto e = Engine::load(o);
+  REQUIRE(e->dtype() == ComputeType::BF16);
+  auto ck = Checkpoint::open(dir);
+  ModelOptions mo;
+  mo.compute = ComputeType::BF16;
+  Model model(ck->config(), [&](const std::string& n) { return ck->find(n); }, mo);
+  ThreadPool pool(2);
+  auto stepwise = [&](const std::vector<int32_t>& seq, int64_t n_ctx) {
+    auto kv = model.make_kv_cache(1 << 22);
+    int s = kv->create();
+    REQUIRE(kv->reserve(s, static_cast<int64_t>(seq.size())));
+    double sum = 0;
+    for (size_t p = 0; p + 1 < seq.size(); ++p) {
+      SeqChunk c{s, static_cast<int64_t>(p), std::span<const int32_t>(&seq[p], 1), 0};
+      model.forward(std::span<const SeqChunk>(&c, 1), *kv, pool, [&](size_t, int64_t, std::span<const float> lg) {
+        if (static_cast<int64_t>(p) + 1 >= n_ctx) sum += token_logprob(lg, seq[p + 1]);
+      });
+    }
+    return sum;
+  };
+  std::vector<ScoreRequest> reqs(1);
+  const auto ctx = random_ids(45, 300, 15);  // a full KV block and a partial one
+  for (int c = 0; c < 4; ++c) {
+    auto seq = ctx;
+    auto cont = random_ids(1 + 3 * c, 300, 60 + c);
+    seq.insert(seq.end(), cont.begin(), cont.end());
+    reqs[0].sequences.push_back(seq);
+    reqs[0].n_context.push_back(static_cast<int64_t>(ctx.size()));
+  }
+  std::map<size_t, ScoreOutput> got;
+  e->score(reqs, [&](size_t i, ScoreOutput&& out) { got[i] = std::move(out); });
+  REQUIRE(got.size() == 1);
+  REQUIRE(got[0].error.empty());
+  for (size_t c = 0; c < reqs[0].sequences.size(); ++c) {
+    INFO("continuation " << c);
+    CHECK(got[0].logprob[c] == stepwise(reqs[0].sequences[c], reqs[0].n_context[c]));
+  }
 }
 
 TEST_CASE("engine: long prompts are left-truncated to context - max_tokens", "[engine-model]") {
