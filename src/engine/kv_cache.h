@@ -76,12 +76,10 @@ class KvCache {
 
   // KvType::Bf16Tiles. The K (or V) of kv head `head` at layer `layer` for the block holding
   // position `pos` (positions pos / 32 * 32 + j, j < 32): 32 * head_dim bf16 values, the element
-  // e of key j at k_tile_index / v_tile_index(e, j, head_dim). K is [head_dim / 2][32 keys][2]:
-  // a 16-row B tile of 16 keys per 32 elements of q (row stride 128 bytes) for q · K^T. V is
-  // [16 key pairs][head_dim][2]: a 16-row B tile of 16 output elements per block for p · V.
-  static int64_t k_tile_index(int64_t e, int64_t j, int64_t /*head_dim*/) {
-    return ((e / 2) * kBlockTokens + j) * 2 + e % 2;
-  }
+  // e of key j at k_tile_index(e, j) / v_tile_index(e, j, head_dim). K is [head_dim / 2][32
+  // keys][2]: a 16-row B tile of 16 keys per 32 elements of q (row stride 128 bytes) for q · K^T.
+  // V is [16 key pairs][head_dim][2]: a 16-row B tile of 16 output elements per block for p · V.
+  static int64_t k_tile_index(int64_t e, int64_t j) { return ((e / 2) * kBlockTokens + j) * 2 + e % 2; }
   static int64_t v_tile_index(int64_t e, int64_t j, int64_t head_dim) { return ((j / 2) * head_dim + e) * 2 + j % 2; }
   uint16_t* k_tiles(int seq, int64_t layer, int64_t head, int64_t pos) {
     return static_cast<uint16_t*>(slot(seq, layer, 0, head, pos));

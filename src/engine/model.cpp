@@ -634,7 +634,7 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
             uint16_t* vd = kv.v_tiles(tok_seq_[t], l, g, tok_pos_[t]);
             const int64_t j = tok_pos_[t] % KvCache::kBlockTokens;
             for (int64_t e = 0; e < E; ++e) {
-              kd[KvCache::k_tile_index(e, j, E)] = bf16_from_f32(ks[e]);
+              kd[KvCache::k_tile_index(e, j)] = bf16_from_f32(ks[e]);
               vd[KvCache::v_tile_index(e, j, E)] = bf16_from_f32(vs[e]);
             }
             continue;

@@ -41,7 +41,7 @@ struct Kv {
         const uint16_t kb = bf16_from_f32(d(rng)), vb = bf16_from_f32(d(rng));
         k[j * E + e] = bf16_to_f32(kb);
         v[j * E + e] = bf16_to_f32(vb);
-        kt[j / kB][KvCache::k_tile_index(e, j % kB, E)] = kb;
+        kt[j / kB][KvCache::k_tile_index(e, j % kB)] = kb;
         vt[j / kB][KvCache::v_tile_index(e, j % kB, E)] = vb;
       }
     for (int64_t b = 0; b < nblk; ++b) {

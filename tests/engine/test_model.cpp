@@ -349,7 +349,7 @@ TEST_CASE("kv cache: bf16 tile layout holds twice the tokens; fork copies its pa
   std::vector<int> seen_k(KvCache::kBlockTokens * E), seen_v(KvCache::kBlockTokens * E);
   for (int64_t j = 0; j < KvCache::kBlockTokens; ++j)
     for (int64_t e = 0; e < E; ++e) {
-      ++seen_k.at(KvCache::k_tile_index(e, j, E));
+      ++seen_k.at(KvCache::k_tile_index(e, j));
       ++seen_v.at(KvCache::v_tile_index(e, j, E));
     }
   CHECK(std::all_of(seen_k.begin(), seen_k.end(), [](int c) { return c == 1; }));
@@ -378,4 +378,21 @@ TEST_CASE("model: a KV cache of the other layout is refused", "[engine-model]") 
   ThreadPool pool(1);
   CHECK_THROWS_AS(m->forward(std::span<const SeqChunk>(&c, 1), wrong, pool, [](size_t, int64_t, std::span<const float>) {}),
                   Error);
+
+  // Which layout a model takes: bf16 tiles only for bf16 compute at the AMX level with head_dim a
+  // multiple of 32; f32 otherwise.
+  CHECK(m->make_kv_cache(0)->type() == KvType::F32);
+  const bool amx = max_kernel_level() >= KernelLevel::Amx;
+  CHECK(load_model(*ck, ComputeType::BF16)->make_kv_cache(0)->type() == (amx ? KvType::Bf16Tiles : KvType::F32));
+  if (amx) {
+    set_kernel_level_override(KernelLevel::Avx512);
+    auto m512 = load_model(*ck, ComputeType::BF16);
+    set_kernel_level_override(std::nullopt);
+    CHECK(m512->make_kv_cache(0)->type() == KvType::F32);
+  }
+  auto dir16 = fx::temp_dir("model-kvtype16");
+  spec.head_dim = 16;
+  fx::write_hf_model(dir16, spec);
+  auto ck16 = Checkpoint::open(dir16);
+  CHECK(load_model(*ck16, ComputeType::BF16)->make_kv_cache(0)->type() == KvType::F32);
 }

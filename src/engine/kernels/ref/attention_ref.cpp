@@ -22,7 +22,7 @@ void attend_bf16(const AttnQuery* rows, int64_t n_rows, int64_t E, float scale, 
       const uint16_t* kt = k_blocks[j / kB];
       float dot = 0.0f;
       for (int64_t e = 0; e < E; ++e)
-        dot = std::fma(bf16_round(row.q[e]), bf16_to_f32(kt[KvCache::k_tile_index(e, j % kB, E)]), dot);
+        dot = std::fma(bf16_round(row.q[e]), bf16_to_f32(kt[KvCache::k_tile_index(e, j % kB)]), dot);
       s[j] = dot * scale;
       mx = std::max(mx, s[j]);
     }
