@@ -68,6 +68,20 @@ std::unique_ptr<Engine> tiny_engine(int max_batch, int64_t step_tokens, int64_t 
   return Engine::load(o);
 }
 
+// A BF16 qwen2 fixture wide enough for the AMX/AVX-512 kernel paths (K = 256 and ffn) and the
+// AMX attention (head_dim 64).
+fx::ModelSpec wide_bf16_spec(int64_t ffn) {
+  fx::ModelSpec spec;
+  spec.arch = "qwen2";
+  spec.hidden = 256;
+  spec.heads = 4;
+  spec.kv_heads = 2;
+  spec.ffn = ffn;
+  spec.vocab = 300;
+  spec.dtype = "BF16";
+  return spec;
+}
+
 }  // namespace
 
 TEST_CASE("engine: stories260K greedy from BOS matches the reference (GGUF and HF)", "[engine-model][model]") {
@@ -248,14 +262,7 @@ TEST_CASE("engine: bf16 loglikelihood over forked KV caches equals step-by-step 
   // AMX. Continuations fork the context's cache (shared full blocks, a copied partial one); every
   // logprob must equal the one-token-at-a-time forward of the same weights, to the bit.
   auto dir = fx::temp_dir("engine-bf16-ll");
-  fx::ModelSpec spec;
-  spec.hidden = 256;
-  spec.heads = 4;
-  spec.kv_heads = 2;
-  spec.ffn = 256;
-  spec.vocab = 300;
-  spec.dtype = "BF16";
-  fx::write_hf_model(dir, spec);
+  fx::write_hf_model(dir, wide_bf16_spec(256));
   EngineOptions o;
   o.model = dir.string();
   o.threads = 2;
@@ -376,17 +383,8 @@ TEST_CASE("engine: greedy tokens do not depend on batching (BF16)", "[engine-mod
     r.stop_at_stop_ids = false;
     reqs.push_back(r);
   }
-  // Wide enough for the AMX/AVX-512 kernel paths (K = 256, 512).
   auto dir = fx::temp_dir("engine-bf16-inv");
-  fx::ModelSpec spec;
-  spec.arch = "qwen2";
-  spec.hidden = 256;
-  spec.heads = 4;
-  spec.kv_heads = 2;
-  spec.ffn = 512;
-  spec.vocab = 300;
-  spec.dtype = "BF16";
-  fx::write_hf_model(dir, spec);
+  fx::write_hf_model(dir, wide_bf16_spec(512));
   auto load = [&](int batch, int64_t step) {
     EngineOptions o;
     o.model = dir.string();
