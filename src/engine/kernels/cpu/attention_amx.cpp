@@ -39,6 +39,45 @@ QEVAL_AMX_ATTN inline void store_bf16(uint16_t* dst, __m512 x) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)));
 }
 
+// Softmax of NR rows (scores S, weights P, row stride `stride`) that all have n keys: m = max_j
+// s[j] * scale (the max of the scaled scores: the scale is positive); p = exp(s * scale - m)
+// rounded to bf16, exactly 0 from n on; inv = 1 / (sum of the rounded p), lane sums over 16-key
+// steps, then one reduction. Whole vectors of live keys unmasked, the last partial one masked,
+// zeros to the end of the row. Each row's operations are those of a row alone; the NR rows run
+// side by side so that their reductions and loop ends overlap (rows of ~256 keys are short).
+template <int NR>
+QEVAL_AMX_ATTN inline void softmax_rows(const float* S, uint16_t* P, int64_t stride, int64_t n, float scale,
+                                        float* inv) {
+  const int64_t nf = n / 16 * 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - nf)) - 1);
+  const __m512 vscale = _mm512_set1_ps(scale);
+  __m512 vmx[NR], m[NR], vsum[NR];
+  for (int r = 0; r < NR; ++r) vmx[r] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < nf; j += 16)
+    for (int r = 0; r < NR; ++r) vmx[r] = _mm512_max_ps(vmx[r], _mm512_loadu_ps(S + r * stride + j));
+  for (int r = 0; r < NR; ++r) {
+    if (tail) vmx[r] = _mm512_mask_max_ps(vmx[r], tail, vmx[r], _mm512_loadu_ps(S + r * stride + nf));
+    m[r] = _mm512_set1_ps(_mm512_reduce_max_ps(vmx[r]) * scale);
+    vsum[r] = _mm512_setzero_ps();
+  }
+  auto weigh = [&](int r, int64_t j, __mmask16 live) QEVAL_AMX_ATTN {
+    const __m512 e =
+        _mm512_maskz_mov_ps(live, exp16_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(S + r * stride + j), vscale, m[r])));
+    const __m256i b = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(P + r * stride + j), b);
+    vsum[r] = _mm512_add_ps(vsum[r], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
+  };
+  for (int64_t j = 0; j < nf; j += 16)
+    for (int r = 0; r < NR; ++r) weigh(r, j, 0xFFFF);
+  const int64_t j1 = tail ? nf + 16 : nf;
+  for (int r = 0; r < NR; ++r) {
+    if (tail) weigh(r, nf, tail);
+    for (int64_t j = j1; j < stride; j += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(P + r * stride + j), _mm256_setzero_si256());
+    inv[r] = 1.0f / _mm512_reduce_add_ps(vsum[r]);
+  }
+}
+
 // Rows [0, R) of at most 32 (R > 16 uses the second row tile).
 QEVAL_AMX_ATTN void attend32(const AttnQuery* rows, int64_t R, int64_t E, float scale, const uint16_t* const* kb,
                              const uint16_t* const* vb) {
@@ -91,36 +130,20 @@ QEVAL_AMX_ATTN void attend32(const AttnQuery* rows, int64_t R, int64_t E, float 
     }
   }
 
-  // Softmax: m = max_j s[j] * scale (the max of the scaled scores: the scale is positive);
-  // p = exp(s * scale - m) rounded to bf16, exactly 0 from n on; inv = 1 / (sum of the rounded
-  // p), lane sums over 16-key steps, then one reduction. Whole vectors of live keys unmasked, the
-  // last partial one masked, zeros to the end of the row.
+  // Softmax, NR rows with the same key count (the heads of one token) at a time: see
+  // softmax_rows.
   alignas(64) float inv[32];
-  const __m512 vscale = _mm512_set1_ps(scale);
-  for (int64_t r = 0; r < R; ++r) {
-    const float* s = S + r * stride;
-    uint16_t* p = P + r * stride;
-    const int64_t n = rows[r].n, nf = n / 16 * 16;
-    const __mmask16 tail = static_cast<__mmask16>((1u << (n - nf)) - 1);
-    __m512 vmx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int64_t j = 0; j < nf; j += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(s + j));
-    if (tail) vmx = _mm512_mask_max_ps(vmx, tail, vmx, _mm512_loadu_ps(s + nf));
-    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmx) * scale);
-    __m512 vsum = _mm512_setzero_ps();
-    auto weigh = [&](int64_t j, __mmask16 live) QEVAL_AMX_ATTN {
-      const __m512 e = _mm512_maskz_mov_ps(live, exp16_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vscale, m)));
-      const __m256i b = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), b);
-      vsum = _mm512_add_ps(vsum, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
-    };
-    for (int64_t j = 0; j < nf; j += 16) weigh(j, 0xFFFF);
-    int64_t j = nf;
-    if (tail) {
-      weigh(nf, tail);
-      j += 16;
+  for (int64_t r = 0; r < R;) {
+    int64_t k = 1;
+    while (k < 4 && r + k < R && rows[r + k].n == rows[r].n) ++k;
+    const int64_t off = r * stride;
+    switch (k) {
+      case 1: softmax_rows<1>(S + off, P + off, stride, rows[r].n, scale, inv + r); break;
+      case 2: softmax_rows<2>(S + off, P + off, stride, rows[r].n, scale, inv + r); break;
+      case 3: softmax_rows<3>(S + off, P + off, stride, rows[r].n, scale, inv + r); break;
+      default: softmax_rows<4>(S + off, P + off, stride, rows[r].n, scale, inv + r); break;
     }
-    for (; j < stride; j += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), _mm256_setzero_si256());
-    inv[r] = 1.0f / _mm512_reduce_add_ps(vsum);
+    r += k;
   }
   for (int64_t r = R; r < rows_p; ++r) std::fill(P + r * stride, P + (r + 1) * stride, uint16_t{0});
 
