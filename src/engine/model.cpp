@@ -586,16 +586,17 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
       rope_cos_[t * half + i] = static_cast<float>(std::cos(a));
       rope_sin_[t * half + i] = static_cast<float>(std::sin(a));
     }
-  // Rotate-half RoPE on n_heads heads of one token row.
-  auto rope = [&](float* row, int64_t n_heads, int64_t t) {
+  // Rotate-half RoPE on n_heads heads of one token row, from src to dst (which may be src).
+  auto rope = [&](const float* src, float* dst, int64_t n_heads, int64_t t) {
     const float* c = rope_cos_.data() + t * half;
     const float* s = rope_sin_.data() + t * half;
     for (int64_t h = 0; h < n_heads; ++h) {
-      float* x = row + h * E;
+      const float* x = src + h * E;
+      float* y = dst + h * E;
       for (int64_t i = 0; i < half; ++i) {
         float x0 = x[i], x1 = x[i + half];
-        x[i] = x0 * c[i] - x1 * s[i];
-        x[i + half] = x1 * c[i] + x0 * s[i];
+        y[i] = x0 * c[i] - x1 * s[i];
+        y[i + half] = x1 * c[i] + x0 * s[i];
       }
     }
   };
@@ -618,17 +619,16 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
     }
     rows_for(pool, T, T * (H + 2 * G) * E, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
-        if (L.wqkv) {
-          const float* r = fused_.data() + t * (nq + 2 * nk);
-          std::memcpy(q_.data() + t * nq, r, sizeof(float) * nq);
-          std::memcpy(k_.data() + t * nk, r + nq, sizeof(float) * nk);
-          std::memcpy(v_.data() + t * nk, r + nq + nk, sizeof(float) * nk);
-        }
-        rope(q_.data() + t * nq, H, t);
-        rope(k_.data() + t * nk, G, t);
+        // q, k, v of this token: a row of the fused product, or the three separate ones
+        const float* r = L.wqkv ? fused_.data() + t * (nq + 2 * nk) : nullptr;
+        const float* qsrc = L.wqkv ? r : q_.data() + t * nq;
+        const float* ksrc = L.wqkv ? r + nq : k_.data() + t * nk;
+        const float* vsrc = L.wqkv ? r + nq + nk : v_.data() + t * nk;
+        rope(qsrc, q_.data() + t * nq, H, t);
+        rope(ksrc, k_.data() + t * nk, G, t);
         for (int64_t g = 0; g < G; ++g) {
           const float* ks = k_.data() + (t * G + g) * E;
-          const float* vs = v_.data() + (t * G + g) * E;
+          const float* vs = vsrc + g * E;
           if (amx_attention_) {  // bf16, nearest even, in tile order
             uint16_t* kd = kv.k_tiles(tok_seq_[t], l, g, tok_pos_[t]);
             uint16_t* vd = kv.v_tiles(tok_seq_[t], l, g, tok_pos_[t]);
