@@ -1,9 +1,13 @@
 // exp(x) for 16 floats with AVX-512, the polynomial of model.cpp's exp8 (Cephes-style: x = k ln2
 // + r, degree-6 polynomial for e^r, scaled by 2^k; relative error ~2 ulp).
 //   exp16_avx512: inputs clamped to [-87.3, 88.7]; lane for lane the bits of exp8 (the AVX-512
-//     attention and SwiGLU of model.cpp promise the AVX2 bits);
-//   exp16_nonpositive: for x <= 0 (the softmax of the AMX attention): 2^k by vscalefps, only the
-//     lower clamp (it also turns -inf into a finite input).
+//     attention and SwiGLU of model.cpp promise the AVX2 bits). 2^k by vscalefps: p * 2^k is
+//     exact, or rounded once where it is subnormal, exactly as exp8's two power-of-two factors
+//     give it, so the bits are the same (and 1 + exp(x), which GCC fuses into one fma with exp8's
+//     last product, rounds the same exact value once). Against those factors: silu_mul alone
+//     17-19% faster (8192 values, in cache, one process, alternating).
+//   exp16_nonpositive: for x <= 0 (the softmax of the AMX attention): only the lower clamp (it
+//     also turns -inf into a finite input).
 #pragma once
 
 #include <immintrin.h>
@@ -29,12 +33,7 @@ __attribute__((target("avx512f"))) inline __m512 exp16_avx512(__m512 x) {
   x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.72283f));
   __m512 k;
   const __m512 p = exp16_reduced(x, k);
-  // 2^k, split in two factors so k = 128 (x near 88.7) does not overflow the exponent field.
-  __m512i ki = _mm512_cvtps_epi32(k);
-  __m512i k1 = _mm512_srai_epi32(ki, 1), k2 = _mm512_sub_epi32(ki, k1);
-  __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, _mm512_set1_epi32(127)), 23));
-  __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k2, _mm512_set1_epi32(127)), 23));
-  return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+  return _mm512_scalef_ps(p, k);
 }
 
 __attribute__((target("avx512f"))) inline __m512 exp16_nonpositive(__m512 x) {
