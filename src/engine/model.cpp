@@ -630,12 +630,15 @@ void Model::forward(std::span<const SeqChunk> chunks, KvCache& kv, ThreadPool& p
           const float* ks = k_.data() + (t * G + g) * E;
           const float* vs = vsrc + g * E;
           if (amx_attention_) {  // bf16, nearest even, in tile order
+            uint16_t kb[cpu::kMaxAttnHeadDim], vb[cpu::kMaxAttnHeadDim];
+            bf16_from_f32_n(ks, E, kb);
+            bf16_from_f32_n(vs, E, vb);
             uint16_t* kd = kv.k_tiles(tok_seq_[t], l, g, tok_pos_[t]);
             uint16_t* vd = kv.v_tiles(tok_seq_[t], l, g, tok_pos_[t]);
             const int64_t j = tok_pos_[t] % KvCache::kBlockTokens;
             for (int64_t e = 0; e < E; ++e) {
-              kd[KvCache::k_tile_index(e, j)] = bf16_from_f32(ks[e]);
-              vd[KvCache::v_tile_index(e, j, E)] = bf16_from_f32(vs[e]);
+              kd[KvCache::k_tile_index(e, j)] = kb[e];
+              vd[KvCache::v_tile_index(e, j, E)] = vb[e];
             }
             continue;
           }
