@@ -75,10 +75,23 @@ void int8_row(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m,
     if (n0 + j * 8 < N) store8(y.at(m, n0 + j * 8), N, n0 + j * 8, facc[j], bias);
 }
 
-inline __m256 load_w8(const float* p) { return _mm256_load_ps(p); }
-inline __m256 load_w8(const uint16_t* p) {
-  return _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(p))), 16));
+// Row k of the 32-column block of panels nt, nt+1 (nt even) as f32, columns 0-7, 8-15, 16-23, 24-31.
+inline void load_row(const float* w, int64_t kp, int64_t nt, int64_t k, __m256 (&v)[4]) {
+  const float* r = w + (nt * kp + k) * 16;
+  v[0] = _mm256_load_ps(r);
+  v[1] = _mm256_load_ps(r + 8);
+  v[2] = _mm256_load_ps(r + kp * 16);
+  v[3] = _mm256_load_ps(r + kp * 16 + 8);
+}
+inline void load_row(const uint16_t* w, int64_t kp, int64_t nt, int64_t k, __m256 (&v)[4]) {
+  const uint16_t* r = w + ((nt / 2) * kp + k) * 32;  // bf16 pairs (c, c + 16)
+  const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(r));
+  const __m256i hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(r + 16));
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  v[0] = _mm256_castsi256_ps(_mm256_slli_epi32(lo, 16));
+  v[1] = _mm256_castsi256_ps(_mm256_slli_epi32(hi, 16));
+  v[2] = _mm256_castsi256_ps(_mm256_and_si256(lo, mask));
+  v[3] = _mm256_castsi256_ps(_mm256_and_si256(hi, mask));
 }
 
 // Rows [m0, m0+R) x the two 16-column panels nt, nt+1 (4 vectors of 8 columns).
@@ -86,8 +99,6 @@ template <int R, class W, bool kGrouped>
 void panel_block(const FloatPacked& p, const W* w, const float* xf, const float* sa, int64_t m0,
                  const float* bias, const YOut& y, int64_t nt) {
   const int64_t K = p.k, kp = p.kp, N = p.n, n0 = nt * 16, G = p.groups;
-  const W* w0 = w + nt * kp * 16;
-  const W* w1 = w0 + kp * 16;
   const int64_t gsize = kGrouped ? kQuantBlock : std::max<int64_t>(K, 1);
   __m256 acc[R][4];
   for (int i = 0; i < R; ++i)
@@ -98,8 +109,8 @@ void panel_block(const FloatPacked& p, const W* w, const float* xf, const float*
     for (int i = 0; i < R; ++i)
       for (auto& v : gacc[i]) v = _mm256_setzero_ps();
     for (int64_t k = k0; k < k1; ++k) {
-      const __m256 wv[4] = {load_w8(w0 + k * 16), load_w8(w0 + k * 16 + 8), load_w8(w1 + k * 16),
-                            load_w8(w1 + k * 16 + 8)};
+      __m256 wv[4];
+      load_row(w, kp, nt, k, wv);
       for (int i = 0; i < R; ++i) {
         const __m256 x = _mm256_set1_ps(xf[(m0 + i) * kp + k]);
         for (int j = 0; j < 4; ++j) gacc[i][j] = _mm256_fmadd_ps(x, wv[j], gacc[i][j]);

@@ -23,9 +23,15 @@ inline size_t bf16_amx_offset(int64_t n, int64_t k, int64_t kp) {
                              (n % 16) * 2 + k % 2);
 }
 
-// Element offset of (n, k) in the panel layout [np/16][kp][16].
+// Element offset of (n, k) in the f32 panel layout [np/16][kp][16].
 inline size_t panel_offset(int64_t n, int64_t k, int64_t kp) {
   return static_cast<size_t>(((n / 16) * kp + k) * 16 + n % 16);
+}
+
+// Element offset of bf16 weight (n, k) in the bf16 panel layout (see FloatPacked): rows of 32
+// columns, column c of a block at 2 (c % 16) + c / 16.
+inline size_t bf16_panel_offset(int64_t n, int64_t k, int64_t kp) {
+  return static_cast<size_t>(((n / 32) * kp + k) * 32 + (n % 16) * 2 + (n % 32) / 16);
 }
 
 }  // namespace
@@ -79,7 +85,7 @@ void fill_bf16(FloatPacked& p, Get get) {
   p.wb = AlignedBuffer<uint16_t>(static_cast<size_t>(p.np * p.kp));
   for (int64_t n = 0; n < p.n; ++n)
     for (int64_t k = 0; k < p.k; ++k)
-      p.wb[p.amx ? bf16_amx_offset(n, k, p.kp) : panel_offset(n, k, p.kp)] = get(n, k);
+      p.wb[p.amx ? bf16_amx_offset(n, k, p.kp) : bf16_panel_offset(n, k, p.kp)] = get(n, k);
 }
 
 }  // namespace
