@@ -384,7 +384,7 @@ std::unique_ptr<Linear> make_linear(const TensorView& weight, const TensorView* 
                                     scheme == QuantScheme::Int8Channel);
       break;
     case QuantScheme::Fp8Block:
-      layer->float_ = cpu::pack_fp8(qw.q.data(), qw.scale.data(), N, K, amx);
+      layer->float_ = cpu::pack_fp8(qw.q.data(), qw.scale.data(), N, K, level);
       break;
     case QuantScheme::None:
       if (compute == ComputeType::F32) {

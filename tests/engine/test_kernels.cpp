@@ -157,6 +157,18 @@ TEST_CASE("several column blocks per call across K blocks", "[kernels]") {
     for (const Variant& v : kVariants) check_against_twin(level, v, 300, 1100, {100}, pool, seed);
 }
 
+// A single row (decode) runs two or four 32-column blocks side by side (bf16, f32 and e4m3
+// panels at AVX-512) when one call holds that many: one thread, so one call takes every block;
+// 9 and 10 blocks leave remainders of each width, and N = 290 a partial last block.
+TEST_CASE("a single row through several column blocks at once", "[kernels]") {
+  ThreadPool pool(1);
+  uint32_t seed = 970;
+  for (KernelLevel level : fast_levels())
+    for (const Variant& v : kVariants)
+      for (int64_t N : {270, 290, 320})
+        for (int64_t K : {130, 257}) check_against_twin(level, v, N, K, {1, 2}, pool, seed, /*with_bias=*/true);
+}
+
 // An output of 1 MiB or more is written with non-temporal stores where a row's 16 columns are
 // 64-byte aligned, and with plain masked stores elsewhere (the N edge, unaligned rows): the
 // twin's bits either way, into an aligned y and into one shifted by a float.

@@ -1,7 +1,8 @@
 // AVX-512 kernels (function-level target attributes; dispatched at run time):
 //   INT8 with VNNI (vpdpbusd, u8 x s8): activations are shifted to u8 (a + 128) and the exact
 //   correction 128 * sum(w) per column and group is subtracted — bit-exact integer sums.
-//   Float panels: f32 FMA over [16 columns] panels, the scalar twin's sequential order.
+//   Float panels (panel_kernel.inc): f32 FMA over 32-column blocks, the scalar twin's sequential
+//   order; fp8 weights kept as e4m3 bytes are decoded with VBMI byte tables.
 // Rows are processed in blocks of up to 4, each row with its own accumulators: the per-row
 // instruction sequence does not depend on the block size, so results are batch invariant.
 #include <immintrin.h>
@@ -130,83 +131,112 @@ QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* 
     }
 }
 
-// Row k of the 32-column block of panels nt, nt+1 (nt even) as f32: columns 0-15 and 16-31.
-QEVAL_AVX512 inline void load_row(const float* w, int64_t kp, int64_t nt, int64_t k, __m512& a0, __m512& a1) {
-  const float* r = w + (nt * kp + k) * 16;
-  a0 = _mm512_load_ps(r);
-  a1 = _mm512_load_ps(r + kp * 16);
-}
-QEVAL_AVX512 inline void load_row(const uint16_t* w, int64_t kp, int64_t nt, int64_t k, __m512& a0, __m512& a1) {
-  const __m512i v = _mm512_load_si512(w + ((nt / 2) * kp + k) * 32);  // bf16 pairs (c, c + 16)
+}  // namespace
+
+namespace {
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
+namespace plain {
+
+// bf16 row of 32 columns (pairs c, c + 16 in each 32-bit lane) -> f32 columns 0-15, 16-31.
+inline void split_bf16(__m512i v, __m512& a0, __m512& a1) {
   a0 = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
   a1 = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
 }
 
-// Rows [m0, m0+R) x the B 32-column blocks of panels nt .. nt + 2B - 1 (nt even). Each column is
-// one fma chain over k, so B only sets how many chains (and weight streams) run side by side.
-template <int R, int B, class W, bool kGrouped>
-QEVAL_AVX512 void panel_block(const FloatPacked& p, const W* w, const float* xf, const float* sa,
-                              int64_t m0, const float* bias, const YOut& y, int64_t nt) {
-  constexpr int P = 2 * B;  // 16-column panels
-  const int64_t K = p.k, kp = p.kp, N = p.n, n0 = nt * 16, G = p.groups;
-  const int64_t gsize = kGrouped ? kQuantBlock : std::max<int64_t>(K, 1);
-  __m512 acc[R][P];
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < P; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t k0 = 0, g = 0; k0 < K; k0 += gsize, ++g) {
-    const int64_t k1 = std::min(K, k0 + gsize);
-    __m512 gacc[R][P];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < P; ++j) gacc[i][j] = _mm512_setzero_ps();
-    for (int64_t k = k0; k < k1; ++k) {
-      __m512 a[P];
-      for (int b = 0; b < B; ++b) load_row(w, kp, nt + 2 * b, k, a[2 * b], a[2 * b + 1]);
-      for (int i = 0; i < R; ++i) {
-        const __m512 x = _mm512_set1_ps(xf[(m0 + i) * kp + k]);
-        for (int j = 0; j < P; ++j) gacc[i][j] = _mm512_fmadd_ps(x, a[j], gacc[i][j]);
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < P; ++j) {
-        if constexpr (kGrouped) {
-          const int64_t nb = (n0 + 16 * j) / kQuantBlock;
-          const __m512 s = _mm512_set1_ps(sa[(m0 + i) * G + g] * p.sw[nb * G + g]);
-          acc[i][j] = _mm512_fmadd_ps(gacc[i][j], s, acc[i][j]);
-        } else {
-          acc[i][j] = gacc[i][j];
-        }
-      }
+// f32 block: two 16-column panels of kp rows each.
+inline void load_row(const float* blk, int64_t kp, int64_t k, __m512& a0, __m512& a1) {
+  a0 = _mm512_load_ps(blk + k * 16);
+  a1 = _mm512_load_ps(blk + (kp + k) * 16);
+}
+inline void load_rows2(const float* blk, int64_t kp, int64_t k, __m512 (&a)[4]) {
+  load_row(blk, kp, k, a[0], a[1]);
+  load_row(blk, kp, k + 1, a[2], a[3]);
+}
+// bf16 block: one 64-byte row per k.
+inline void load_row(const uint16_t* blk, int64_t, int64_t k, __m512& a0, __m512& a1) {
+  split_bf16(_mm512_load_si512(blk + k * 32), a0, a1);
+}
+inline void load_rows2(const uint16_t* blk, int64_t kp, int64_t k, __m512 (&a)[4]) {
+  load_row(blk, kp, k, a[0], a[1]);
+  load_row(blk, kp, k + 1, a[2], a[3]);
+}
+
+#include "engine/kernels/cpu/panel_kernel.inc"
+
+}  // namespace plain
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")
+namespace vbmi {
+
+using plain::split_bf16;
+
+// e4m3 -> bf16 by byte tables, exact for every code (NaN gives the bf16 NaN that
+// bf16_from_f32(e4m3_to_f32(code)) gives, as in the twin): vpermi2b looks up the low and the
+// high byte of the bf16 of each magnitude (the low 7 bits of a byte index its 128 entries), the
+// sign bit is OR-ed into the high byte, and unpacklo/hi_epi8 interleave the two byte vectors into
+// 16-bit values. They work within 128-bit lanes, taking bytes 0-7 / 8-15 of each, so the packer
+// stores the bytes in the order they expect (e4m3_panel_offset in pack.cpp).
+struct alignas(64) E4m3Tables {
+  uint8_t lo[128], hi[128];
+};
+const E4m3Tables kE4m3 = [] {
+  E4m3Tables t{};
+  for (int mag = 0; mag < 128; ++mag) {
+    const uint16_t v = bf16_from_f32(e4m3_to_f32(static_cast<uint8_t>(mag)));
+    t.lo[mag] = static_cast<uint8_t>(v & 0xFF);
+    t.hi[mag] = static_cast<uint8_t>(v >> 8);
   }
-  for (int j = 0; j < P; ++j) {
-    const int64_t c = n0 + 16 * j;
-    const __mmask16 mk = col_mask(N, c);
-    for (int i = 0; i < R; ++i) {
-      __m512 v = acc[i][j];
-      if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias + c));
-      _mm512_mask_storeu_ps(y.at(m0 + i, c), mk, v);
-    }
+  return t;
+}();
+
+// 64 stored e4m3 bytes -> bf16 elements 0-31 (r0) and 32-63 (r1) of the panel order.
+inline void decode64(const uint8_t* src, __m512i& r0, __m512i& r1) {
+  const __m512i b = _mm512_load_si512(src);
+  const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(kE4m3.lo), b, _mm512_load_si512(kE4m3.lo + 64));
+  const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(kE4m3.hi), b, _mm512_load_si512(kE4m3.hi + 64));
+  // hi | (b & 0x80): ternary-logic truth table A | (B & C) = 0xF8.
+  const __m512i hs = _mm512_ternarylogic_epi32(hi, b, _mm512_set1_epi8(static_cast<char>(0x80)), 0xF8);
+  r0 = _mm512_unpacklo_epi8(lo, hs);
+  r1 = _mm512_unpackhi_epi8(lo, hs);
+}
+
+// e4m3 block: 32 bytes per row k; rows k, k + 1 (k even) are one aligned 64-byte load.
+inline void load_rows2(const uint8_t* blk, int64_t, int64_t k, __m512 (&a)[4]) {
+  __m512i r0, r1;
+  decode64(blk + k * 32, r0, r1);
+  split_bf16(r0, a[0], a[1]);
+  split_bf16(r1, a[2], a[3]);
+}
+
+#include "engine/kernels/cpu/panel_kernel.inc"
+
+// Fp8Block with e4m3 weights. Up to 4 rows (decode) decode the weight in registers as they
+// stream it (half the bytes of bf16); more rows decode each column block once into a per-thread
+// bf16 copy (kp x 32, in cache) and run the bf16 kernel over it for every row.
+void e4m3_gemm(const FloatPacked& p, const float* xf, const float* sa, int64_t M, const float* bias,
+               const YOut& y, int64_t nt0, int64_t nt1) {
+  const int64_t bs = 32 * p.kp;
+  if (M <= 4) {
+    panel_rows<uint8_t, true>(p, p.w8.data() + nt0 / 2 * bs, xf, sa, 0, M, bias, y, nt0, nt1);
+    return;
+  }
+  thread_local AlignedBuffer<uint16_t> t_block;
+  if (t_block.size() < static_cast<size_t>(bs)) t_block = AlignedBuffer<uint16_t>(bs);
+  uint16_t* dst = t_block.data();
+  for (int64_t nt = nt0; nt < nt1; nt += 2) {
+    const uint8_t* src = p.w8.data() + nt / 2 * bs;
+    for (int64_t i = 0; i < bs; i += 64) decode64(src + i, *reinterpret_cast<__m512i*>(dst + i),
+                                                  *reinterpret_cast<__m512i*>(dst + i + 32));
+    plain::panel_rows<uint16_t, true>(p, dst, xf, sa, 0, M, bias, y, nt, nt + 2);
   }
 }
 
-// A single row (decode) takes two column blocks at a time: one block's two fma chains leave the
-// loads waiting on the chain (measured, M = 1 bf16 over DRAM-resident weights: ~10% more with
-// two blocks).
-template <class W, bool kGrouped>
-QEVAL_AVX512 void panel_gemm(const FloatPacked& p, const W* w, const float* xf, const float* sa,
-                             int64_t M, const float* bias, const YOut& y, int64_t nt0, int64_t nt1) {
-  int64_t nt = nt0;
-  if (M == 1)
-    for (; nt + 4 <= nt1; nt += 4) panel_block<1, 2, W, kGrouped>(p, w, xf, sa, 0, bias, y, nt);
-  for (; nt < nt1; nt += 2)
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      switch (std::min<int64_t>(4, M - m0)) {
-        case 4: panel_block<4, 1, W, kGrouped>(p, w, xf, sa, m0, bias, y, nt); break;
-        case 3: panel_block<3, 1, W, kGrouped>(p, w, xf, sa, m0, bias, y, nt); break;
-        case 2: panel_block<2, 1, W, kGrouped>(p, w, xf, sa, m0, bias, y, nt); break;
-        default: panel_block<1, 1, W, kGrouped>(p, w, xf, sa, m0, bias, y, nt); break;
-      }
-    }
-}
+}  // namespace vbmi
+#pragma GCC pop_options
 
 }  // namespace
 
@@ -220,10 +250,20 @@ void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, in
 
 void gemm_float_avx512(const FloatPacked& p, const float* xf, const float* sa, int64_t M,
                        const float* bias, const YOut& y, int64_t nt0, int64_t nt1) {
+  const int64_t bs = 32 * p.kp;  // elements per 32-column block
   switch (p.kind) {
-    case FloatKind::F32: panel_gemm<float, false>(p, p.wf.data(), xf, sa, M, bias, y, nt0, nt1); break;
-    case FloatKind::Bf16: panel_gemm<uint16_t, false>(p, p.wb.data(), xf, sa, M, bias, y, nt0, nt1); break;
-    case FloatKind::Fp8Block: panel_gemm<uint16_t, true>(p, p.wb.data(), xf, sa, M, bias, y, nt0, nt1); break;
+    case FloatKind::F32:
+      plain::panel_rows<float, false>(p, p.wf.data() + nt0 / 2 * bs, xf, sa, 0, M, bias, y, nt0, nt1);
+      break;
+    case FloatKind::Bf16:
+      plain::panel_rows<uint16_t, false>(p, p.wb.data() + nt0 / 2 * bs, xf, sa, 0, M, bias, y, nt0, nt1);
+      break;
+    case FloatKind::Fp8Block:
+      if (p.e4m3)
+        vbmi::e4m3_gemm(p, xf, sa, M, bias, y, nt0, nt1);
+      else
+        plain::panel_rows<uint16_t, true>(p, p.wb.data() + nt0 / 2 * bs, xf, sa, 0, M, bias, y, nt0, nt1);
+      break;
   }
 }
 

@@ -104,24 +104,29 @@ enum class FloatKind { F32, Bf16, Fp8Block };
 // bf16 at pack time) as [np/32][kp][32] bf16 bits, one 64-byte row per k, column c of the block
 // at element 2 (c % 16) + c / 16, so a row splits into columns 0-15 (each 32-bit lane's low
 // half) and 16-31 (high halves) with a shift and a mask, and a GEMV streams one sequential row
-// per k (measured on Zen 5: 0.5B decode GEMV 42 -> 51 GB/s, read bandwidth 60-70). Padding is zero.
+// per k (measured on Zen 5: 0.5B decode GEMV 42 -> 51 GB/s, read bandwidth 60-70). With e4m3
+// (AVX-512 VBMI), an Fp8Block weight keeps its e4m3 bytes in that element order instead (w8, 32
+// bytes per row), decoded by the kernel. Padding is zero.
 struct FloatPacked {
   FloatKind kind = FloatKind::F32;
   bool amx = false;
+  bool e4m3 = false;                     // Fp8Block panels kept as e4m3 bytes (w8): AVX-512 VBMI only
   int64_t n = 0, k = 0, np = 0, kp = 0;  // np % 32 == 0; kp % 128 (fp8) / % 32 (amx) / == k
   int64_t groups = 1;                    // Fp8Block: ceil(K/128)
   AlignedBuffer<float> wf;               // F32 panels
   AlignedBuffer<uint16_t> wb;            // bf16 (panels or AMX blocks)
-  AlignedBuffer<uint8_t> w8;             // Fp8Block + amx: e4m3 bytes in AMX block order
+  AlignedBuffer<uint8_t> w8;             // Fp8Block + amx / e4m3: e4m3 bytes in AMX block / panel order
   AlignedBuffer<float> sw;               // Fp8Block: [ceil(N/128), groups]
   size_t bytes() const { return 4 * wf.size() + 2 * wb.size() + w8.size() + 4 * sw.size(); }
 };
 
 // w [N, K] as f32 values (F32), bf16 bits (Bf16) or e4m3 bits (Fp8Block, with sw
-// [ceil(N/128), ceil(K/128)]). amx selects the AMX layout (Bf16 / Fp8Block only).
+// [ceil(N/128), ceil(K/128)]). amx selects the AMX layout (Bf16 / Fp8Block only). pack_fp8 packs
+// for the kernels of `level`: AMX blocks of e4m3 at Amx; e4m3 panels at Avx512 on a CPU with
+// VBMI (half the bytes of bf16 to stream; the kernel decodes them); bf16 panels otherwise.
 FloatPacked pack_f32(const float* w, int64_t N, int64_t K);
 FloatPacked pack_bf16(const uint16_t* w, int64_t N, int64_t K, bool amx);
-FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bool amx);
+FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, KernelLevel level);
 
 // y[M, N] (+ bias). Activations:
 //   amx:   xb [act_rows(M), p.kp] bf16 bits (x rounded to bf16, or decoded e4m3), zero padded;

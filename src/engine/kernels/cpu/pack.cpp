@@ -34,6 +34,16 @@ inline size_t bf16_panel_offset(int64_t n, int64_t k, int64_t kp) {
   return static_cast<size_t>(((n / 32) * kp + k) * 32 + (n % 16) * 2 + (n % 32) / 16);
 }
 
+// Byte offset of e4m3 weight (n, k) in the e4m3 panel layout: rows k, k + 1 (k even) of a block
+// are one 64-byte unit holding the 64 elements e = 32 (k % 2) + (bf16 panel position) in the
+// order the kernel's byte unpack (unpacklo/hi_epi8 within 128-bit lanes) turns into elements
+// 0-63: e in [8 L, 8 L + 8) at bytes 16 L + 0-7 and e in [32 + 8 L, 40 + 8 L) at 16 L + 8-15.
+inline size_t e4m3_panel_offset(int64_t n, int64_t k, int64_t kp) {
+  const int64_t e = (k % 2) * 32 + (n % 16) * 2 + (n % 32) / 16;
+  const int64_t pos = (e % 32) / 8 * 16 + (e / 32) * 8 + e % 8;
+  return static_cast<size_t>(((n / 32) * kp + k - k % 2) * 32 + pos);
+}
+
 }  // namespace
 
 Int8Packed pack_int8(const int8_t* qw, const float* sw, int64_t N, int64_t K, bool channel) {
@@ -102,10 +112,12 @@ FloatPacked pack_bf16(const uint16_t* w, int64_t N, int64_t K, bool amx) {
   return p;
 }
 
-FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bool amx) {
+FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, KernelLevel level) {
+  const bool amx = level == KernelLevel::Amx;
   FloatPacked p;
   p.kind = FloatKind::Fp8Block;
   p.amx = amx;
+  p.e4m3 = level == KernelLevel::Avx512 && cpu_features().avx512vbmi;
   p.n = N;
   p.k = K;
   p.np = round_up(N, 32);
@@ -115,6 +127,10 @@ FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, bo
     p.w8 = AlignedBuffer<uint8_t>(static_cast<size_t>(p.np * p.kp));
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < K; ++k) p.w8[bf16_amx_offset(n, k, p.kp)] = w[n * K + k];
+  } else if (p.e4m3) {
+    p.w8 = AlignedBuffer<uint8_t>(static_cast<size_t>(p.np * p.kp));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) p.w8[e4m3_panel_offset(n, k, p.kp)] = w[n * K + k];
   } else {
     // Every finite e4m3 value is a bf16 value (3 mantissa bits, exponents 2^-9..2^8): exact.
     fill_bf16(p, [&](int64_t n, int64_t k) { return bf16_from_f32(e4m3_to_f32(w[n * K + k])); });
@@ -159,6 +175,7 @@ void float_blocks(KernelLevel level, const FloatPacked& p, const uint16_t* xb, c
     gemm_float_amx(p, xb, sa, M, bias, y, nb0, nb1);
     return;
   }
+  if (p.e4m3 && level != KernelLevel::Avx512) fail("gemm_float: e4m3 panels at level {}", kernel_level_name(level));
   auto fn = level >= KernelLevel::Avx512 ? &gemm_float_avx512
             : level == KernelLevel::Avx2 ? &gemm_float_avx2
                                          : nullptr;
