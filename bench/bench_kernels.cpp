@@ -197,9 +197,10 @@ int main(int argc, char** argv) {
             std::sort(ratios.begin(), ratios.end());
             vs_peak = ratios[ratios.size() / 2];
           }
-          std::printf("%-13s %-5s %-7s %6lld %6lld %9.3f %8.0fx %8.0f%%\n", v.name, s.name, kernel_level_name(level),
-                      static_cast<long long>(s.n), static_cast<long long>(s.k), tops, tops / ref_tops,
-                      100 * vs_peak);
+          char peak_col[16] = "        -";  // no AMX here (or the twin): no peak to divide by
+          if (peak > 0 && level != KernelLevel::Ref) std::snprintf(peak_col, sizeof peak_col, "%8.0f%%", 100 * vs_peak);
+          std::printf("%-13s %-5s %-7s %6lld %6lld %9.3f %8.0fx %s\n", v.name, s.name, kernel_level_name(level),
+                      static_cast<long long>(s.n), static_cast<long long>(s.k), tops, tops / ref_tops, peak_col);
         }
       }
     }
