@@ -135,6 +135,22 @@ QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* 
 
 namespace {
 
+// Byte tables of the e4m3 decode (vbmi::decode64 below): the low and the high byte of the bf16
+// of each magnitude. Built here, outside the AVX-512 target regions, because static
+// initialisation runs on every CPU.
+struct alignas(64) E4m3Tables {
+  uint8_t lo[128], hi[128];
+};
+const E4m3Tables kE4m3 = [] {
+  E4m3Tables t{};
+  for (int mag = 0; mag < 128; ++mag) {
+    const uint16_t v = bf16_from_f32(e4m3_to_f32(static_cast<uint8_t>(mag)));
+    t.lo[mag] = static_cast<uint8_t>(v & 0xFF);
+    t.hi[mag] = static_cast<uint8_t>(v >> 8);
+  }
+  return t;
+}();
+
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
 namespace plain {
@@ -180,19 +196,7 @@ using plain::split_bf16;
 // sign bit is OR-ed into the high byte, and unpacklo/hi_epi8 interleave the two byte vectors into
 // 16-bit values. They work within 128-bit lanes, taking bytes 0-7 / 8-15 of each, so the packer
 // stores the bytes in the order they expect (e4m3_panel_offset in pack.cpp).
-struct alignas(64) E4m3Tables {
-  uint8_t lo[128], hi[128];
-};
-const E4m3Tables kE4m3 = [] {
-  E4m3Tables t{};
-  for (int mag = 0; mag < 128; ++mag) {
-    const uint16_t v = bf16_from_f32(e4m3_to_f32(static_cast<uint8_t>(mag)));
-    t.lo[mag] = static_cast<uint8_t>(v & 0xFF);
-    t.hi[mag] = static_cast<uint8_t>(v >> 8);
-  }
-  return t;
-}();
-
+//
 // 64 stored e4m3 bytes -> bf16 elements 0-31 (r0) and 32-63 (r1) of the panel order.
 inline void decode64(const uint8_t* src, __m512i& r0, __m512i& r1) {
   const __m512i b = _mm512_load_si512(src);
