@@ -131,10 +131,6 @@ QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* 
     }
 }
 
-}  // namespace
-
-namespace {
-
 // Byte tables of the e4m3 decode (vbmi::decode64 below): the low and the high byte of the bf16
 // of each magnitude. Built here, outside the AVX-512 target regions, because static
 // initialisation runs on every CPU.
