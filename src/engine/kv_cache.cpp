@@ -13,7 +13,9 @@ KvCache::KvCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, size_t 
     : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim), type_(type) {
   block_elems_ = static_cast<size_t>(n_layers * 2 * n_kv_heads * kBlockTokens * head_dim);
   size_t n_blocks = std::max<size_t>(1, budget_bytes / block_bytes());
-  arena_.reset(static_cast<unsigned char*>(allocate_hugepage_aligned((n_blocks * block_bytes() + 63) / 64 * 64)));
+  const size_t arena_bytes = n_blocks * block_bytes();
+  arena_ = std::unique_ptr<unsigned char[], FreeDeleter>(
+      static_cast<unsigned char*>(allocate_hugepage_aligned(arena_bytes)), FreeDeleter{arena_bytes});
   refcount_.assign(n_blocks, 0);
   free_.reserve(n_blocks);
   for (size_t i = n_blocks; i-- > 0;) free_.push_back(static_cast<int32_t>(i));

@@ -12,6 +12,8 @@
 #include <memory>
 #include <vector>
 
+#include "engine/huge_pages.h"
+
 namespace qeval {
 
 // How a block stores K and V (see k_at / k_tiles).
@@ -114,8 +116,9 @@ class KvCache {
   int64_t n_layers_, n_kv_heads_, head_dim_;
   KvType type_;
   size_t block_elems_;
-  struct FreeDeleter {
-    void operator()(unsigned char* p) const { std::free(p); }
+  struct FreeDeleter {  // no default member initialiser: unique_ptr needs it default-constructible here
+    size_t bytes;
+    void operator()(unsigned char* p) const { free_hugepage_aligned(p, bytes); }
   };
   // Uninitialised: pages are touched only when used. Huge pages: attention reads a kv head's
   // 8 KiB slice of every block of a sequence, one block (~0.8 MiB for a 0.5B model) apart.

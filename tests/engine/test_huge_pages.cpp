@@ -1,4 +1,5 @@
-// allocate_hugepage_aligned / HugePageAllocator / AlignedBuffer: alignment, zeroing, usability.
+// allocate_hugepage_aligned / free_hugepage_aligned / HugePageAllocator / AlignedBuffer: alignment,
+// zeroing, usability.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -21,7 +22,7 @@ TEST_CASE("huge-page allocations: 2 MiB aligned when large, 64-byte aligned when
     b[0] = 1;
     b[bytes - 1] = 2;
     CHECK(b[0] + b[bytes - 1] == 3);
-    std::free(p);
+    free_hugepage_aligned(p, bytes);
   }
 }
 

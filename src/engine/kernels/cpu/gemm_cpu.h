@@ -29,11 +29,10 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   explicit AlignedBuffer(size_t n) : n_(n) {
     if (n == 0) return;
-    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    p_ = static_cast<T*>(qeval::allocate_hugepage_aligned(bytes));
-    std::memset(static_cast<void*>(p_), 0, bytes);  // after the madvise: faults in huge pages
+    p_ = static_cast<T*>(qeval::allocate_hugepage_aligned(bytes()));
+    std::memset(static_cast<void*>(p_), 0, bytes());  // after the madvise: faults in huge pages
   }
-  ~AlignedBuffer() { std::free(p_); }
+  ~AlignedBuffer() { qeval::free_hugepage_aligned(p_, bytes()); }
   AlignedBuffer(AlignedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
     std::swap(p_, o.p_);
@@ -47,6 +46,8 @@ class AlignedBuffer {
   const T& operator[](size_t i) const { return p_[i]; }
 
  private:
+  size_t bytes() const { return (n_ * sizeof(T) + 63) / 64 * 64; }
+
   T* p_ = nullptr;
   size_t n_ = 0;
 };
