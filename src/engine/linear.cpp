@@ -248,8 +248,9 @@ class LinearImpl : public Linear {
       if (fp8) {
         quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G,
                                amax ? amax + m0 * G : nullptr);
+        const float* e4m3 = e4m3_table();  // e4m3_to_f32 as a table, read inline
         for (int64_t m = m0; m < m1; ++m)
-          for (int64_t k = 0; k < K; ++k) xf[m * kp + k] = e4m3_to_f32(q[m * kp + k]);
+          for (int64_t k = 0; k < K; ++k) xf[m * kp + k] = e4m3[q[m * kp + k]];
       } else if (float_.kind == cpu::FloatKind::Bf16) {
         for (int64_t m = m0; m < m1; ++m)
           for (int64_t k = 0; k < K; ++k) xf[m * kp + k] = bf16_round(x[m * K + k]);
