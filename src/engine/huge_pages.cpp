@@ -28,6 +28,8 @@ void* allocate_hugepage_aligned(size_t bytes) {
   // whatever madvise says (measured: the 4 MiB-page part of every down projection of a 0.5B
   // model stayed in 4 KiB pages when it came from aligned_alloc), while a fresh page faulted in
   // after MADV_HUGEPAGE is a huge page. Over-map by 2 MiB, then unmap the slack on both sides.
+  // One mapping (two VMAs) per buffer: a dense model has a few hundred such buffers, far below
+  // the kernel's map count limit (vm.max_map_count, 65530 by default).
   const size_t len = mapped_bytes(bytes);
   void* raw = ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) throw std::bad_alloc();
