@@ -6,6 +6,7 @@
 // against a plain double-precision matmul.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -167,6 +168,53 @@ TEST_CASE("a single row through several column blocks at once", "[kernels]") {
     for (const Variant& v : kVariants)
       for (int64_t N : {270, 290, 320})
         for (int64_t K : {130, 257}) check_against_twin(level, v, N, K, {1, 2}, pool, seed, /*with_bias=*/true);
+}
+
+// fp8-block weights take one of two panel forms: e4m3 bytes (AVX-512 with VBMI) or bf16 values
+// (AVX2, and AVX-512 CPUs without VBMI). Every form and kernel runs each column's fma chain in
+// the same order over the same exact values, so all give the same bits from the same inputs —
+// which also runs the AVX-512 kernel over bf16 fp8 panels, a path make_linear never takes on a
+// CPU with VBMI. Every finite byte value is a weight; M = 1..5 and 9 cover the one-row
+// multi-block path, the in-register decode (M <= 4) and the decode-to-scratch path.
+TEST_CASE("fp8-block panels: e4m3 and bf16 forms, every panel kernel, the same bits", "[kernels]") {
+  if (static_cast<int>(max_kernel_level()) < static_cast<int>(KernelLevel::Avx2)) {
+    WARN("no AVX2 on this CPU: nothing to compare");
+    return;
+  }
+  const bool avx512 = static_cast<int>(max_kernel_level()) >= static_cast<int>(KernelLevel::Avx512);
+  ThreadPool pool(2);
+  std::mt19937 rng(1234);
+  for (const auto& s : std::vector<std::array<int64_t, 2>>{{290, 257}, {64, 128}, {333, 700}}) {
+    const int64_t N = s[0], K = s[1], G = (K + 127) / 128;
+    std::vector<uint8_t> w(static_cast<size_t>(N * K));
+    for (auto& b : w) b = static_cast<uint8_t>(rng() % 0x7F) | static_cast<uint8_t>(rng() & 0x80);  // no NaN
+    std::vector<float> sw(static_cast<size_t>((N + 127) / 128 * G));
+    for (auto& v : sw) v = std::ldexp(1.0f + static_cast<float>(rng() % 100) / 100.0f, -static_cast<int>(rng() % 12));
+    const cpu::FloatPacked bf = cpu::pack_fp8(w.data(), sw.data(), N, K, KernelLevel::Avx2);
+    REQUIRE_FALSE(bf.e4m3);
+    std::vector<cpu::FloatPacked> forms;
+    if (avx512) forms.push_back(cpu::pack_fp8(w.data(), sw.data(), N, K, KernelLevel::Avx512));
+    for (int64_t M : {1, 2, 3, 4, 5, 9}) {
+      INFO("N=" << N << " K=" << K << " M=" << M);
+      std::vector<float> xf(static_cast<size_t>(M * bf.kp), 0.0f), sa(static_cast<size_t>(M * G));
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) xf[m * bf.kp + k] = e4m3_to_f32(static_cast<uint8_t>(rng() % 0x7F) | (rng() & 0x80));
+      for (auto& v : sa) v = static_cast<float>(rng() % 1000 + 1) / 4096.0f;
+      std::vector<float> y0(M * N, -1.0f);
+      cpu::gemm_float(KernelLevel::Avx2, bf, nullptr, xf.data(), sa.data(), M, nullptr, y0.data(), pool);
+      if (!avx512) continue;
+      std::vector<float> y1(M * N, -2.0f);
+      cpu::gemm_float(KernelLevel::Avx512, bf, nullptr, xf.data(), sa.data(), M, nullptr, y1.data(), pool);
+      for (float v : y0) REQUIRE(std::isfinite(v));
+      REQUIRE(std::memcmp(y0.data(), y1.data(), y0.size() * 4) == 0);
+      for (const cpu::FloatPacked& f : forms) {
+        std::vector<float> y2(M * N, -3.0f);
+        cpu::gemm_float(KernelLevel::Avx512, f, nullptr, xf.data(), sa.data(), M, nullptr, y2.data(), pool);
+        REQUIRE(std::memcmp(y0.data(), y2.data(), y0.size() * 4) == 0);
+      }
+    }
+    if (!avx512) WARN("no AVX-512 on this CPU: only the AVX2 kernel ran");
+  }
 }
 
 // An output of 1 MiB or more is written with non-temporal stores where a row's 16 columns are
