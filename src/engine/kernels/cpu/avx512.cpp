@@ -38,7 +38,8 @@ QEVAL_AVX512 inline __mmask16 col_mask(int64_t N, int64_t n0) {
 // accumulator chains hold them back, the line requests otherwise leave late. Measured on the
 // 0.5B layer GEMVs, in one process, alternating (Zen 5, 2 threads): +9% when the machine's read
 // bandwidth was 50-65 GB/s (48 -> 52.5 GB/s, the rate of a plain summing loop), +17-21% when it
-// was ~28; distances of 256-768 B measured alike, 1 KiB less, 2 KiB and more lost.
+// was ~28; distances of 256-768 B measured alike, 1 KiB less, 2 KiB and more lost. (Past the
+// weight's end the prefetches touch nothing: a prefetch never faults.)
 QEVAL_AVX512 inline void rows_in_order(const int8_t* wblk, const int8_t* a, int64_t c0, int64_t c1,
                                        __m512i (&iacc)[2]) {
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
