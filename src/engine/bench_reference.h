@@ -3,6 +3,9 @@
 // 2x from one second to the next): read bandwidth and the register-only AMX-INT8 peak.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "core/thread_pool.h"
 
 namespace qeval {
@@ -10,6 +13,20 @@ namespace qeval {
 // Read bandwidth in GB/s: every pool thread sums its share of a `bytes`-sized buffer (far larger
 // than the caches; allocated and touched once per call), best of `passes` passes.
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t{512} << 20, int passes = 3);
+
+// A buffer read the way a decode GEMV reads its weight: `units` equal pieces of `bytes`
+// (column blocks), handed out `grain` at a time to whichever pool thread is free.
+struct SplitRead {
+  const void* data;  // 64-byte aligned
+  size_t bytes;      // a multiple of 128 * units
+  int64_t units, grain;
+};
+
+// Seconds to sum every buffer once, in order, each split as described, one parallel section per
+// buffer: the memory traffic and synchronisation of a sequence of GEMVs without their
+// arithmetic, the ceiling such a sequence can reach on this machine now. Needs AVX2. The sum
+// of every float read goes to *sum if given (a check that each byte was read once).
+double time_split_read(ThreadPool& pool, const std::vector<SplitRead>& buffers, double* sum = nullptr);
 
 // AMX-INT8 peak in TOPS (1 MAC = 2 ops) summed over the pool's threads: a TDPBSSD loop on
 // register tiles (no loads), `seconds` long. 0 when AMX is not available.

@@ -9,6 +9,7 @@
 // per-row accumulation order). Work is split over N (column blocks of 32) on the ThreadPool.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <cstdlib>
@@ -155,6 +156,12 @@ void gemm_int8_pieces(KernelLevel level, const Int8Packed& p, const int8_t* qa, 
 void gemm_float_pieces(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
                        const float* sa, int64_t M, const float* bias, int64_t grain, const PieceFn& done,
                        ThreadPool& pool);
+
+// The pieces gemm_int8 / gemm_float hand out to the pool's threads: this many 32-column blocks
+// (the last piece shorter), taken by whichever thread is free.
+inline int64_t column_block_grain(int64_t nblocks, int threads) {
+  return std::clamp<int64_t>(nblocks / (4 * threads), 1, 16);
+}
 
 // ---- per-ISA entry points (used by the dispatchers above) --------------------------------
 // Each computes column blocks [nb0, nb1) of 32 (int8, amx float) or tiles of 16 (panels).
