@@ -518,6 +518,47 @@ TEST_CASE("pre-quantised checkpoint tensors load as they are", "[kernels]") {
   REQUIRE_THROWS_AS(make_linear(wt, nullptr, nullptr, QuantScheme::Int8Block, ComputeType::BF16), std::exception);
 }
 
+TEST_CASE("int8 checkpoint weights of -128: every path equals the twin", "[kernels]") {
+  // Our quantiser clamps to ±127, but a checkpoint's I8 weight may hold -128, whose negation
+  // wraps: the one-row AVX-512 path (sum |a| * (w negated where a < 0)) must not take it.
+  ThreadPool pool(2);
+  const int64_t N = 70, K = 300;
+  std::mt19937 rng(77);
+  std::uniform_int_distribution<int> code(-128, 127);
+  std::vector<int8_t> q(N * K);
+  for (auto& v : q) v = static_cast<int8_t>(rng() % 4 == 0 ? -128 : code(rng));
+  for (bool channel : {false, true}) {
+    const QuantScheme scheme = channel ? QuantScheme::Int8Channel : QuantScheme::Int8Block;
+    std::vector<float> scale = random_vec(channel ? N : n_groups(N) * n_groups(K), 78, 0.01f);
+    for (auto& s : scale) s = std::fabs(s) + 1e-3f;
+    TensorView wt;
+    wt.name = "w";
+    wt.dtype = DType::I8;
+    wt.shape = {N, K};
+    wt.data = q.data();
+    wt.nbytes = q.size();
+    TensorView st = channel ? view_f32(scale, {N, 1}, "s") : view_f32(scale, {n_groups(N), n_groups(K)}, "s");
+    auto layer = [&](KernelLevel level) {
+      set_kernel_level_override(level);
+      auto l = make_linear(wt, nullptr, &st, scheme, ComputeType::BF16);
+      set_kernel_level_override(std::nullopt);
+      return l;
+    };
+    auto ref = layer(KernelLevel::Ref);
+    for (KernelLevel level : fast_levels()) {
+      auto fast = layer(level);
+      for (int64_t M : {1, 2, 5}) {
+        INFO(kernel_level_name(level) << (channel ? " channel" : " block") << " M=" << M);
+        std::vector<float> x = random_vec(M * K, 79 + static_cast<uint32_t>(M));
+        std::vector<float> y1(M * N, -1.0f), y2(M * N, -2.0f);
+        fast->forward(x.data(), M, y1.data(), pool);
+        ref->forward(x.data(), M, y2.data(), pool);
+        REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("scheme names and kernel levels parse", "[kernels]") {
   for (auto q : {QuantScheme::None, QuantScheme::Fp8Block, QuantScheme::Int8Block, QuantScheme::Int8Channel})
     CHECK(parse_quant_scheme(quant_scheme_name(q)) == q);

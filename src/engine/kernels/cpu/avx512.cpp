@@ -1,6 +1,7 @@
 // AVX-512 kernels (function-level target attributes; dispatched at run time):
 //   INT8 with VNNI (vpdpbusd, u8 x s8): activations are shifted to u8 (a + 128) and the exact
-//   correction 128 * sum(w) per column and group is subtracted — bit-exact integer sums.
+//   correction 128 * sum(w) per column and group is subtracted; a lone row instead multiplies
+//   |a| by the weight negated where a < 0 (row_signed) — bit-exact integer sums either way.
 //   Float panels (panel_kernel.inc): f32 FMA over 32-column blocks, the scalar twin's sequential
 //   order; fp8 weights kept as e4m3 bytes are decoded with VBMI byte tables.
 // Rows are processed in blocks of up to 4, each row with its own accumulators: the per-row
@@ -27,40 +28,48 @@ QEVAL_AVX512 inline __mmask16 col_mask(int64_t N, int64_t n0) {
   return static_cast<__mmask16>((1u << (N - n0)) - 1);
 }
 
-// One row's int32 sums over the 64-wide k chunks [c0, c1) of a 32-column block (wblk), reading
-// the weight in address order: each 2 KiB chunk is tile 0's 16 rows of k-quads, then tile 1's.
-// The quad-major order of the batched loop below reads two streams 1 KiB apart, which the
-// hardware prefetcher follows poorly: an M = 1 GEMV over DRAM-resident int8 weights measured 23
-// GB/s that way and 46-50 GB/s this way (read bandwidth 55-60, Zen 5, 2 threads). The sums are
-// exact integers, so the order does not change them.
+// One row's exact int32 sums over the 64-wide k chunks [c0, c1) of a 32-column block (wblk):
+// sum a * w as sum |a| * (w negated where a < 0), so vpdpbusd (u8 x s8) takes the activation
+// as the unsigned side without the + 128 shift, and no column sums of the weight are read to
+// undo it. Exact while no weight is -128 (its negation wraps): the caller checks. Measured on
+// the 0.5B and 1.5B layer GEMVs, in one process, alternating with the shifted form (Zen 5, 2
+// threads, 20-30 rounds): int8-block +6% at both (its column sums are 3% more bytes, in two
+// more streams), int8-channel +1-3%, within noise.
+// The weight is read in address order: each 2 KiB chunk is tile 0's 16 rows of k-quads, then
+// tile 1's. The quad-major order of the batched loop below reads two streams 1 KiB apart, which
+// the hardware prefetcher follows poorly: an M = 1 GEMV over DRAM-resident int8 weights measured
+// 23 GB/s that way and 46-50 GB/s this way (read bandwidth 55-60, Zen 5, 2 threads). The sums
+// are exact integers, so the order does not change them.
 // Each chunk first prefetches its 32 lines shifted 512 B ahead (so every line once, 0.5-2.5 KiB
-// of the stream before its load): with the loads folded into vpdpbusd, whose
-// accumulator chains hold them back, the line requests otherwise leave late. Measured on the
-// 0.5B layer GEMVs, in one process, alternating (Zen 5, 2 threads): +9% when the machine's read
-// bandwidth was 50-65 GB/s (48 -> 52.5 GB/s, the rate of a plain summing loop), +17-21% when it
-// was ~28; distances of 256-768 B measured alike, 1 KiB less, 2 KiB and more lost. (Past the
-// weight's end the prefetches touch nothing: a prefetch never faults.)
-QEVAL_AVX512 inline void rows_in_order(const int8_t* wblk, const int8_t* a, int64_t c0, int64_t c1,
-                                       __m512i (&iacc)[2]) {
-  const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
-  __m512i s[4] = {iacc[0], _mm512_setzero_si512(), iacc[1], _mm512_setzero_si512()};
+// of the stream before its load): the line requests otherwise leave late behind the
+// accumulator chains. Measured on the 0.5B layer GEMVs, in one process, alternating (Zen 5, 2
+// threads): +9% when the machine's read bandwidth was 50-65 GB/s (48 -> 52.5 GB/s, the rate of
+// a plain summing loop), +17-21% when it was ~28; distances of 256-768 B measured alike, 1 KiB
+// less, 2 KiB and more lost. (Past the weight's end the prefetches touch nothing: a prefetch
+// never faults.)
+QEVAL_AVX512 inline void row_signed(const int8_t* wblk, const int8_t* a, int64_t c0, int64_t c1,
+                                    __m512i (&iacc)[2]) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i s[4] = {zero, zero, zero, zero};
   for (int64_t c = c0; c < c1; ++c) {
     const int8_t* wp = wblk + c * 2048;
     for (int l = 0; l < 32; ++l) _mm_prefetch(reinterpret_cast<const char*>(wp) + 512 + l * 64, _MM_HINT_T0);
-    __m512i av[16];
+    __m512i mag[16];   // |a| of the quad, broadcast (|-128| = 128 is right as u8)
+    __mmask64 neg[16];  // the bytes whose activation is negative
     for (int r = 0; r < 16; ++r) {
       int32_t quad;
       __builtin_memcpy(&quad, a + c * 64 + r * 4, 4);
-      av[r] = _mm512_xor_si512(_mm512_set1_epi32(quad), flip);  // s8 -> u8 (a + 128)
+      const __m512i v = _mm512_set1_epi32(quad);
+      mag[r] = _mm512_abs_epi8(v);
+      neg[r] = _mm512_movepi8_mask(v);
     }
-    for (int r = 0; r < 16; r += 2) {
-      s[0] = _mm512_dpbusd_epi32(s[0], av[r], _mm512_load_si512(wp + r * 64));
-      s[1] = _mm512_dpbusd_epi32(s[1], av[r + 1], _mm512_load_si512(wp + r * 64 + 64));
-    }
-    for (int r = 0; r < 16; r += 2) {
-      s[2] = _mm512_dpbusd_epi32(s[2], av[r], _mm512_load_si512(wp + 1024 + r * 64));
-      s[3] = _mm512_dpbusd_epi32(s[3], av[r + 1], _mm512_load_si512(wp + 1024 + r * 64 + 64));
-    }
+    for (int t = 0; t < 2; ++t)
+      for (int r = 0; r < 16; r += 2) {
+        const __m512i w0 = _mm512_load_si512(wp + t * 1024 + r * 64);
+        const __m512i w1 = _mm512_load_si512(wp + t * 1024 + r * 64 + 64);
+        s[2 * t] = _mm512_dpbusd_epi32(s[2 * t], mag[r], _mm512_mask_sub_epi8(w0, neg[r], zero, w0));
+        s[2 * t + 1] = _mm512_dpbusd_epi32(s[2 * t + 1], mag[r + 1], _mm512_mask_sub_epi8(w1, neg[r + 1], zero, w1));
+      }
   }
   iacc[0] = _mm512_add_epi32(s[0], s[1]);
   iacc[1] = _mm512_add_epi32(s[2], s[3]);
@@ -74,15 +83,16 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
   const int64_t quads = kp / 4, qpg = kChannel ? quads : kQuantBlock / 4;
   const int8_t* wblk = p.w.data() + nb * n_chunks * 2048;
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
+  const bool one_signed = R == 1 && !p.has_minus128;  // see row_signed
   __m512 facc[R][2];
   __m512i iacc[R][2];
   for (int i = 0; i < R; ++i) facc[i][0] = facc[i][1] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     for (int i = 0; i < R; ++i) iacc[i][0] = iacc[i][1] = _mm512_setzero_si512();
     const int64_t q1 = std::min(quads, (g + 1) * qpg);
-    if constexpr (R == 1) {
-      rows_in_order(wblk, qa + m0 * kp, g * qpg / 16, q1 / 16, iacc[0]);  // quads % 16 == 0
-    } else {
+    if (one_signed) {
+      row_signed(wblk, qa + m0 * kp, g * qpg / 16, q1 / 16, iacc[0]);  // quads % 16 == 0
+    } else {  // activations shifted to u8 (a + 128), the shift's 128 * colsum taken off below
       for (int64_t q = g * qpg; q < q1; ++q) {
         const int8_t* wp = wblk + (q / 16) * 2048 + (q % 16) * 64;
         const __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 1024);
@@ -95,8 +105,10 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
         }
       }
     }
-    const __m512i cs0 = _mm512_slli_epi32(_mm512_load_si512(p.colsum.data() + ((2 * nb) * G + g) * 16), 7);
-    const __m512i cs1 = _mm512_slli_epi32(_mm512_load_si512(p.colsum.data() + ((2 * nb + 1) * G + g) * 16), 7);
+    const __m512i cs0 = one_signed ? _mm512_setzero_si512()
+                                   : _mm512_slli_epi32(_mm512_load_si512(p.colsum.data() + ((2 * nb) * G + g) * 16), 7);
+    const __m512i cs1 = one_signed ? _mm512_setzero_si512()
+                                   : _mm512_slli_epi32(_mm512_load_si512(p.colsum.data() + ((2 * nb + 1) * G + g) * 16), 7);
     for (int i = 0; i < R; ++i) {
       const __m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[i][0], cs0));
       const __m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[i][1], cs1));

@@ -68,6 +68,7 @@ struct Int8Packed {
   AlignedBuffer<int8_t> w;        // np * kp bytes, layout above
   AlignedBuffer<float> sw;        // block: [ceil(N/128), groups]; channel: [np] (0 past N)
   AlignedBuffer<int32_t> colsum;  // [np, groups]: sum of w over each group (AVX-512 VNNI u8 trick)
+  bool has_minus128 = false;      // some weight is -128 (a checkpoint's; ours clamp to ±127)
   size_t bytes() const { return w.size() + 4 * sw.size(); }
 };
 

@@ -60,6 +60,7 @@ Int8Packed pack_int8(const int8_t* qw, const float* sw, int64_t N, int64_t K, bo
     for (int64_t k = 0; k < K; ++k) {
       const int8_t v = qw[n * K + k];
       p.w[int8_offset(n, k, p.kp)] = v;
+      p.has_minus128 |= v == -128;
       const int64_t g = channel ? 0 : k / kQuantBlock;
       p.colsum[static_cast<size_t>(((n / 16) * p.groups + g) * 16 + n % 16)] += v;
     }
