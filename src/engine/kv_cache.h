@@ -18,7 +18,8 @@ namespace qeval {
 
 // How a block stores K and V (see k_at / k_tiles).
 enum class KvType {
-  F32,       // f32, K transposed and V row-major: the f32 attention kernels' layout
+  F32,       // f32, K transposed and V row-major: the vector attention kernels' layout
+  Bf16,      // the same layout in bf16 (rounded to nearest even): half the bytes
   Bf16Tiles  // bf16 (rounded to nearest even), laid out as AMX-BF16 B tiles
 };
 
@@ -58,22 +59,27 @@ class KvCache {
     return static_cast<int64_t>(seqs_[seq].blocks.size()) * kBlockTokens;
   }
 
-  // KvType::F32. Element 0 of the K (or V) vector of kv head `head` at layer `layer`, position `pos`.
+  // KvType::F32 (T = float) and KvType::Bf16 (T = uint16_t, bf16 bits). Element 0 of the K (or
+  // V) vector of kv head `head` at layer `layer`, position `pos`.
   // K: element e is at [e * kBlockTokens] (a block stores each head's keys transposed,
   // [head_dim, kBlockTokens], so scores take 16 or 32 consecutive keys of one element as a
   // vector). V: element e is at [e] (row-major, [kBlockTokens, head_dim], so the weighted sum
   // takes 16 consecutive elements of one value as a vector). `pos` must be < capacity(seq).
-  float* k_at(int seq, int64_t layer, int64_t head, int64_t pos) {
-    return static_cast<float*>(slot(seq, layer, 0, head, pos)) + pos % kBlockTokens;
+  template <class T = float>
+  T* k_at(int seq, int64_t layer, int64_t head, int64_t pos) {
+    return static_cast<T*>(slot(seq, layer, 0, head, pos)) + pos % kBlockTokens;
   }
-  float* v_at(int seq, int64_t layer, int64_t head, int64_t pos) {
-    return static_cast<float*>(slot(seq, layer, 1, head, pos)) + pos % kBlockTokens * head_dim_;
+  template <class T = float>
+  T* v_at(int seq, int64_t layer, int64_t head, int64_t pos) {
+    return static_cast<T*>(slot(seq, layer, 1, head, pos)) + pos % kBlockTokens * head_dim_;
   }
-  const float* k_at(int seq, int64_t layer, int64_t head, int64_t pos) const {
-    return const_cast<KvCache*>(this)->k_at(seq, layer, head, pos);
+  template <class T = float>
+  const T* k_at(int seq, int64_t layer, int64_t head, int64_t pos) const {
+    return const_cast<KvCache*>(this)->k_at<T>(seq, layer, head, pos);
   }
-  const float* v_at(int seq, int64_t layer, int64_t head, int64_t pos) const {
-    return const_cast<KvCache*>(this)->v_at(seq, layer, head, pos);
+  template <class T = float>
+  const T* v_at(int seq, int64_t layer, int64_t head, int64_t pos) const {
+    return const_cast<KvCache*>(this)->v_at<T>(seq, layer, head, pos);
   }
 
   // KvType::Bf16Tiles. The K (or V) of kv head `head` at layer `layer` for the block holding

@@ -41,6 +41,7 @@ struct ModelOptions {
   ComputeType compute = ComputeType::F32;
   QuantScheme quant = QuantScheme::None;  // scheme of the q/k/v/o and MLP projections
   bool fuse = true;  // q/k/v and gate/up as one layer each where the weights allow (same outputs)
+  bool f32_kv = false;  // keep an f32 KV cache under bf16 compute too (not with AMX attention)
 };
 
 // One sequence's part of a forward batch.
@@ -98,8 +99,9 @@ class Model {
   ModelOptions opt_;
   bool use_avx512_ = false;            // attention kernel (bit-identical to the AVX2 one)
   // bf16 compute at kernel level Amx (head_dim a multiple of 32): a bf16 KV cache in tile
-  // layout and the AMX-BF16 attention (kernels/cpu/attention_amx.h); else an f32 cache
+  // layout and the AMX-BF16 attention (kernels/cpu/attention_amx.h); else the vector kernels
   bool amx_attention_ = false;
+  KvType kv_type_ = KvType::F32;       // Bf16Tiles (AMX), Bf16 (other bf16 compute) or F32
   TensorView embed_;                   // [V, D], borrowed
   std::vector<Layer> layers_;
   std::vector<float> final_norm_;      // [D]

@@ -361,6 +361,35 @@ TEST_CASE("kv cache: bf16 tile layout holds twice the tokens; fork copies its pa
   CHECK(kv.v_tiles(b, 1, 0, 5)[KvCache::v_tile_index(3, 5, E)] == 5);
 }
 
+TEST_CASE("kv cache: the bf16 vector layout holds twice the tokens, each value in its own slot", "[engine-model]") {
+  const int64_t E = 24, L = 2, H = 3;
+  const size_t f32_block = static_cast<size_t>(KvCache::kBlockTokens) * L * 2 * H * E * 4;
+  KvCache kv(L, H, E, 10 * f32_block, KvType::Bf16);
+  CHECK(kv.n_blocks_total() == 20);
+  CHECK(kv.bytes_per_token() == static_cast<size_t>(L * 2 * H * E * 2));
+  const int a = kv.create();
+  REQUIRE(kv.reserve(a, 70));
+  // Write a distinct value into every (layer, head, position, element) of K and V, then read all back.
+  auto code = [&](int64_t l, int64_t h, int64_t p, int64_t e, int kv_) {
+    return static_cast<uint16_t>((((l * H + h) * 70 + p) * E + e) * 2 + kv_);
+  };
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t p = 0; p < 70; ++p)
+        for (int64_t e = 0; e < E; ++e) {
+          kv.k_at<uint16_t>(a, l, h, p)[e * KvCache::kBlockTokens] = code(l, h, p, e, 0);
+          kv.v_at<uint16_t>(a, l, h, p)[e] = code(l, h, p, e, 1);
+        }
+  bool all = true;
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t p = 0; p < 70; ++p)
+        for (int64_t e = 0; e < E; ++e)
+          all = all && kv.k_at<uint16_t>(a, l, h, p)[e * KvCache::kBlockTokens] == code(l, h, p, e, 0) &&
+                kv.v_at<uint16_t>(a, l, h, p)[e] == code(l, h, p, e, 1);
+  CHECK(all);
+}
+
 TEST_CASE("model: a KV cache of the other layout is refused", "[engine-model]") {
   auto dir = fx::temp_dir("model-kvtype");
   fx::ModelSpec spec;
@@ -377,20 +406,20 @@ TEST_CASE("model: a KV cache of the other layout is refused", "[engine-model]") 
   CHECK_THROWS_AS(m->forward(std::span<const SeqChunk>(&c, 1), wrong, pool, [](size_t, int64_t, std::span<const float>) {}),
                   Error);
 
-  // Which layout a model takes: bf16 tiles only for bf16 compute at the AMX level with head_dim a
-  // multiple of 32; f32 otherwise.
+  // Which layout a model takes: bf16 tiles for bf16 compute at the AMX level with head_dim a
+  // multiple of 32; the vector layout in bf16 for other bf16 compute; f32 for f32 compute.
   CHECK(m->make_kv_cache(0)->type() == KvType::F32);
   const bool amx = max_kernel_level() >= KernelLevel::Amx;
-  CHECK(load_model(*ck, ComputeType::BF16)->make_kv_cache(0)->type() == (amx ? KvType::Bf16Tiles : KvType::F32));
+  CHECK(load_model(*ck, ComputeType::BF16)->make_kv_cache(0)->type() == (amx ? KvType::Bf16Tiles : KvType::Bf16));
   if (amx) {
     set_kernel_level_override(KernelLevel::Avx512);
     auto m512 = load_model(*ck, ComputeType::BF16);
     set_kernel_level_override(std::nullopt);
-    CHECK(m512->make_kv_cache(0)->type() == KvType::F32);
+    CHECK(m512->make_kv_cache(0)->type() == KvType::Bf16);
   }
   auto dir16 = fx::temp_dir("model-kvtype16");
   spec.head_dim = 16;
   fx::write_hf_model(dir16, spec);
   auto ck16 = Checkpoint::open(dir16);
-  CHECK(load_model(*ck16, ComputeType::BF16)->make_kv_cache(0)->type() == KvType::F32);
+  CHECK(load_model(*ck16, ComputeType::BF16)->make_kv_cache(0)->type() == KvType::Bf16);
 }

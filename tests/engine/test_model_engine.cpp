@@ -17,6 +17,7 @@
 #include "engine/engine_commands.h"
 #include "engine/fixtures_model.h"
 #include "engine/model.h"
+#include "engine/quant.h"
 #include "engine/random_model.h"
 
 using namespace qeval;
@@ -492,7 +493,9 @@ TEST_CASE("model: fused q/k/v and interleaved gate/up give the bits of the separ
 // projection) promise the same codes, so the AVX2 level and the best one (AMX here) must agree.
 TEST_CASE("model: AVX2 and AVX-512 forward passes give the same bits (attention, SwiGLU)", "[engine-model]") {
   if (max_kernel_level() < KernelLevel::Avx512) return;  // nothing to compare on this CPU
-  // head_dim 16 (one vector), 24 (a masked tail) and 80 (whole vectors and a masked one).
+  // head_dim 16 (one vector), 24 (a masked tail) and 80 (whole vectors and a masked one); f32
+  // compute (an f32 KV cache) and bf16 compute (a bf16 one: none of these head dims takes AMX).
+  for (ComputeType compute : {ComputeType::F32, ComputeType::BF16})
   for (QuantScheme q : {QuantScheme::None, QuantScheme::Int8Block, QuantScheme::Int8Channel})
   for (int64_t head_dim : {16, 24, 80}) {
     ModelConfig cfg = random_model_config("tiny");
@@ -508,8 +511,10 @@ TEST_CASE("model: AVX2 and AVX-512 forward passes give the same bits (attention,
       set_kernel_level_override(wide ? best : KernelLevel::Avx2);
       ModelOptions o;
       o.quant = q;
+      o.compute = compute;
       Model model(rm.config(), rm.lookup(), o);
       auto kv = model.make_kv_cache(1 << 20);
+      REQUIRE(kv->type() == (compute == ComputeType::BF16 ? KvType::Bf16 : KvType::F32));
       const int s = kv->create();
       REQUIRE(kv->reserve(s, static_cast<int64_t>(prompt.size()) + 1));
       SeqChunk c{s, 0, std::span<const int32_t>(prompt), 0};
@@ -520,8 +525,62 @@ TEST_CASE("model: AVX2 and AVX-512 forward passes give the same bits (attention,
       model.forward(std::span<const SeqChunk>(&d, 1), *kv, pool, keep);
     }
     set_kernel_level_override(std::nullopt);
-    INFO(quant_scheme_name(q) << ", head_dim " << head_dim);
+    INFO(quant_scheme_name(q) << ", head_dim " << head_dim << (compute == ComputeType::BF16 ? ", bf16" : ", f32"));
     REQUIRE(logits[0].size() == prompt.size() + 1);
     REQUIRE(logits[0] == logits[1]);
   }
+}
+
+TEST_CASE("model: a bf16 KV cache holds the f32 cache's K and V, rounded to nearest even", "[engine-model]") {
+  // The same bf16-compute model with an f32 and with a bf16 cache: layer 0's K and V are computed
+  // before any attention, so they are the same f32 values in both, and the bf16 cache must hold
+  // exactly their roundings (transposed K, row-major V). Later layers differ (attention reads
+  // the rounded values), and the logits stay close.
+  ModelConfig cfg = random_model_config("tiny");
+  cfg.head_dim = 24;
+  cfg.hidden_size = 64;
+  cfg.intermediate_size = 256;
+  RandomModel rm(cfg, DType::BF16, 31);
+  const std::vector<int32_t> prompt = random_ids(45, 256, 32);
+  ThreadPool pool(2);
+  std::unique_ptr<KvCache> caches[2];
+  std::vector<float> logits[2];
+  int seqs[2];
+  for (int i = 0; i < 2; ++i) {
+    ModelOptions o;
+    o.compute = ComputeType::BF16;
+    o.f32_kv = i == 0;
+    Model model(rm.config(), rm.lookup(), o);
+    caches[i] = model.make_kv_cache(1 << 20);
+    seqs[i] = caches[i]->create();
+    REQUIRE(caches[i]->reserve(seqs[i], static_cast<int64_t>(prompt.size())));
+    SeqChunk c{seqs[i], 0, std::span<const int32_t>(prompt), static_cast<int64_t>(prompt.size()) - 1};
+    model.forward(std::span<const SeqChunk>(&c, 1), *caches[i], pool,
+                  [&](size_t, int64_t, std::span<const float> lg) { logits[i].assign(lg.begin(), lg.end()); });
+  }
+  REQUIRE(caches[0]->type() == KvType::F32);
+  REQUIRE(caches[1]->type() == KvType::Bf16);
+  const KvCache& f = *caches[0];
+  const KvCache& b = *caches[1];
+  int64_t mismatches = 0, nonzero = 0;
+  for (int64_t g = 0; g < cfg.n_kv_heads; ++g)
+    for (int64_t p = 0; p < static_cast<int64_t>(prompt.size()); ++p)
+      for (int64_t e = 0; e < cfg.head_dim; ++e) {
+        const float k = f.k_at(seqs[0], 0, g, p)[e * KvCache::kBlockTokens], v = f.v_at(seqs[0], 0, g, p)[e];
+        mismatches += b.k_at<uint16_t>(seqs[1], 0, g, p)[e * KvCache::kBlockTokens] != bf16_from_f32(k);
+        mismatches += b.v_at<uint16_t>(seqs[1], 0, g, p)[e] != bf16_from_f32(v);
+        nonzero += k != 0 && v != 0;
+      }
+  CHECK(mismatches == 0);
+  CHECK(nonzero > 0);
+  REQUIRE(logits[0].size() == static_cast<size_t>(cfg.vocab_size));
+  REQUIRE(logits[1].size() == logits[0].size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < logits[0].size(); ++i) {
+    num += (logits[1][i] - logits[0][i]) * (logits[1][i] - logits[0][i]);
+    den += static_cast<double>(logits[0][i]) * logits[0][i];
+  }
+  INFO("relative logit difference " << std::sqrt(num / den));
+  CHECK(std::sqrt(num / den) < 2e-2);
+  CHECK(num > 0);  // the rounding is real
 }
