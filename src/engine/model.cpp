@@ -164,7 +164,6 @@ struct AttnRow {
   int64_t n;
 };
 
-
 namespace avx2 {
 using V = Avx2Vec16;
 #include "engine/attention_kernel.inc"
@@ -285,7 +284,7 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
   // The bf16 attention keeps K and V in bf16 (as the bf16 compute type keeps every matmul operand)
   // and runs both products on AMX-BF16 tiles: at 512 tokens of the 0.5B shape, attention on f32
   // FMAs took a fifth of an int8 prefill. Other levels, f32 compute and head dims that are not
-  // whole 32-element tile chunks keep the f32 cache and kernels.
+  // whole 32-element tile chunks keep the vector kernels (AVX2 / AVX-512) and their layout.
   amx_attention_ = opt.compute == ComputeType::BF16 && active_kernel_level() >= KernelLevel::Amx && E % 32 == 0 &&
                    E <= cpu::kMaxAttnHeadDim;
   // The vector kernels keep K and V in bf16 too under bf16 compute (the f32 layout at half the
