@@ -35,6 +35,7 @@ std::chrono::microseconds spin_time() {
 
 ThreadPool::ThreadPool(int n_threads) {
   n_threads_ = n_threads > 0 ? n_threads : std::max(1u, std::thread::hardware_concurrency());
+  shares_ = std::make_unique<Share[]>(static_cast<size_t>(n_threads_));
   for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
 }
 
@@ -130,6 +131,46 @@ void ThreadPool::parallel_for_dynamic(int64_t n, int64_t grain,
   alignas(64) std::atomic<int64_t> next{0};
   run_on_all([&](int i) {
     for (int64_t b; (b = next.fetch_add(grain, std::memory_order_relaxed)) < n;) fn(i, b, std::min(n, b + grain));
+  });
+}
+
+void ThreadPool::parallel_for_stealing(int64_t n, int64_t grain,
+                                       const std::function<void(int, int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  const int64_t pieces = (n + grain - 1) / grain;
+  if (n_threads_ == 1 || pieces == 1) {
+    fn(0, 0, n);
+    return;
+  }
+  if (pieces >= (int64_t{1} << 31)) {  // the shares below pack two piece indices in 64 bits
+    parallel_for_dynamic(n, grain, fn);
+    return;
+  }
+  // Share i: pieces [front, back). The owner takes the front piece, others the back one; a claim
+  // is a compare-exchange, so each piece runs exactly once. (Stored before run_on_all publishes
+  // the job, which orders them before the workers' loads.)
+  Share* shares = shares_.get();
+  for (int i = 0; i < n_threads_; ++i) {
+    const uint64_t f = static_cast<uint64_t>(pieces * i / n_threads_), b = static_cast<uint64_t>(pieces * (i + 1) / n_threads_);
+    shares[i].fb.store(f << 32 | b, std::memory_order_relaxed);
+  }
+  auto claim = [](std::atomic<uint64_t>& fb, bool front) -> int64_t {
+    uint64_t v = fb.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint64_t f = v >> 32, b = v & 0xFFFFFFFFu;
+      if (f >= b) return -1;
+      const uint64_t next = front ? (f + 1) << 32 | b : f << 32 | (b - 1);
+      if (fb.compare_exchange_weak(v, next, std::memory_order_relaxed)) return static_cast<int64_t>(front ? f : b - 1);
+    }
+  };
+  run_on_all([&](int i) {
+    auto run = [&](int64_t p) { fn(i, p * grain, std::min(n, (p + 1) * grain)); };
+    for (int64_t p; (p = claim(shares[i].fb, true)) >= 0;) run(p);
+    for (int k = 1; k < n_threads_; ++k) {
+      auto& fb = shares[(i + k) % n_threads_].fb;
+      for (int64_t p; (p = claim(fb, false)) >= 0;) run(p);
+    }
   });
 }
 

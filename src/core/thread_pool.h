@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -43,6 +44,13 @@ class ThreadPool {
   void parallel_for_dynamic(int64_t n, int64_t grain,
                             const std::function<void(int, int64_t, int64_t)>& fn);
 
+  // Like parallel_for_dynamic, but thread i first takes the pieces of the i-th contiguous share of
+  // [0, n) in ascending order, so each thread's reads form one stream (a stream the hardware
+  // prefetcher keeps following from piece to piece), and a thread done with its share then takes
+  // pieces from the far end of the others' shares. Same contract on fn as parallel_for_dynamic.
+  void parallel_for_stealing(int64_t n, int64_t grain,
+                             const std::function<void(int, int64_t, int64_t)>& fn);
+
   // Calls fn(thread_index) once on every thread.
   void run_on_all(const std::function<void(int)>& fn);
 
@@ -58,6 +66,11 @@ class ThreadPool {
   alignas(64) std::atomic<int> pending_{0};        // workers still running the current job
   std::atomic<int> sleepers_{0};                   // workers blocked (or about to) on cv_start_
   std::atomic<bool> stop_{false};
+  // parallel_for_stealing's shares, one per thread: pieces [front, back) as front << 32 | back.
+  struct alignas(64) Share {
+    std::atomic<uint64_t> fb{0};
+  };
+  std::unique_ptr<Share[]> shares_;
 };
 
 }  // namespace qeval

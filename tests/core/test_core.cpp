@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -107,6 +108,58 @@ TEST_CASE("thread pool, dynamic pieces: every index once, pieces of the grain, a
   });
   CHECK(pieces[0] == 1);
   CHECK(pieces[1] == 39);
+}
+
+TEST_CASE("thread pool, stealing pieces: every index once, own share in order, a slow thread's share is taken") {
+  for (int threads : {1, 2, 3, 4}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {1, 2, 7, 64, 1000})
+      for (int64_t grain : {0, 1, 3, 16, 5000}) {
+        INFO("threads " << threads << " n " << n << " grain " << grain);
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int> bad_piece{0};
+        const int64_t g = std::max<int64_t>(1, grain), pieces = (n + g - 1) / g;
+        std::vector<std::vector<int64_t>> own(static_cast<size_t>(threads));  // pieces of its own share, as run
+        pool.parallel_for_stealing(n, grain, [&](int t, int64_t b, int64_t e) {
+          const int64_t gg = threads == 1 ? n : g;
+          if (t < 0 || t >= threads || b % gg != 0 || !(e - b == gg || (e == n && e - b <= gg))) {
+            bad_piece++;
+            return;
+          }
+          const int64_t p = b / g;
+          if (p >= pieces * t / threads && p < pieces * (t + 1) / threads) own[static_cast<size_t>(t)].push_back(p);
+          for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+        });
+        CHECK(bad_piece == 0);
+        int64_t once = 0;
+        for (int64_t i = 0; i < n; ++i) once += hits[static_cast<size_t>(i)] == 1;
+        CHECK(once == n);
+        // A thread's own pieces run in ascending order and from the start of its share on.
+        for (int t = 0; t < threads && threads > 1; ++t) {
+          const auto& v = own[static_cast<size_t>(t)];
+          CHECK(std::is_sorted(v.begin(), v.end()));
+          if (!v.empty()) CHECK(v.front() == pieces * t / threads);
+        }
+      }
+  }
+  // Thread 0 (the caller) is held up in its first piece until the other thread has taken every
+  // remaining piece (up to 10 s): the other takes thread 0's share from its far end.
+  ThreadPool pool(2);
+  std::vector<std::vector<int64_t>> ran(2);
+  std::atomic<int> done{0};
+  pool.parallel_for_stealing(40, 1, [&](int t, int64_t b, int64_t) {
+    if (t == 0 && ran[0].empty()) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (done.load() < 39 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    }
+    ran[static_cast<size_t>(t)].push_back(b);
+    done++;
+  });
+  CHECK(ran[0] == std::vector<int64_t>{0});
+  std::vector<int64_t> want;
+  for (int64_t p = 20; p < 40; ++p) want.push_back(p);  // its own share, in order
+  for (int64_t p = 19; p >= 1; --p) want.push_back(p);  // then thread 0's, from the far end
+  CHECK(ran[1] == want);
 }
 
 TEST_CASE("thread pool: many back-to-back jobs and jobs after the workers fell asleep") {

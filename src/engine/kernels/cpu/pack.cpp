@@ -144,16 +144,22 @@ FloatPacked pack_fp8(const uint8_t* w, const float* sw, int64_t N, int64_t K, Ke
 
 namespace {
 
-// Runs fn(nb0, nb1) over the 32-column blocks [0, nblocks) in pieces of a few blocks, taken by
-// whichever thread is free: on a shared machine one core is often slowed by other load, and
-// with fixed halves the other then waits (about 15% of the thread time of a 0.5B prefill). A
-// block's result does not depend on how blocks are grouped, so the output is the same bits.
-// Measured in one process, alternating with fixed halves: 0.5B prefill +8-23% (int8-channel)
-// and +10-40% (bf16), 1.5B fp8-block decode +7-13%, bf16 and int8 decode unchanged.
+// Runs fn(nb0, nb1) over the 32-column blocks [0, nblocks) in pieces of a few blocks: each
+// thread takes the pieces of its own contiguous share in order, then helps with the far ends of
+// the others' (ThreadPool::parallel_for_stealing). Balanced: on a shared machine one core is
+// often slowed by other load, and with fixed halves the other then waits (about 15% of the
+// thread time of a 0.5B prefill); pieces from one shared counter instead (measured in one
+// process, alternating with fixed halves: 0.5B prefill +8-23% int8-channel, +10-40% bf16, 1.5B
+// fp8-block decode +7-13%) scatter each thread's reads, so its weight stream restarts at every
+// piece. Measured in one process, alternating with the shared counter (Zen 5, 2 threads,
+// prompt 64, 8-12 rounds, with by_pieces below): decode +3-4% for every scheme at 0.5B
+// (int8-channel, int8-block, fp8-block, bf16) and +4-5% at 1.5B (int8-block, bf16); prefill
+// unchanged or better. A block's result does not depend on how blocks are grouped or which
+// thread runs them, so the output is the same bits.
 template <class Fn>
 void for_column_blocks(ThreadPool& pool, int64_t nblocks, Fn fn) {
-  pool.parallel_for_dynamic(nblocks, column_block_grain(nblocks, pool.size()),
-                            [&](int, int64_t b, int64_t e) { fn(b, e); });
+  pool.parallel_for_stealing(nblocks, column_block_grain(nblocks, pool.size()),
+                             [&](int, int64_t b, int64_t e) { fn(b, e); });
 }
 
 using Int8Kernel = void (*)(const Int8Packed&, const int8_t*, const float*, int64_t, const float*, const YOut&,
@@ -197,14 +203,15 @@ template <class Blocks>
 void by_pieces(ThreadPool& pool, int64_t nblocks, int64_t M, int64_t grain, const PieceFn& done, Blocks blocks) {
   grain = std::max<int64_t>(1, grain);
   const int64_t ld = 32 * grain;
-  pool.parallel_for_dynamic((nblocks + grain - 1) / grain, 1, [&](int, int64_t b, int64_t e) {
+  auto body = [&](int, int64_t b, int64_t e) {
     if (t_piece.size() < static_cast<size_t>(M * ld)) t_piece = AlignedBuffer<float>(M * ld);
     for (int64_t u = b; u < e; ++u) {
       const int64_t nb0 = u * grain, nb1 = std::min(nblocks, nb0 + grain);
       blocks(YOut{t_piece.data(), ld, nb0 * 32}, nb0, nb1);
       done(nb0, nb1, t_piece.data(), ld);
     }
-  });
+  };
+  pool.parallel_for_stealing((nblocks + grain - 1) / grain, 1, body);  // see for_column_blocks
 }
 
 }  // namespace
