@@ -43,6 +43,19 @@ TensorView view_f32(const std::vector<float>& v, std::vector<int64_t> shape, con
   return t;
 }
 
+// A quantised checkpoint weight: the bytes of q as an [N, K] tensor of the given dtype.
+template <class T>
+TensorView view_quantised(const std::vector<T>& q, DType dtype, int64_t N, int64_t K, const char* name = "w") {
+  static_assert(sizeof(T) == 1);
+  TensorView t;
+  t.name = name;
+  t.dtype = dtype;
+  t.shape = {N, K};
+  t.data = q.data();
+  t.nbytes = q.size();
+  return t;
+}
+
 struct Variant {
   QuantScheme scheme;
   ComputeType compute;
@@ -482,12 +495,7 @@ TEST_CASE("pre-quantised checkpoint tensors load as they are", "[kernels]") {
     const Variant& v = kVariants[i];
     INFO(v.name);
     QuantizedWeight qw = quantize_weight(w.data(), N, K, v.scheme);
-    TensorView wt;
-    wt.name = "w";
-    wt.dtype = v.scheme == QuantScheme::Fp8Block ? DType::F8_E4M3 : DType::I8;
-    wt.shape = {N, K};
-    wt.data = qw.q.data();
-    wt.nbytes = qw.q.size();
+    TensorView wt = view_quantised(qw.q, v.scheme == QuantScheme::Fp8Block ? DType::F8_E4M3 : DType::I8, N, K);
     TensorView st = view_f32(qw.scale, {qw.scale_rows(), qw.scale_cols()}, "s");
     auto from_ckpt = make_linear(wt, nullptr, &st, v.scheme, ComputeType::BF16);
     auto from_float = build(active_kernel_level(), w, N, K, nullptr, v);
@@ -506,12 +514,7 @@ TEST_CASE("pre-quantised checkpoint tensors load as they are", "[kernels]") {
   // a bad scale shape is an Error, not a crash
   std::vector<int8_t> q(N * K);
   std::vector<float> s(3);
-  TensorView wt;
-  wt.name = "model.layers.0.mlp.up_proj.weight";
-  wt.dtype = DType::I8;
-  wt.shape = {N, K};
-  wt.data = q.data();
-  wt.nbytes = q.size();
+  TensorView wt = view_quantised(q, DType::I8, N, K, "model.layers.0.mlp.up_proj.weight");
   TensorView st = view_f32(s, {3}, "s");
   REQUIRE_THROWS_WITH(make_linear(wt, nullptr, &st, QuantScheme::Int8Block, ComputeType::BF16),
                       Catch::Contains("up_proj") && Catch::Contains("not a known layout"));
@@ -531,12 +534,7 @@ TEST_CASE("int8 checkpoint weights of -128: every path equals the twin", "[kerne
     const QuantScheme scheme = channel ? QuantScheme::Int8Channel : QuantScheme::Int8Block;
     std::vector<float> scale = random_vec(channel ? N : n_groups(N) * n_groups(K), 78, 0.01f);
     for (auto& s : scale) s = std::fabs(s) + 1e-3f;
-    TensorView wt;
-    wt.name = "w";
-    wt.dtype = DType::I8;
-    wt.shape = {N, K};
-    wt.data = q.data();
-    wt.nbytes = q.size();
+    TensorView wt = view_quantised(q, DType::I8, N, K);
     TensorView st = channel ? view_f32(scale, {N, 1}, "s") : view_f32(scale, {n_groups(N), n_groups(K)}, "s");
     auto layer = [&](KernelLevel level) {
       set_kernel_level_override(level);
