@@ -101,7 +101,7 @@ double time_split_read(ThreadPool& pool, const std::vector<SplitRead>& buffers, 
   for (const SplitRead& b : buffers) {
     const int64_t unit = static_cast<int64_t>(b.bytes) / b.units / 4;  // floats per unit
     const float* f = static_cast<const float*>(b.data);
-    pool.parallel_for_dynamic(b.units, b.grain, [&](int t, int64_t u0, int64_t u1) {
+    pool.parallel_for_stealing(b.units, b.grain, [&](int t, int64_t u0, int64_t u1) {  // as the GEMMs split
       sums[static_cast<size_t>(t) * 8] += sum_floats(f + u0 * unit, (u1 - u0) * unit);
     });
   }

@@ -15,7 +15,8 @@ namespace qeval {
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t{512} << 20, int passes = 3);
 
 // A buffer read the way a decode GEMV reads its weight: `units` equal pieces of `bytes`
-// (column blocks), handed out `grain` at a time to whichever pool thread is free.
+// (column blocks), handed out `grain` at a time as the GEMMs hand them out
+// (ThreadPool::parallel_for_stealing).
 struct SplitRead {
   const void* data;  // 64-byte aligned
   size_t bytes;      // a multiple of 128 * units

@@ -159,7 +159,7 @@ void gemm_float_pieces(KernelLevel level, const FloatPacked& p, const uint16_t* 
                        ThreadPool& pool);
 
 // The pieces gemm_int8 / gemm_float hand out to the pool's threads: this many 32-column blocks
-// (the last piece shorter), taken by whichever thread is free.
+// (the last piece shorter), split by ThreadPool::parallel_for_stealing.
 inline int64_t column_block_grain(int64_t nblocks, int threads) {
   return std::clamp<int64_t>(nblocks / (4 * threads), 1, 16);
 }
