@@ -83,6 +83,7 @@ QEVAL_AVX512 inline void row_signed(const int8_t* wblk, const int8_t* a, int64_t
 // threads): M = 2, 3, 4 +50%, +77%, +58% (int8-block) and M = 2, 4 +52%, +85% (int8-channel).
 // Not for the later rows: the quad-major loop broadcasts each activation quad once for both
 // tiles, and a 512-token prefill measured 57% slower with every row this way.
+// Five to eight rows keep one chain per row and tile (registers: 2 * R accumulators).
 // A pair of quads per step, so the chain (even or odd quad) is known at compile time: indexed
 // by r % 2 in a loop the compiler did not unroll, the accumulators lived on the stack, each
 // step a store and a reload. Measured (same GEMVs, alternating): M = 2 +19-87%, M = 4 +23%,
@@ -91,9 +92,11 @@ template <int R>
 QEVAL_AVX512 inline void rows_shifted(const int8_t* wblk, const int8_t* a, int64_t kp, int64_t c0, int64_t c1,
                                       __m512i (&iacc)[R][2]) {
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
-  __m512i s[R][2][2];  // row, tile, even / odd k-quad (two chains per row and tile)
+  constexpr int CH = R <= 4 ? 2 : 1;  // chains per row and tile: even / odd k-quad, or one
+  __m512i s[R][2][CH];
   for (int i = 0; i < R; ++i)
-    for (int t = 0; t < 2; ++t) s[i][t][0] = s[i][t][1] = _mm512_setzero_si512();
+    for (int t = 0; t < 2; ++t)
+      for (int h = 0; h < CH; ++h) s[i][t][h] = _mm512_setzero_si512();
   for (int64_t c = c0; c < c1; ++c) {
     const int8_t* wp = wblk + c * 2048;
     for (int l = 0; l < 32; ++l) _mm_prefetch(reinterpret_cast<const char*>(wp) + 512 + l * 64, _MM_HINT_T0);
@@ -106,12 +109,13 @@ QEVAL_AVX512 inline void rows_shifted(const int8_t* wblk, const int8_t* a, int64
           __builtin_memcpy(&q0, a + i * kp + c * 64 + r * 4, 4);
           __builtin_memcpy(&q1, a + i * kp + c * 64 + r * 4 + 4, 4);
           s[i][t][0] = _mm512_dpbusd_epi32(s[i][t][0], _mm512_xor_si512(_mm512_set1_epi32(q0), flip), w0);  // s8 -> u8 (a + 128)
-          s[i][t][1] = _mm512_dpbusd_epi32(s[i][t][1], _mm512_xor_si512(_mm512_set1_epi32(q1), flip), w1);
+          s[i][t][CH - 1] = _mm512_dpbusd_epi32(s[i][t][CH - 1], _mm512_xor_si512(_mm512_set1_epi32(q1), flip), w1);
         }
       }
   }
   for (int i = 0; i < R; ++i)
-    for (int t = 0; t < 2; ++t) iacc[i][t] = _mm512_add_epi32(iacc[i][t], _mm512_add_epi32(s[i][t][0], s[i][t][1]));
+    for (int t = 0; t < 2; ++t)
+      for (int h = 0; h < CH; ++h) iacc[i][t] = _mm512_add_epi32(iacc[i][t], s[i][t][h]);
 }
 
 // Rows [m0, m0+R) x 32-column block nb.
@@ -181,19 +185,27 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
 template <bool kChannel>
 QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
                             const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
-  // The first (up to) 4 rows read each weight block from DRAM, in address order (rows_shifted);
-  // the later ones find it in cache. Before, only calls of at most 4 rows read this way: measured
-  // on the 0.5B int8-block layer GEMVs, in one process, alternating (Zen 5, 2 threads): M = 5
-  // +43%, 8 +36%, 16 +27%, 32 +24%, 128 +6%, 512 unchanged.
+  // The first (up to) 8 rows read each weight block from DRAM, in address order (rows_shifted);
+  // the later ones find it in cache, 4 at a time. Measured on the 0.5B int8-block layer GEMVs, in
+  // one process, alternating (Zen 5, 2 threads): before, only calls of at most 4 rows read this
+  // way; reading the first 4 of more rows so: M = 5 +43%, 8 +36%, 16 +27%, 32 +24%, 128 +6%, 512
+  // unchanged; then the first 8 rather than 4: M = 5 +31%, 8 +29%, 12 and 16 +14%. Groups of 8
+  // for the rows from cache too lost 5-10% (M = 16 to 512).
   for (int64_t nb = nb0; nb < nb1; ++nb)
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    for (int64_t m0 = 0; m0 < M;) {
       const bool fd = m0 == 0;
-      switch (std::min<int64_t>(4, M - m0)) {
+      const int64_t R = std::min<int64_t>(fd ? 8 : 4, M - m0);
+      switch (R) {
+        case 8: vnni_block<8, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
+        case 7: vnni_block<7, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
+        case 6: vnni_block<6, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
+        case 5: vnni_block<5, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
         case 4: vnni_block<4, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
         case 3: vnni_block<3, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
         case 2: vnni_block<2, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
         default: vnni_block<1, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
       }
+      m0 += R;
     }
 }
 
