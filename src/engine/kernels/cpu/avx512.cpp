@@ -77,7 +77,7 @@ QEVAL_AVX512 inline void row_signed(const int8_t* wblk, const int8_t* a, int64_t
 
 // R rows' int32 sums of (a + 128) * w over the 64-wide k chunks [c0, c1) of a 32-column block,
 // the weight read in address order with its lines prefetched 512 B ahead, as in row_signed: for
-// the first rows of a call (up to 4), which bring each weight block in from DRAM; the rows after
+// the first rows of a call (up to 8), which bring each weight block in from DRAM; the rows after
 // them find it in cache (vnni_gemm). Two accumulator chains per row and tile. Measured on the
 // 0.5B layer GEMVs, in one process, alternating with the quad-major loop below (Zen 5, 2
 // threads): M = 2, 3, 4 +50%, +77%, +58% (int8-block) and M = 2, 4 +52%, +85% (int8-channel).
@@ -293,7 +293,7 @@ inline void load_rows2(const uint8_t* blk, int64_t, int64_t k, __m512 (&a)[4]) {
 #include "engine/kernels/cpu/panel_kernel.inc"
 
 // Fp8Block with e4m3 weights. Up to 64 rows (decode of a batch, short prompts) decode the weight
-// in registers as they stream it (half the bytes of bf16), each group of 4 rows again from cache;
+// in registers as they stream it (half the bytes of bf16), each group of 8 rows again from cache;
 // more rows decode each column block once into a per-thread bf16 copy (kp x 32, in cache) and
 // run the bf16 kernel over it for every row. The threshold was 4: measured on the 0.5B layer
 // GEMVs, in one process, alternating (Zen 5, 2 threads), decoding in registers is faster up to
