@@ -121,12 +121,13 @@ QEVAL_AVX512 inline void rows_shifted(const int8_t* wblk, const int8_t* a, int64
 // Rows [m0, m0+R) x 32-column block nb.
 template <int R, bool kChannel>
 QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m0,
-                             const float* bias, const YOut& y, int64_t nb, bool from_dram) {
+                             const float* bias, const YOut& y, int64_t nb) {
   const int64_t kp = p.kp, n_chunks = kp / 64, G = p.groups, n0 = nb * 32, N = p.n;
   const int64_t quads = kp / 4, qpg = kChannel ? quads : kQuantBlock / 4;
   const int8_t* wblk = p.w.data() + nb * n_chunks * 2048;
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
   const bool one_signed = R == 1 && !p.has_minus128;  // see row_signed
+  const bool from_dram = m0 == 0;  // a call's first rows bring the block in from DRAM (vnni_gemm)
   __m512 facc[R][2];
   __m512i iacc[R][2];
   for (int i = 0; i < R; ++i) facc[i][0] = facc[i][1] = _mm512_setzero_ps();
@@ -193,17 +194,16 @@ QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* 
   // for the rows from cache too lost 5-10% (M = 16 to 512).
   for (int64_t nb = nb0; nb < nb1; ++nb)
     for (int64_t m0 = 0; m0 < M;) {
-      const bool fd = m0 == 0;
-      const int64_t R = std::min<int64_t>(fd ? 8 : 4, M - m0);
+      const int64_t R = std::min<int64_t>(m0 == 0 ? 8 : 4, M - m0);
       switch (R) {
-        case 8: vnni_block<8, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
-        case 7: vnni_block<7, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
-        case 6: vnni_block<6, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
-        case 5: vnni_block<5, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
-        case 4: vnni_block<4, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
-        case 3: vnni_block<3, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
-        case 2: vnni_block<2, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
-        default: vnni_block<1, kChannel>(p, qa, sa, m0, bias, y, nb, fd); break;
+        case 8: vnni_block<8, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        case 7: vnni_block<7, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        case 6: vnni_block<6, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        case 5: vnni_block<5, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        case 4: vnni_block<4, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        case 3: vnni_block<3, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        case 2: vnni_block<2, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        default: vnni_block<1, kChannel>(p, qa, sa, m0, bias, y, nb); break;
       }
       m0 += R;
     }
