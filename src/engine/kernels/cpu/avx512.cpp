@@ -1,11 +1,13 @@
 // AVX-512 kernels (function-level target attributes; dispatched at run time):
-//   INT8 with VNNI (vpdpbusd, u8 x s8): activations are shifted to u8 (a + 128) and the exact
-//   correction 128 * sum(w) per column and group is subtracted; a lone row instead multiplies
-//   |a| by the weight negated where a < 0 (row_signed) — bit-exact integer sums either way.
+//   INT8 with VNNI (vpdpbusd, u8 x s8): the weights are flipped to u8 (w + 128) as they are
+//   loaded, the activation codes are the s8 broadcast side, and the exact correction
+//   128 * sum(a) per row and group (act_sums_avx512, once per call) is subtracted; a lone row
+//   instead multiplies |a| by the weight negated where a < 0 (row_signed) — bit-exact integer
+//   sums either way.
 //   Float panels (panel_kernel.inc): f32 FMA over 32-column blocks, the scalar twin's sequential
 //   order; fp8 weights kept as e4m3 bytes are decoded with VBMI byte tables.
-// Rows are processed in blocks of up to 4, each row with its own accumulators: the per-row
-// instruction sequence does not depend on the block size, so results are batch invariant.
+// Rows are processed in groups, each row with its own accumulators: the per-row instruction
+// sequence does not depend on the group size, so results are batch invariant.
 #include <immintrin.h>
 
 // GCC 12 reports a false "may be used uninitialized" inside its own AVX-512 intrinsics headers.
@@ -75,22 +77,22 @@ QEVAL_AVX512 inline void row_signed(const int8_t* wblk, const int8_t* a, int64_t
   iacc[1] = _mm512_add_epi32(s[2], s[3]);
 }
 
-// R rows' int32 sums of (a + 128) * w over the 64-wide k chunks [c0, c1) of a 32-column block,
-// the weight read in address order with its lines prefetched 512 B ahead, as in row_signed: for
-// the first rows of a call (up to 8), which bring each weight block in from DRAM; the rows after
-// them find it in cache (vnni_gemm). Two accumulator chains per row and tile. Measured on the
-// 0.5B layer GEMVs, in one process, alternating with the quad-major loop below (Zen 5, 2
-// threads): M = 2, 3, 4 +50%, +77%, +58% (int8-block) and M = 2, 4 +52%, +85% (int8-channel).
-// Not for the later rows: the quad-major loop broadcasts each activation quad once for both
-// tiles, and a 512-token prefill measured 57% slower with every row this way.
-// Five to eight rows keep one chain per row and tile (registers: 2 * R accumulators).
-// A pair of quads per step, so the chain (even or odd quad) is known at compile time: indexed
-// by r % 2 in a loop the compiler did not unroll, the accumulators lived on the stack, each
-// step a store and a reload. Measured (same GEMVs, alternating): M = 2 +19-87%, M = 4 +23%,
-// M = 8 (its first 4 rows this way) +19%.
+// R rows' int32 sums of (w + 128) * a over the 64-wide k chunks [c0, c1) of a 32-column block,
+// for the first rows of a call (up to 8), which bring each weight block in from DRAM (the rows
+// after them find it in cache: rows_from_cache). The weight is read in address order with its
+// lines prefetched 512 B ahead, as in row_signed. Measured on the 0.5B layer GEMVs, in one
+// process, alternating with the quad-major loop of rows_from_cache (Zen 5, 2 threads): M = 2, 3,
+// 4 +50%, +77%, +58% (int8-block) and M = 2, 4 +52%, +85% (int8-channel).
+// Two accumulator chains per row and tile (even and odd k-quad) up to 4 rows, one from 5 to 8
+// (registers: 2 * R accumulators). A pair of quads per step, so the chain is known at compile
+// time: indexed by r % 2 in a loop the compiler did not unroll, the accumulators lived on the
+// stack, each step a store and a reload (M = 2 +19-87%, M = 4 +23% without).
+// Each weight vector is flipped to u8 once for all R rows, where shifting the activation
+// instead cost an XOR per row: measured (same GEMVs, alternating) M = 2 +4-24%, 4 +7-20%, 5 +5%,
+// 8 -2 to +11%.
 template <int R>
-QEVAL_AVX512 inline void rows_shifted(const int8_t* wblk, const int8_t* a, int64_t kp, int64_t c0, int64_t c1,
-                                      __m512i (&iacc)[R][2]) {
+QEVAL_AVX512 inline void rows_from_dram(const int8_t* wblk, const int8_t* a, int64_t kp, int64_t c0, int64_t c1,
+                                        __m512i (&iacc)[R][2]) {
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
   constexpr int CH = R <= 4 ? 2 : 1;  // chains per row and tile: even / odd k-quad, or one
   __m512i s[R][2][CH];
@@ -102,14 +104,14 @@ QEVAL_AVX512 inline void rows_shifted(const int8_t* wblk, const int8_t* a, int64
     for (int l = 0; l < 32; ++l) _mm_prefetch(reinterpret_cast<const char*>(wp) + 512 + l * 64, _MM_HINT_T0);
     for (int t = 0; t < 2; ++t)
       for (int r = 0; r < 16; r += 2) {
-        const __m512i w0 = _mm512_load_si512(wp + t * 1024 + r * 64);
-        const __m512i w1 = _mm512_load_si512(wp + t * 1024 + r * 64 + 64);
+        const __m512i w0 = _mm512_xor_si512(_mm512_load_si512(wp + t * 1024 + r * 64), flip);  // s8 -> u8 (w + 128)
+        const __m512i w1 = _mm512_xor_si512(_mm512_load_si512(wp + t * 1024 + r * 64 + 64), flip);
         for (int i = 0; i < R; ++i) {
           int32_t q0, q1;
           __builtin_memcpy(&q0, a + i * kp + c * 64 + r * 4, 4);
           __builtin_memcpy(&q1, a + i * kp + c * 64 + r * 4 + 4, 4);
-          s[i][t][0] = _mm512_dpbusd_epi32(s[i][t][0], _mm512_xor_si512(_mm512_set1_epi32(q0), flip), w0);  // s8 -> u8 (a + 128)
-          s[i][t][CH - 1] = _mm512_dpbusd_epi32(s[i][t][CH - 1], _mm512_xor_si512(_mm512_set1_epi32(q1), flip), w1);
+          s[i][t][0] = _mm512_dpbusd_epi32(s[i][t][0], w0, _mm512_set1_epi32(q0));
+          s[i][t][CH - 1] = _mm512_dpbusd_epi32(s[i][t][CH - 1], w1, _mm512_set1_epi32(q1));
         }
       }
   }
@@ -118,14 +120,52 @@ QEVAL_AVX512 inline void rows_shifted(const int8_t* wblk, const int8_t* a, int64
       for (int h = 0; h < CH; ++h) iacc[i][t] = _mm512_add_epi32(iacc[i][t], s[i][t][h]);
 }
 
-// Rows [m0, m0+R) x 32-column block nb.
+// The same sums for rows whose weight block is already in cache: quad by quad, both tiles of a
+// quad with one broadcast of the activation per row. A chunk's 16 quads are one unrolled step
+// with the accumulators in locals: written as one loop over quads, GCC copied every accumulator
+// to a new register and back at each quad (16 moves per 8 vpdpbusd, seen in objdump). Measured
+// on the 0.5B layer GEMVs, in one process, alternating (Zen 5, 2 threads), with the weight
+// flipped once per load (this function) against the activation shifted per row in the plain
+// loop: M = 12 +6%, 16 +13%, 24 +14%, 64 +30-50%, 512 +37-72%. Not for the first rows: reading
+// the two tiles 1 KiB apart from DRAM lost 15% at M = 8 (rows_from_dram reads address order).
+template <int R>
+QEVAL_AVX512 inline void rows_from_cache(const int8_t* wblk, const int8_t* a, int64_t kp, int64_t c0, int64_t c1,
+                                         __m512i (&iacc)[R][2]) {
+  const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
+  __m512i s0[R], s1[R];
+  for (int i = 0; i < R; ++i) {
+    s0[i] = iacc[i][0];
+    s1[i] = iacc[i][1];
+  }
+  for (int64_t c = c0; c < c1; ++c) {
+    const int8_t* wp = wblk + c * 2048;
+    const int8_t* ac = a + c * 64;
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r) {
+      const __m512i w0 = _mm512_xor_si512(_mm512_load_si512(wp + r * 64), flip);  // s8 -> u8 (w + 128)
+      const __m512i w1 = _mm512_xor_si512(_mm512_load_si512(wp + 1024 + r * 64), flip);
+      for (int i = 0; i < R; ++i) {
+        int32_t quad;
+        __builtin_memcpy(&quad, ac + i * kp + r * 4, 4);
+        const __m512i av = _mm512_set1_epi32(quad);
+        s0[i] = _mm512_dpbusd_epi32(s0[i], w0, av);
+        s1[i] = _mm512_dpbusd_epi32(s1[i], w1, av);
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    iacc[i][0] = s0[i];
+    iacc[i][1] = s1[i];
+  }
+}
+
+// Rows [m0, m0+R) x 32-column block nb. asum: 128 * the sum of each row's codes per group.
 template <int R, bool kChannel>
-QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m0,
+QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float* sa, const int32_t* asum, int64_t m0,
                              const float* bias, const YOut& y, int64_t nb) {
   const int64_t kp = p.kp, n_chunks = kp / 64, G = p.groups, n0 = nb * 32, N = p.n;
   const int64_t quads = kp / 4, qpg = kChannel ? quads : kQuantBlock / 4;
   const int8_t* wblk = p.w.data() + nb * n_chunks * 2048;
-  const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
   const bool one_signed = R == 1 && !p.has_minus128;  // see row_signed
   const bool from_dram = m0 == 0;  // a call's first rows bring the block in from DRAM (vnni_gemm)
   __m512 facc[R][2];
@@ -133,32 +173,18 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
   for (int i = 0; i < R; ++i) facc[i][0] = facc[i][1] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     for (int i = 0; i < R; ++i) iacc[i][0] = iacc[i][1] = _mm512_setzero_si512();
-    const int64_t q1 = std::min(quads, (g + 1) * qpg);
-    if (one_signed) {
-      row_signed(wblk, qa + m0 * kp, g * qpg / 16, q1 / 16, iacc[0]);  // quads % 16 == 0
-    } else if (from_dram) {  // activations shifted to u8 (a + 128), the shift's 128 * colsum taken off below
-      rows_shifted<R>(wblk, qa + m0 * kp, kp, g * qpg / 16, q1 / 16, iacc);
-    } else {  // the same sums, quad by quad: the block is in cache, one broadcast per quad and row
-      for (int64_t q = g * qpg; q < q1; ++q) {
-        const int8_t* wp = wblk + (q / 16) * 2048 + (q % 16) * 64;
-        const __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 1024);
-        for (int i = 0; i < R; ++i) {
-          int32_t quad;
-          __builtin_memcpy(&quad, qa + (m0 + i) * kp + q * 4, 4);
-          const __m512i a = _mm512_xor_si512(_mm512_set1_epi32(quad), flip);  // s8 -> u8 (a + 128)
-          iacc[i][0] = _mm512_dpbusd_epi32(iacc[i][0], a, w0);
-          iacc[i][1] = _mm512_dpbusd_epi32(iacc[i][1], a, w1);
-        }
-      }
-    }
-    const __m512i cs0 = one_signed ? _mm512_setzero_si512()
-                                   : _mm512_slli_epi32(_mm512_load_si512(p.colsum.data() + ((2 * nb) * G + g) * 16), 7);
-    const __m512i cs1 = one_signed ? _mm512_setzero_si512()
-                                   : _mm512_slli_epi32(_mm512_load_si512(p.colsum.data() + ((2 * nb + 1) * G + g) * 16), 7);
+    const int64_t c0 = g * qpg / 16, c1 = std::min(quads, (g + 1) * qpg) / 16;  // quads % 16 == 0
+    if (one_signed)
+      row_signed(wblk, qa + m0 * kp, c0, c1, iacc[0]);
+    else if (from_dram)
+      rows_from_dram<R>(wblk, qa + m0 * kp, kp, c0, c1, iacc);
+    else
+      rows_from_cache<R>(wblk, qa + m0 * kp, kp, c0, c1, iacc);
     for (int i = 0; i < R; ++i) {
-      const __m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[i][0], cs0));
-      const __m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[i][1], cs1));
       const int64_t m = m0 + i;
+      const __m512i shift = one_signed ? _mm512_setzero_si512() : _mm512_set1_epi32(asum[m * G + g]);
+      const __m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[i][0], shift));
+      const __m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[i][1], shift));
       if constexpr (kChannel) {
         const __m512 s = _mm512_set1_ps(sa[m]);
         facc[i][0] = _mm512_mul_ps(v0, _mm512_mul_ps(s, _mm512_loadu_ps(p.sw.data() + n0)));
@@ -184,26 +210,29 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
 }
 
 template <bool kChannel>
-QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* sa, const int32_t* asum, int64_t M,
                             const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
-  // The first (up to) 8 rows read each weight block from DRAM, in address order (rows_shifted);
-  // the later ones find it in cache, 4 at a time. Measured on the 0.5B int8-block layer GEMVs, in
-  // one process, alternating (Zen 5, 2 threads): before, only calls of at most 4 rows read this
-  // way; reading the first 4 of more rows so: M = 5 +43%, 8 +36%, 16 +27%, 32 +24%, 128 +6%, 512
-  // unchanged; then the first 8 rather than 4: M = 5 +31%, 8 +29%, 12 and 16 +14%. Groups of 8
-  // for the rows from cache too lost 5-10% (M = 16 to 512).
+  // The first (up to) 8 rows read each weight block from DRAM, in address order
+  // (rows_from_dram); the later ones find it in cache, in even groups of at most 6. Measured on
+  // the 0.5B int8-block layer GEMVs, in one process, alternating (Zen 5, 2 threads): before,
+  // only calls of at most 4 rows read this way; reading the first 4 of more rows so: M = 5 +43%,
+  // 8 +36%, 16 +27%, 32 +24%, 128 +6%, 512 unchanged; then the first 8 rather than 4: M = 5
+  // +31%, 8 +29%, 12 and 16 +14%. For the rows from cache, even groups of at most 6 against
+  // groups of 4 (both rows_from_cache): M = 24 +5%, 64 +3%, 512 +3%, 12 and 16 the same; groups
+  // of 8 lost 1-8%.
   for (int64_t nb = nb0; nb < nb1; ++nb)
     for (int64_t m0 = 0; m0 < M;) {
-      const int64_t R = std::min<int64_t>(m0 == 0 ? 8 : 4, M - m0);
+      const int64_t left = M - m0, groups = (left + 5) / 6;
+      const int64_t R = m0 == 0 ? std::min<int64_t>(8, left) : (left + groups - 1) / groups;
       switch (R) {
-        case 8: vnni_block<8, kChannel>(p, qa, sa, m0, bias, y, nb); break;
-        case 7: vnni_block<7, kChannel>(p, qa, sa, m0, bias, y, nb); break;
-        case 6: vnni_block<6, kChannel>(p, qa, sa, m0, bias, y, nb); break;
-        case 5: vnni_block<5, kChannel>(p, qa, sa, m0, bias, y, nb); break;
-        case 4: vnni_block<4, kChannel>(p, qa, sa, m0, bias, y, nb); break;
-        case 3: vnni_block<3, kChannel>(p, qa, sa, m0, bias, y, nb); break;
-        case 2: vnni_block<2, kChannel>(p, qa, sa, m0, bias, y, nb); break;
-        default: vnni_block<1, kChannel>(p, qa, sa, m0, bias, y, nb); break;
+        case 8: vnni_block<8, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        case 7: vnni_block<7, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        case 6: vnni_block<6, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        case 5: vnni_block<5, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        case 4: vnni_block<4, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        case 3: vnni_block<3, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        case 2: vnni_block<2, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        default: vnni_block<1, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
       }
       m0 += R;
     }
@@ -321,12 +350,24 @@ void e4m3_gemm(const FloatPacked& p, const float* xf, const float* sa, int64_t M
 
 }  // namespace
 
-void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, const int32_t* asum, int64_t M,
                       const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
   if (p.channel)
-    vnni_gemm<true>(p, qa, sa, M, bias, y, nb0, nb1);
+    vnni_gemm<true>(p, qa, sa, asum, M, bias, y, nb0, nb1);
   else
-    vnni_gemm<false>(p, qa, sa, M, bias, y, nb0, nb1);
+    vnni_gemm<false>(p, qa, sa, asum, M, bias, y, nb0, nb1);
+}
+
+QEVAL_AVX512 void act_sums_avx512(const int8_t* qa, int64_t M, int64_t kp, int64_t G, int32_t* out) {
+  const int64_t gsize = kp / G;  // 128, or the whole padded row (channel scales): a multiple of 64
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t g = 0; g < G; ++g) {
+      __m512i acc = _mm512_setzero_si512();
+      const int8_t* a = qa + m * kp + g * gsize;
+      for (int64_t j = 0; j < gsize; j += 64) acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(a + j));
+      out[m * G + g] = _mm512_reduce_add_epi32(acc) * 128;
+    }
 }
 
 void gemm_float_avx512(const FloatPacked& p, const float* xf, const float* sa, int64_t M,

@@ -67,7 +67,6 @@ struct Int8Packed {
   int64_t groups = 1;      // K groups with their own scale: ceil(K/128) (block) or 1 (channel)
   AlignedBuffer<int8_t> w;        // np * kp bytes, layout above
   AlignedBuffer<float> sw;        // block: [ceil(N/128), groups]; channel: [np] (0 past N)
-  AlignedBuffer<int32_t> colsum;  // [np, groups]: sum of w over each group (AVX-512 VNNI u8 trick)
   bool has_minus128 = false;      // some weight is -128 (a checkpoint's; ours clamp to ±127)
   size_t bytes() const { return w.size() + 4 * sw.size(); }
 };
@@ -168,7 +167,10 @@ inline int64_t column_block_grain(int64_t nblocks, int threads) {
 // Each computes column blocks [nb0, nb1) of 32 (int8, amx float) or tiles of 16 (panels).
 void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
                    const float* bias, const YOut& y, int64_t nb0, int64_t nb1);
-void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
+// 128 * the sum of each of M rows of activation codes (row stride kp) over each of its G groups
+// (kp / G wide), [M, G]: the AVX-512 int8 kernel's correction for its u8 weights (w + 128).
+void act_sums_avx512(const int8_t* qa, int64_t M, int64_t kp, int64_t G, int32_t* out);
+void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, const int32_t* asum, int64_t M,
                       const float* bias, const YOut& y, int64_t nb0, int64_t nb1);
 void gemm_int8_avx2(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
                     const float* bias, const YOut& y, int64_t nb0, int64_t nb1);

@@ -1,5 +1,6 @@
 // Weight packing (once, at load) and the level dispatchers of the fast CPU kernels.
 #include <algorithm>
+#include <vector>
 
 #include "core/error.h"
 #include "engine/kernels/cpu/gemm_cpu.h"
@@ -55,14 +56,11 @@ Int8Packed pack_int8(const int8_t* qw, const float* sw, int64_t N, int64_t K, bo
   p.kp = round_up(K, channel ? 64 : kQuantBlock);
   p.groups = channel ? 1 : n_groups(K);
   p.w = AlignedBuffer<int8_t>(static_cast<size_t>(p.np * p.kp));
-  p.colsum = AlignedBuffer<int32_t>(static_cast<size_t>(p.np * p.groups));
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
       const int8_t v = qw[n * K + k];
       p.w[int8_offset(n, k, p.kp)] = v;
       p.has_minus128 |= v == -128;
-      const int64_t g = channel ? 0 : k / kQuantBlock;
-      p.colsum[static_cast<size_t>(((n / 16) * p.groups + g) * 16 + n % 16)] += v;
     }
   if (channel) {
     p.sw = AlignedBuffer<float>(static_cast<size_t>(p.np));
@@ -162,17 +160,34 @@ void for_column_blocks(ThreadPool& pool, int64_t nblocks, Fn fn) {
                              [&](int, int64_t b, int64_t e) { fn(b, e); });
 }
 
-using Int8Kernel = void (*)(const Int8Packed&, const int8_t*, const float*, int64_t, const float*, const YOut&,
-                           int64_t, int64_t);
+// An int8 product's column blocks [nb0, nb1) into y, whichever the kernel family. asum: what
+// the AVX-512 kernel needs of the activations (act_sums), found once per call.
+struct Int8Call {
+  KernelLevel level;
+  const Int8Packed& p;
+  const int8_t* qa;
+  const float* sa;
+  int64_t M;
+  const float* bias;
+  std::vector<int32_t> asum;
 
-Int8Kernel int8_kernel(KernelLevel level) {
-  auto fn = level == KernelLevel::Amx      ? &gemm_int8_amx
-            : level == KernelLevel::Avx512 ? &gemm_int8_avx512
-            : level == KernelLevel::Avx2   ? &gemm_int8_avx2
-                                           : nullptr;
-  if (!fn) fail("gemm_int8: no fast kernel at level {}", kernel_level_name(level));
-  return fn;
-}
+  Int8Call(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M, const float* bias)
+      : level(level), p(p), qa(qa), sa(sa), M(M), bias(bias) {
+    if (level != KernelLevel::Amx && level != KernelLevel::Avx512 && level != KernelLevel::Avx2)
+      fail("gemm_int8: no fast kernel at level {}", kernel_level_name(level));
+    if (level == KernelLevel::Avx512) {
+      asum.resize(static_cast<size_t>(M * p.groups));
+      act_sums_avx512(qa, M, p.kp, p.groups, asum.data());
+    }
+  }
+  void operator()(const YOut& y, int64_t nb0, int64_t nb1) const {
+    switch (level) {
+      case KernelLevel::Amx: gemm_int8_amx(p, qa, sa, M, bias, y, nb0, nb1); break;
+      case KernelLevel::Avx512: gemm_int8_avx512(p, qa, sa, asum.data(), M, bias, y, nb0, nb1); break;
+      default: gemm_int8_avx2(p, qa, sa, M, bias, y, nb0, nb1); break;
+    }
+  }
+};
 
 // Column blocks [nb0, nb1) of a float GEMM into y, whichever the kernel family.
 void float_blocks(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf, const float* sa,
@@ -218,16 +233,15 @@ void by_pieces(ThreadPool& pool, int64_t nblocks, int64_t M, int64_t grain, cons
 
 void gemm_int8(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
                const float* bias, float* y, ThreadPool& pool) {
-  const Int8Kernel fn = int8_kernel(level);
+  const Int8Call call(level, p, qa, sa, M, bias);
   const YOut out{y, p.n, 0, large_output(M, p.n)};
-  for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { fn(p, qa, sa, M, bias, out, b, e); });
+  for_column_blocks(pool, p.np / 32, [&](int64_t b, int64_t e) { call(out, b, e); });
 }
 
 void gemm_int8_pieces(KernelLevel level, const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
                       const float* bias, int64_t grain, const PieceFn& done, ThreadPool& pool) {
-  const Int8Kernel fn = int8_kernel(level);
-  by_pieces(pool, p.np / 32, M, grain, done,
-            [&](const YOut& out, int64_t b, int64_t e) { fn(p, qa, sa, M, bias, out, b, e); });
+  const Int8Call call(level, p, qa, sa, M, bias);
+  by_pieces(pool, p.np / 32, M, grain, done, [&](const YOut& out, int64_t b, int64_t e) { call(out, b, e); });
 }
 
 void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, const float* xf,
