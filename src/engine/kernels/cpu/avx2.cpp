@@ -56,10 +56,10 @@ void int8_row(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t m,
     };
     if constexpr (kInOrder) {
       // Each 2 KiB chunk (16 quads) as tile 0's rows, then tile 1's: one sequential weight
-      // stream, for a lone row whose weight comes from DRAM (quads % 16 == 0; see rows_in_order
+      // stream, for a lone row whose weight comes from DRAM (quads % 16 == 0; see row_signed
       // in avx512.cpp). Measured (0.5B GEMV, 2 threads, Zen 5): 17 -> 38-40 GB/s.
       for (int64_t c = g * qpg / 16; c < q1 / 16; ++c) {
-        // The chunk's lines 512 B ahead, as in avx512.cpp's rows_in_order: +5% here (0.5B layer
+        // The chunk's lines 512 B ahead, as in avx512.cpp's row_signed: +5% here (0.5B layer
         // GEMVs, in one process, alternating; 1 KiB and more lost 10-20%).
         for (int l = 0; l < 32; ++l) _mm_prefetch(reinterpret_cast<const char*>(wblk + c * 2048) + 512 + 64 * l, _MM_HINT_T0);
         for (int t = 0; t < 2; ++t)

@@ -52,7 +52,7 @@ QEVAL_AVX512 inline __mmask16 col_mask(int64_t N, int64_t n0) {
 QEVAL_AVX512 inline void row_signed(const int8_t* wblk, const int8_t* a, int64_t c0, int64_t c1,
                                     __m512i (&iacc)[2]) {
   const __m512i zero = _mm512_setzero_si512();
-  __m512i s[4] = {iacc[0], zero, iacc[1], zero};  // added to iacc, as rows_shifted does
+  __m512i s[4] = {iacc[0], zero, iacc[1], zero};  // added to iacc, as rows_from_dram does
   for (int64_t c = c0; c < c1; ++c) {
     const int8_t* wp = wblk + c * 2048;
     for (int l = 0; l < 32; ++l) _mm_prefetch(reinterpret_cast<const char*>(wp) + 512 + l * 64, _MM_HINT_T0);
