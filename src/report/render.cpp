@@ -162,17 +162,22 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
 
   // Sample accounting and throughput.
   md += "\n## Samples and throughput\n\n";
-  md += "| variant | task | n | errors | invalid | truncated | prompt truncated | output tok/s | latency p50 (s) | latency p99 (s) |\n";
-  md += "|---|---|---|---|---|---|---|---|---|---|\n";
+  // Output tokens/s is "—" for a task that generates nothing (loglikelihood: MMLU); samples/s
+  // compares every task.
+  md += "| variant | task | n | errors | invalid | truncated | prompt truncated | samples/s | output tok/s | latency p50 (s) | latency p99 (s) |\n";
+  md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& v : vs) {
     for (const auto& t : top_tasks(r)) {
       const json* tj = find(r, {"variants", v, "tasks", t});
       if (!tj) continue;
       const json& th = tj->contains("throughput") ? (*tj)["throughput"] : json::object();
-      md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.1f} | {:.3f} | {:.3f} |\n", md_escape(v),
+      const std::string out_tps = th.value("output_tokens", int64_t{0}) > 0
+                                      ? fmt::format("{:.1f}", th.value("output_tokens_per_s", 0.0))
+                                      : std::string("—");
+      md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.2f} | {} | {:.3f} | {:.3f} |\n", md_escape(v),
                         md_escape(t), tj->value("n", 0), tj->value("n_errors", 0), tj->value("n_invalid", 0),
                         tj->value("n_truncated", 0), tj->value("n_prompt_truncated", 0),
-                        th.value("output_tokens_per_s", 0.0), th.value("latency_s_p50", 0.0),
+                        th.value("samples_per_s", 0.0), out_tps, th.value("latency_s_p50", 0.0),
                         th.value("latency_s_p99", 0.0));
     }
   }

@@ -19,9 +19,12 @@ json fixed_results() {
       "a": {"backend": "openai", "model": "m", "tasks": {
         "gsm8k": {"n": 20, "n_errors": 0, "n_invalid": 2, "n_truncated": 0,
                   "metrics": {"exact_match,strict-match": {"value": 0.55, "stderr": 0.114, "n": 20}},
-                  "throughput": {"output_tokens_per_s": 12.5, "latency_s_p50": 0.1, "latency_s_p99": 0.2}},
+                  "throughput": {"output_tokens": 250, "output_tokens_per_s": 12.5, "samples_per_s": 1.0,
+                                 "latency_s_p50": 0.1, "latency_s_p99": 0.2}},
         "mmlu": {"n": 40, "n_errors": 0, "subtasks": ["mmlu_anatomy"],
-                 "metrics": {"acc,none": {"value": 0.5, "stderr": 0.08, "n": 40}}},
+                 "metrics": {"acc,none": {"value": 0.5, "stderr": 0.08, "n": 40}},
+                 "throughput": {"output_tokens": 0, "output_tokens_per_s": 0.0, "samples_per_s": 8.0,
+                                "latency_s_p50": 0.5, "latency_s_p99": 0.9}},
         "mmlu_anatomy": {"n": 40, "metrics": {"acc,none": {"value": 0.5, "stderr": 0.08, "n": 40}}}}},
       "b": {"backend": "openai", "model": "m2", "tasks": {
         "gsm8k": {"n": 20, "n_errors": 1, "n_invalid": 1, "n_truncated": 0,
@@ -48,6 +51,9 @@ TEST_CASE("markdown report renders the side-by-side table from results.json") {
   CHECK(md.find("<details><summary>mmlu: per-subtask results") != std::string::npos);
   CHECK(md.find("![accuracy by variant") != std::string::npos);
   CHECK(md.find("| b | gsm8k | 20 | 1 | 1 | 0 |") != std::string::npos);
+  // Throughput: samples/s for every task, output tokens/s only where the task generates.
+  CHECK(md.find("| a | gsm8k | 20 | 0 | 2 | 0 | 0 | 1.00 | 12.5 | 0.100 | 0.200 |") != std::string::npos);
+  CHECK(md.find("| a | mmlu | 40 | 0 | 0 | 0 | 0 | 8.00 | — | 0.500 | 0.900 |") != std::string::npos);
   CHECK(md == render_markdown(r, "report.svg"));  // deterministic
 }
 
