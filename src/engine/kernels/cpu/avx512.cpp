@@ -84,40 +84,51 @@ QEVAL_AVX512 inline void row_signed(const int8_t* wblk, const int8_t* a, int64_t
 // process, alternating with the quad-major loop of rows_from_cache (Zen 5, 2 threads): M = 2, 3,
 // 4 +50%, +77%, +58% (int8-block) and M = 2, 4 +52%, +85% (int8-channel).
 // Two accumulator chains per row and tile (even and odd k-quad) up to 4 rows, one from 5 to 8
-// (registers: 2 * R accumulators). A pair of quads per step, so the chain is known at compile
-// time: indexed by r % 2 in a loop the compiler did not unroll, the accumulators lived on the
-// stack, each step a store and a reload (M = 2 +19-87%, M = 4 +23% without).
+// (registers: 2 * R accumulators). At least a pair of quads per step, so the chain is known at
+// compile time: indexed by r % 2 in a loop the compiler did not unroll, the accumulators lived
+// on the stack, each step a store and a reload (M = 2 +19-87%, M = 4 +23% without).
 // Each weight vector is flipped to u8 once for all R rows, where shifting the activation
 // instead cost an XOR per row: measured (same GEMVs, alternating) M = 2 +4-24%, 4 +7-20%, 5 +5%,
-// 8 -2 to +11%.
+// 8 -2 to +11%. Up to 3 rows, a chunk is one unrolled step (M = 2 +11-18%, 3 +9-11%, both
+// schemes, alternating with the loop); from 4 rows the unrolled step lost 11-23%.
 template <int R>
 QEVAL_AVX512 inline void rows_from_dram(const int8_t* wblk, const int8_t* a, int64_t kp, int64_t c0, int64_t c1,
                                         __m512i (&iacc)[R][2]) {
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
   constexpr int CH = R <= 4 ? 2 : 1;  // chains per row and tile: even / odd k-quad, or one
-  __m512i s[R][2][CH];
+  __m512i s[2][CH][R];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < 2; ++t)
-      for (int h = 0; h < CH; ++h) s[i][t][h] = _mm512_setzero_si512();
+      for (int h = 0; h < CH; ++h) s[t][h][i] = _mm512_setzero_si512();
   for (int64_t c = c0; c < c1; ++c) {
     const int8_t* wp = wblk + c * 2048;
+    const int8_t* ac = a + c * 64;
     for (int l = 0; l < 32; ++l) _mm_prefetch(reinterpret_cast<const char*>(wp) + 512 + l * 64, _MM_HINT_T0);
-    for (int t = 0; t < 2; ++t)
-      for (int r = 0; r < 16; r += 2) {
-        const __m512i w0 = _mm512_xor_si512(_mm512_load_si512(wp + t * 1024 + r * 64), flip);  // s8 -> u8 (w + 128)
-        const __m512i w1 = _mm512_xor_si512(_mm512_load_si512(wp + t * 1024 + r * 64 + 64), flip);
-        for (int i = 0; i < R; ++i) {
-          int32_t q0, q1;
-          __builtin_memcpy(&q0, a + i * kp + c * 64 + r * 4, 4);
-          __builtin_memcpy(&q1, a + i * kp + c * 64 + r * 4 + 4, 4);
-          s[i][t][0] = _mm512_dpbusd_epi32(s[i][t][0], w0, _mm512_set1_epi32(q0));
-          s[i][t][CH - 1] = _mm512_dpbusd_epi32(s[i][t][CH - 1], w1, _mm512_set1_epi32(q1));
-        }
+    // One weight vector (16 columns x 4 k) into chain h of tile t of each row; r: quad in chunk.
+    const auto step = [&](int t, int r, int h) QEVAL_AVX512 __attribute__((always_inline)) {
+      const __m512i w = _mm512_xor_si512(_mm512_load_si512(wp + t * 1024 + r * 64), flip);  // s8 -> u8 (w + 128)
+      for (int i = 0; i < R; ++i) {
+        int32_t quad;
+        __builtin_memcpy(&quad, ac + i * kp + r * 4, 4);
+        s[t][h][i] = _mm512_dpbusd_epi32(s[t][h][i], w, _mm512_set1_epi32(quad));
       }
+    };
+    if constexpr (R <= 3) {  // the whole chunk as one unrolled step
+#pragma GCC unroll 2
+      for (int t = 0; t < 2; ++t)
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; ++r) step(t, r, r % CH);
+    } else {
+      for (int t = 0; t < 2; ++t)
+        for (int r = 0; r < 16; r += 2) {
+          step(t, r, 0);
+          step(t, r + 1, CH - 1);
+        }
+    }
   }
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < 2; ++t)
-      for (int h = 0; h < CH; ++h) iacc[i][t] = _mm512_add_epi32(iacc[i][t], s[i][t][h]);
+      for (int h = 0; h < CH; ++h) iacc[i][t] = _mm512_add_epi32(iacc[i][t], s[t][h][i]);
 }
 
 // The same sums for rows whose weight block is already in cache: quad by quad, both tiles of a
