@@ -32,11 +32,12 @@ QEVAL_AVX512 inline __mmask16 col_mask(int64_t N, int64_t n0) {
 
 // One row's exact int32 sums over the 64-wide k chunks [c0, c1) of a 32-column block (wblk):
 // sum a * w as sum |a| * (w negated where a < 0), so vpdpbusd (u8 x s8) takes the activation
-// as the unsigned side without the + 128 shift, and no column sums of the weight are read to
-// undo it. Exact while no weight is -128 (its negation wraps): the caller checks. Measured on
-// the 0.5B and 1.5B layer GEMVs, in one process, alternating with the shifted form (Zen 5, 2
-// threads, 20-30 rounds): int8-block +6% at both (its column sums are 3% more bytes, in two
-// more streams), int8-channel +1-3%, within noise.
+// as the unsigned side with no shift to undo. Exact while no weight is -128 (its negation
+// wraps): the caller checks. Measured on the 0.5B and 1.5B layer GEMVs, in one process,
+// alternating (Zen 5, 2 threads, 16-30 rounds): against the activation shifted by 128 and the
+// weight's column sums read to undo it, int8-block +6% (the column sums were 3% more bytes, in
+// two more streams), int8-channel +1-3%; against the weight flipped instead
+// (rows_from_dram<1>, which reads no more bytes), int8-block -2%, int8-channel +5%.
 // The weight is read in address order: each 2 KiB chunk is tile 0's 16 rows of k-quads, then
 // tile 1's. The quad-major order of the batched loop below reads two streams 1 KiB apart, which
 // the hardware prefetcher follows poorly: an M = 1 GEMV over DRAM-resident int8 weights measured
