@@ -2,10 +2,11 @@
 // model shapes (Qwen2.5-0.5B: hidden 896, FFN 4864, 14/2 heads of 64; R1-Distill-Qwen-1.5B:
 // hidden 1536, FFN 8960, 12/2 heads of 128), for every scheme and every kernel level this CPU
 // has, printed as GB/s of weights and TOPS, with ratios against the scalar twin measured in the
-// same run, against the read bandwidth measured here, against the AMX-INT8 peak measured here (a
-// register-only TDPBSSD loop), and (GEMV) against a plain summing loop over the same bytes split
-// into the same pieces, alternated with the GEMVs: how close they come to what the memory
-// system gives that structure of parallel sections at the time.
+// same run, against the read bandwidth measured here, against the int8 peak measured here (a
+// register-only TDPBSSD loop; VPDPBUSD on a machine without AMX), and (GEMV) against a plain
+// summing loop over the same bytes split into the same pieces, alternated with the GEMVs: how
+// close they come to what the memory system gives that structure of parallel sections at the
+// time.
 //
 // Usage: bench_kernels [threads=2] [layers=8] [model=0.5b|1.5b|both] [part=all|gemv|gemm]
 //                      [scheme substring, e.g. int8; default all]
@@ -118,12 +119,17 @@ int main(int argc, char** argv) {
   std::printf("threads %d, layers %d, best kernel level: %s\n", threads, layers, kernel_level_name(top));
   const double bw = measure_read_bandwidth(pool, size_t{1} << 30);
   std::printf("read bandwidth (1 GiB stream, %d threads): %.1f GB/s\n", threads, bw);
-  double peak = 0;
-  if (top == KernelLevel::Amx) {
-    peak = measure_amx_int8_peak(pool, 0.2);
-    std::printf("AMX-INT8 peak (register-only TDPBSSD, %d threads): %.2f TOPS (%.2f per thread)\n", threads,
-                peak, peak / threads);
-  }
+  // The int8 peak the prefill GEMMs are held against: AMX-INT8, or AVX-512 VNNI on a machine
+  // without AMX (its best int8 kernel level).
+  const bool amx = top == KernelLevel::Amx;
+  const char* peak_name = amx ? "AMX" : "VNNI";
+  auto int8_peak = [&](double seconds) {
+    return amx ? measure_amx_int8_peak(pool, seconds) : measure_vnni_int8_peak(pool, seconds);
+  };
+  const double peak = int8_peak(0.2);
+  if (peak > 0)
+    std::printf("%s int8 peak (register-only %s, %d threads): %.2f TOPS (%.2f per thread)\n",
+                amx ? "AMX-INT8" : "AVX-512 VNNI", amx ? "TDPBSSD" : "VPDPBUSD", threads, peak, peak / threads);
 
   std::vector<KernelLevel> levels;
   for (KernelLevel l : {KernelLevel::Ref, KernelLevel::Avx2, KernelLevel::Avx512, KernelLevel::Amx})
@@ -193,8 +199,8 @@ int main(int argc, char** argv) {
     }
     if (part == "gemv") continue;
     std::printf("\n== %s: prefill GEMM (M=512, activation quantisation included), per linear shape ==\n"
-                "(* median of 15 ratios, each against the AMX peak measured just before and after that call)\n",
-                model.name);
+                "(* median of 15 ratios, each against the %s int8 peak measured just before and after that call)\n",
+                model.name, peak_name);
     std::printf("%-13s %-5s %-7s %6s %6s %9s %9s %9s\n", "scheme", "shape", "level", "N", "K", "TOPS", "vs ref",
                 "vs peak*");
     for (const Variant& v : kVariants) {
@@ -210,23 +216,23 @@ int main(int argc, char** argv) {
                                    level == KernelLevel::Ref ? 0.2 : 0.6, level == KernelLevel::Ref ? 1 : 3);
           const double tops = 2.0 * M * s.n * s.k / t / 1e12;
           if (level == KernelLevel::Ref) ref_tops = tops;
-          // vs peak: the AMX peak is measured just before and just after each timed call (this
+          // vs peak: the int8 peak is measured just before and just after each timed call (this
           // machine's AMX throughput swings by 2x within seconds); median of the per-call ratios.
           double vs_peak = 0;
           if (peak > 0 && level != KernelLevel::Ref) {
             std::vector<double> ratios;
             for (int r = 0; r < 15; ++r) {
-              const double p0 = measure_amx_int8_peak(pool, 0.005);
+              const double p0 = int8_peak(0.005);
               const double t0 = now_s();
               l->forward(x.data(), M, y.data(), pool);
               const double dt = now_s() - t0;
-              const double p1 = measure_amx_int8_peak(pool, 0.005);
+              const double p1 = int8_peak(0.005);
               ratios.push_back(2.0 * M * s.n * s.k / dt / 1e12 / (0.5 * (p0 + p1)));
             }
             std::sort(ratios.begin(), ratios.end());
             vs_peak = ratios[ratios.size() / 2];
           }
-          char peak_col[16] = "        -";  // no AMX here (or the twin): no peak to divide by
+          char peak_col[16] = "        -";  // no int8 peak here (or the twin): none to divide by
           if (peak > 0 && level != KernelLevel::Ref) std::snprintf(peak_col, sizeof peak_col, "%8.0f%%", 100 * vs_peak);
           std::printf("%-13s %-5s %-7s %6lld %6lld %9.3f %8.0fx %s\n", v.name, s.name, kernel_level_name(level),
                       static_cast<long long>(s.n), static_cast<long long>(s.k), tops, tops / ref_tops, peak_col);
@@ -236,14 +242,14 @@ int main(int argc, char** argv) {
     if (peak > 0) {
       // The INT8 GEMM kernel alone: activations quantised beforehand (as the fused qkv and
       // gate/up projections share one quantisation), weights packed as the engine packs them.
-      std::printf("\n== %s: INT8 prefill GEMM kernel alone (M=512, pre-quantised activations), AMX ==\n"
-                  "(* median (and max) of 15 ratios, each against the register-only AMX peak measured just before\n"
+      std::printf("\n== %s: INT8 prefill GEMM kernel alone (M=512, pre-quantised activations), %s ==\n"
+                  "(* median (and max) of 15 ratios, each against the register-only %s peak measured just before\n"
                   "   and after two back-to-back calls, timing the second; 1st call: the same for the first, which\n"
-                  "   runs straight after the peak loop and is often slower; vs loaded: against the same TDPBSSD\n"
-                  "   loop re-loading its 4 tiles from L1;\n"
+                  "   runs straight after the peak loop and is often slower; vs loaded (AMX only): against the same\n"
+                  "   TDPBSSD loop re-loading its 4 tiles from L1;\n"
                   "   gu*: gate and up as one matmul, its output handed on in pieces of 256 columns while in cache,\n"
                   "   as the engine's SwiGLU takes it, instead of written to a full y)\n",
-                  model.name);
+                  model.name, kernel_level_name(top), peak_name);
       std::printf("%-13s %-5s %6s %6s %9s %9s %9s %11s %11s\n", "scheme", "shape", "N", "K", "TOPS", "vs peak*", "(max)",
                   "1st call*", "vs loaded*");
       const int64_t M = 512;
@@ -274,10 +280,10 @@ int main(int argc, char** argv) {
             quantize_act_int8_group(x.data(), M, s.k, qa.data(), p.kp, sa.data());
           auto run = [&] {
             if (pieces)
-              cpu::gemm_int8_pieces(KernelLevel::Amx, p, qa.data(), sa.data(), M, nullptr, 8,
+              cpu::gemm_int8_pieces(top, p, qa.data(), sa.data(), M, nullptr, 8,
                                     [](int64_t, int64_t, const float*, int64_t) {}, pool);
             else
-              cpu::gemm_int8(KernelLevel::Amx, p, qa.data(), sa.data(), M, nullptr, y.data(), pool);
+              cpu::gemm_int8(top, p, qa.data(), sa.data(), M, nullptr, y.data(), pool);
           };
           const double t = time_it(run, 0.4, 3);
           // The call straight after the peak loops is often slower than the next one (in an A/A
@@ -286,25 +292,27 @@ int main(int argc, char** argv) {
           // are timed and the second is the measure; the first is shown beside it.
           std::vector<double> ratios, firsts, loaded;
           for (int r = 0; r < 15; ++r) {
-            const double p0 = measure_amx_int8_peak(pool, 0.005), l0 = measure_amx_int8_loaded_peak(pool, 0.005);
+            const double p0 = int8_peak(0.005), l0 = measure_amx_int8_loaded_peak(pool, 0.005);  // 0 without AMX
             const double t0 = now_s();
             run();
             const double t1 = now_s();
             run();
             const double t2 = now_s();
-            const double l1 = measure_amx_int8_loaded_peak(pool, 0.005), p1 = measure_amx_int8_peak(pool, 0.005);
+            const double l1 = measure_amx_int8_loaded_peak(pool, 0.005), p1 = int8_peak(0.005);
             const double ops = 2.0 * M * s.n * s.k / 1e12;
             ratios.push_back(ops / (t2 - t1) / (0.5 * (p0 + p1)));
             firsts.push_back(ops / (t1 - t0) / (0.5 * (p0 + p1)));
-            loaded.push_back(ops / (t2 - t1) / (0.5 * (l0 + l1)));
+            if (amx) loaded.push_back(ops / (t2 - t1) / (0.5 * (l0 + l1)));
           }
           std::sort(ratios.begin(), ratios.end());
           std::sort(firsts.begin(), firsts.end());
           std::sort(loaded.begin(), loaded.end());
-          std::printf("%-13s %-5s %6lld %6lld %9.3f %8.0f%% %8.0f%% %10.0f%% %10.0f%%\n", v.name, s.name,
+          char loaded_col[16] = "          -";
+          if (!loaded.empty()) std::snprintf(loaded_col, sizeof loaded_col, "%10.0f%%", 100 * loaded[loaded.size() / 2]);
+          std::printf("%-13s %-5s %6lld %6lld %9.3f %8.0f%% %8.0f%% %10.0f%% %s\n", v.name, s.name,
                       static_cast<long long>(s.n), static_cast<long long>(s.k), 2.0 * M * s.n * s.k / t / 1e12,
                       100 * ratios[ratios.size() / 2], 100 * ratios.back(), 100 * firsts[firsts.size() / 2],
-                      100 * loaded[loaded.size() / 2]);
+                      loaded_col);
         }
       }
     }

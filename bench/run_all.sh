@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark once, on a quiet machine, and prints the numbers the issues ask for.
 # Every speed-up is a ratio against a reference measured in this same run (the scalar twin,
-# the bandwidth and AMX peak measured here, around each timed run: this kind of shared machine
+# the bandwidth and int8 peak (AMX, or AVX-512 VNNI) measured here, around each timed run: this kind of shared machine
 # swings by 2x within seconds); llama.cpp's figures are the fixed external targets.
 # Usage: bash bench/run_all.sh [build dir=build]   (after scripts/test.sh or a Release build)
 set -euo pipefail
@@ -11,7 +11,7 @@ Q=$B/qeval
 T=${QEVAL_BENCH_THREADS:-2}
 line() { printf '\n== %s\n' "$*"; }
 
-line "kernels: GEMV/GEMM per scheme and kernel level vs scalar twin, bandwidth and AMX peak (0.5B and 1.5B shapes)"
+line "kernels: GEMV/GEMM per scheme and kernel level vs scalar twin, bandwidth and int8 peak (0.5B and 1.5B shapes)"
 "$B/bench/bench_kernels" "$T" 4 both
 
 line "attention: AMX-BF16 kernel (bf16 compute) vs its scalar twin, one layer and kv head of a 512-token prefill"

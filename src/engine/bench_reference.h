@@ -33,6 +33,11 @@ double time_split_read(ThreadPool& pool, const std::vector<SplitRead>& buffers, 
 // register tiles (no loads), `seconds` long. 0 when AMX is not available.
 double measure_amx_int8_peak(ThreadPool& pool, double seconds = 0.01);
 
+// AVX-512 VNNI int8 peak in TOPS summed over the pool's threads: a VPDPBUSD loop on 16
+// accumulator registers (no loads), `seconds` long; the int8 peak of a machine without AMX. 0
+// without AVX-512 VNNI.
+double measure_vnni_int8_peak(ThreadPool& pool, double seconds = 0.01);
+
 // The same loop with its four operand tiles re-loaded from L1 before every four TDPBSSD (the
 // 2 x 2 tile blocking every real GEMM runs): what the cores manage when tile loads are needed.
 // On shared machines this swings far more than the register-only peak (tile loads compete with

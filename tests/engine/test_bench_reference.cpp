@@ -1,4 +1,4 @@
-// The references benchmarks divide by: read bandwidth and the AMX-INT8 peaks. They run real
+// The references benchmarks divide by: read bandwidth, the AMX-INT8 peaks and the VNNI peak. They run real
 // instructions (a regression once made every tile load fault), so they are run briefly here.
 #include <catch2/catch.hpp>
 
@@ -55,4 +55,16 @@ TEST_CASE("AMX peaks run on every pool thread, or are 0 without AMX", "[bench_re
   CHECK(peak > 0.01);  // TOPS; a core does ~6
   CHECK(peak < 100);
   CHECK(loaded > 0.01);
+}
+
+TEST_CASE("the VNNI peak runs on every pool thread, or is 0 without AVX-512 VNNI", "[bench_reference]") {
+  ThreadPool one(1), two(2);
+  const double p1 = measure_vnni_int8_peak(one, 0.002);
+  if (!cpu_features().avx512vnni || max_kernel_level() < KernelLevel::Avx512) {
+    CHECK(p1 == 0);
+    return;
+  }
+  CHECK(p1 > 0.01);  // TOPS; a Zen 5 core does ~0.85
+  CHECK(p1 < 20);
+  CHECK(measure_vnni_int8_peak(two, 0.002) > 0.01);  // the sum over both threads
 }
