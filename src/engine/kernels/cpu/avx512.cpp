@@ -79,12 +79,12 @@ QEVAL_AVX512 inline void row_signed(const int8_t* wblk, const int8_t* a, int64_t
 }
 
 // R rows' int32 sums of (w + 128) * a over the 64-wide k chunks [c0, c1) of a 32-column block,
-// for the first rows of a call (up to 8), which bring each weight block in from DRAM (the rows
+// for the first rows of a call (up to 10), which bring each weight block in from DRAM (the rows
 // after them find it in cache: rows_from_cache). The weight is read in address order with its
 // lines prefetched 512 B ahead, as in row_signed. Measured on the 0.5B layer GEMVs, in one
 // process, alternating with the quad-major loop of rows_from_cache (Zen 5, 2 threads): M = 2, 3,
 // 4 +50%, +77%, +58% (int8-block) and M = 2, 4 +52%, +85% (int8-channel).
-// Two accumulator chains per row and tile (even and odd k-quad) up to 4 rows, one from 5 to 8
+// Two accumulator chains per row and tile (even and odd k-quad) up to 4 rows, one from 5 to 10
 // (registers: 2 * R accumulators). At least a pair of quads per step, so the chain is known at
 // compile time: indexed by r % 2 in a loop the compiler did not unroll, the accumulators lived
 // on the stack, each step a store and a reload (M = 2 +19-87%, M = 4 +23% without).
@@ -224,19 +224,23 @@ QEVAL_AVX512 void vnni_block(const Int8Packed& p, const int8_t* qa, const float*
 template <bool kChannel>
 QEVAL_AVX512 void vnni_gemm(const Int8Packed& p, const int8_t* qa, const float* sa, const int32_t* asum, int64_t M,
                             const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {
-  // The first (up to) 8 rows read each weight block from DRAM, in address order
-  // (rows_from_dram); the later ones find it in cache, in even groups of at most 6. Measured on
+  // The first 8 rows (all of a call of at most 10) read each weight block from DRAM, in address
+  // order (rows_from_dram); the later ones find it in cache, in even groups of at most 6. Measured on
   // the 0.5B int8-block layer GEMVs, in one process, alternating (Zen 5, 2 threads): before,
   // only calls of at most 4 rows read this way; reading the first 4 of more rows so: M = 5 +43%,
   // 8 +36%, 16 +27%, 32 +24%, 128 +6%, 512 unchanged; then the first 8 rather than 4: M = 5
   // +31%, 8 +29%, 12 and 16 +14%. For the rows from cache, even groups of at most 6 against
   // groups of 4 (both rows_from_cache): M = 24 +5%, 64 +3%, 512 +3%, 12 and 16 the same; groups
-  // of 8 lost 1-8%.
+  // of 8 lost 1-8%. Calls of 9 or 10 rows read them all from DRAM (+16-25% at M = 9, +12-30% at
+  // M = 10, both schemes, against 8 and a small group from cache); a first group of 10 in larger
+  // calls measured -7 to +6% (M = 11-24), of 12 -5 to -10% (M = 12-16).
   for (int64_t nb = nb0; nb < nb1; ++nb)
     for (int64_t m0 = 0; m0 < M;) {
       const int64_t left = M - m0, groups = (left + 5) / 6;
-      const int64_t R = m0 == 0 ? std::min<int64_t>(8, left) : (left + groups - 1) / groups;
+      const int64_t R = m0 == 0 ? (left <= 10 ? left : 8) : (left + groups - 1) / groups;
       switch (R) {
+        case 10: vnni_block<10, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
+        case 9: vnni_block<9, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
         case 8: vnni_block<8, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
         case 7: vnni_block<7, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
         case 6: vnni_block<6, kChannel>(p, qa, sa, asum, m0, bias, y, nb); break;
