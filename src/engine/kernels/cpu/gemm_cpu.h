@@ -168,7 +168,8 @@ inline int64_t column_block_grain(int64_t nblocks, int threads) {
 void gemm_int8_amx(const Int8Packed& p, const int8_t* qa, const float* sa, int64_t M,
                    const float* bias, const YOut& y, int64_t nb0, int64_t nb1);
 // 128 * the sum of each of M rows of activation codes (row stride kp) over each of its G groups
-// (kp / G wide), [M, G]: the AVX-512 int8 kernel's correction for its u8 weights (w + 128).
+// (kp / G wide), [M, G]: the AVX-512 int8 kernel's correction for its u8 weights (w + 128); it
+// reads none (asum may be null) for a lone row over a weight without -128.
 void act_sums_avx512(const int8_t* qa, int64_t M, int64_t kp, int64_t G, int32_t* out);
 void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, const int32_t* asum, int64_t M,
                       const float* bias, const YOut& y, int64_t nb0, int64_t nb1);

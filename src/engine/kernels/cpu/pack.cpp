@@ -175,7 +175,9 @@ struct Int8Call {
       : level(level), p(p), qa(qa), sa(sa), M(M), bias(bias) {
     if (level != KernelLevel::Amx && level != KernelLevel::Avx512 && level != KernelLevel::Avx2)
       fail("gemm_int8: no fast kernel at level {}", kernel_level_name(level));
-    if (level == KernelLevel::Avx512) {
+    // A lone row over a weight without -128 is summed in signed form (row_signed in avx512.cpp)
+    // and reads no sums: batch-1 decode skips them.
+    if (level == KernelLevel::Avx512 && (M > 1 || p.has_minus128)) {
       asum.resize(static_cast<size_t>(M * p.groups));
       act_sums_avx512(qa, M, p.kp, p.groups, asum.data());
     }
