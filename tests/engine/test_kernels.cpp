@@ -171,15 +171,16 @@ TEST_CASE("several column blocks per call across K blocks", "[kernels]") {
     for (const Variant& v : kVariants) check_against_twin(level, v, 300, 1100, {100}, pool, seed);
 }
 
-// A single row (decode) runs two or four 32-column blocks side by side (bf16, f32 and e4m3
-// panels at AVX-512) when one call holds that many: one thread, so one call takes every block;
-// 9 and 10 blocks leave remainders of each width, and N = 290 a partial last block.
+// A single row (decode) runs up to four 32-column blocks side by side (bf16 and e4m3 panels at
+// AVX-512; two for f32), a call's blocks split in even groups: one thread, so one call takes
+// every block. N = 20, 40, 150, 270, 290 and 320 are 1, 2, 5 (3 + 2), 9 (3 + 3 + 3) and 10
+// blocks (4 + 3 + 3), N = 290 with a partial last block.
 TEST_CASE("a single row through several column blocks at once", "[kernels]") {
   ThreadPool pool(1);
   uint32_t seed = 970;
   for (KernelLevel level : fast_levels())
     for (const Variant& v : kVariants)
-      for (int64_t N : {270, 290, 320})
+      for (int64_t N : {20, 40, 150, 270, 290, 320})
         for (int64_t K : {130, 257}) check_against_twin(level, v, N, K, {1, 2}, pool, seed, /*with_bias=*/true);
 }
 
