@@ -232,9 +232,8 @@ class LinearImpl : public Linear {
         if (fp8) {
           quantize_act_fp8_group(x + m0 * K, m1 - m0, K, q + m0 * kp, kp, sa + m0 * G,
                                  amax ? amax + m0 * G : nullptr);
-          // Vector decode (the bf16 of e4m3_to_f32 for every code but NaN, which a
-          // quantised activation only holds when its row is NaN anyway: then so is its scale).
-          for (int64_t m = m0; m < m1; ++m) cpu::decode_e4m3_to_bf16_amx(q + m * kp, xb + m * kp, K);
+          // Vector decode: the bf16 of e4m3_to_f32 for every code.
+          for (int64_t m = m0; m < m1; ++m) cpu::decode_e4m3_to_bf16_vbmi(q + m * kp, xb + m * kp, K);
         } else {
           for (int64_t m = m0; m < m1; ++m) bf16_from_f32_n(x + m * K, K, xb + m * kp);
         }

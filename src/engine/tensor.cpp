@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "engine/quant.h"
 
 namespace qeval {
 
@@ -68,25 +69,6 @@ float f16_to_f32(uint16_t h) {
   return bits_to_f32(sign | ((exp + 112u) << 23) | (man << 13));
 }
 
-std::array<float, 256> make_e4m3_table() {
-  std::array<float, 256> t{};
-  for (int b = 0; b < 256; ++b) {
-    int sign = b >> 7, exp = (b >> 3) & 0xF, man = b & 7;
-    float v;
-    if (exp == 0xF && man == 7) {
-      v = std::numeric_limits<float>::quiet_NaN();
-    } else if (exp == 0) {
-      v = std::ldexp(static_cast<float>(man), -9);  // m/8 * 2^-6
-    } else {
-      v = std::ldexp(1.0f + static_cast<float>(man) / 8.0f, exp - 7);
-    }
-    t[b] = sign ? -v : v;
-  }
-  return t;
-}
-
-const std::array<float, 256> kE4m3Table = make_e4m3_table();
-
 }  // namespace
 
 void to_f32_into(DType t, const void* src, size_t n, float* dst) {
@@ -109,9 +91,11 @@ void to_f32_into(DType t, const void* src, size_t n, float* dst) {
         dst[i] = f16_to_f32(h);
       }
       return;
-    case DType::F8_E4M3:
-      for (size_t i = 0; i < n; ++i) dst[i] = kE4m3Table[p[i]];
+    case DType::F8_E4M3: {
+      const float* e4m3 = e4m3_table();
+      for (size_t i = 0; i < n; ++i) dst[i] = e4m3[p[i]];
       return;
+    }
     default:
       fail("to_f32: dtype {} is not a float type (hint: only F32/F16/BF16/F8_E4M3 convert to f32)",
            dtype_name(t));

@@ -25,49 +25,6 @@ constexpr int64_t kPrefetchBytes = 16 * 1024;  // software prefetch distance of 
 
 namespace qeval::cpu {
 
-// 64 bytes per step with two 128-entry byte-table lookups (VBMI vpermi2b, which uses the low 7
-// bits of each byte as the index, i.e. the magnitude): one table holds the low byte and one the
-// high byte of the bf16 of every magnitude (exact: every e4m3 value is a bf16 value; 0x7F, NaN in
-// e4m3, decodes as 480 — quantised weights never hold NaN); the sign bit is OR-ed into the high
-// byte, and the two byte vectors are interleaved into 16-bit values. The interleave works within
-// 128-bit lanes, so the input bytes are first permuted (vpermb) into the order it expects.
-QEVAL_AMX void decode_e4m3_to_bf16_amx(const uint8_t* src, uint16_t* dst, int64_t n) {
-  alignas(64) static const auto kTables = [] {
-    struct T {
-      uint8_t lo[128], hi[128], perm[64];
-    } t{};
-    for (int mag = 0; mag < 128; ++mag) {
-      const uint16_t v = mag == 0x7F ? bf16_from_f32(480.0f) : bf16_from_f32(e4m3_to_f32(static_cast<uint8_t>(mag)));
-      t.lo[mag] = static_cast<uint8_t>(v & 0xFF);
-      t.hi[mag] = static_cast<uint8_t>(v >> 8);
-    }
-    // unpacklo/unpackhi_epi8 take bytes 0-7 / 8-15 of each 128-bit lane: put elements
-    // [8 L, 8 L + 8) at lane L bytes 0-7 and elements [32 + 8 L, 40 + 8 L) at its bytes 8-15.
-    for (int pos = 0; pos < 64; ++pos) {
-      const int lane = pos / 16, o = pos % 16;
-      t.perm[pos] = static_cast<uint8_t>(o < 8 ? lane * 8 + o : 32 + lane * 8 + (o - 8));
-    }
-    return t;
-  }();
-  const __m512i lo0 = _mm512_load_si512(kTables.lo), lo1 = _mm512_load_si512(kTables.lo + 64);
-  const __m512i hi0 = _mm512_load_si512(kTables.hi), hi1 = _mm512_load_si512(kTables.hi + 64);
-  const __m512i perm = _mm512_load_si512(kTables.perm), sign = _mm512_set1_epi8(static_cast<char>(0x80));
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(src + i) + kPrefetchBytes, _MM_HINT_T1);
-    const __m512i b = _mm512_permutexvar_epi8(perm, _mm512_loadu_si512(src + i));
-    const __m512i lo = _mm512_permutex2var_epi8(lo0, b, lo1);
-    // hi | (b & 0x80): ternary-logic truth table A | (B & C) = 0xF8.
-    const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(hi0, b, hi1), b, sign, 0xF8);
-    _mm512_storeu_si512(dst + i, _mm512_unpacklo_epi8(lo, hi));
-    _mm512_storeu_si512(dst + i + 32, _mm512_unpackhi_epi8(lo, hi));
-  }
-  for (; i < n; ++i) {  // tail (n not a multiple of 64)
-    const uint8_t mag = src[i] & 0x7F;
-    dst[i] = static_cast<uint16_t>(kTables.lo[mag] | (kTables.hi[mag] << 8) | ((src[i] & 0x80) << 8));
-  }
-}
-
 namespace {
 
 struct alignas(64) TileConfig {
@@ -530,7 +487,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     for (int64_t nb = nb0; nb < nb1; ++nb)
       for (int64_t c0 = 0; c0 < n_chunks; c0 += chunks_per_group) {
         const int64_t c1 = std::min(n_chunks, c0 + chunks_per_group);
-        decode_e4m3_to_bf16_amx(w_e4m3 + (nb * n_chunks + c0) * 1024, decoded, (c1 - c0) * 1024);
+        decode_e4m3_to_bf16_vbmi(w_e4m3 + (nb * n_chunks + c0) * 1024, decoded, (c1 - c0) * 1024);
         block(0, nb, c0, c1, reinterpret_cast<const uint8_t*>(decoded), c0, nb - nb0);
       }
     _tile_release();
@@ -540,7 +497,7 @@ QEVAL_AMX void amx_gemm(const uint8_t* a, int64_t lda, const uint8_t* wb, const 
     for (int64_t mc = 0; mc < M; mc += kRowsPerChunk) {
       const int64_t mc_end = std::min(M, mc + kRowsPerChunk);
       for (int64_t nb = nb0; nb < nb1; ++nb) {
-        decode_e4m3_to_bf16_amx(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
+        decode_e4m3_to_bf16_vbmi(w_e4m3 + nb * n_chunks * 1024, decoded, n_chunks * 1024);
         for (int64_t m0 = mc; m0 < mc_end; m0 += 32)
           block(m0, nb, 0, n_chunks, reinterpret_cast<const uint8_t*>(decoded), 0, nb - nb0);
       }

@@ -14,6 +14,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <algorithm>
+#include <array>
 
 #include "engine/kernels/cpu/gemm_cpu.h"
 #include "engine/quant.h"
@@ -316,9 +317,8 @@ using plain::split_bf16;
 // 16-bit values. They work within 128-bit lanes, taking bytes 0-7 / 8-15 of each, so the packer
 // stores the bytes in the order they expect (e4m3_panel_offset in pack.cpp).
 //
-// 64 stored e4m3 bytes -> bf16 elements 0-31 (r0) and 32-63 (r1) of the panel order.
-inline void decode64(const uint8_t* src, __m512i& r0, __m512i& r1) {
-  const __m512i b = _mm512_load_si512(src);
+// 64 e4m3 bytes b, in that order -> bf16 elements 0-31 (r0) and 32-63 (r1).
+inline void decode64(__m512i b, __m512i& r0, __m512i& r1) {
   const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(kE4m3.lo), b, _mm512_load_si512(kE4m3.lo + 64));
   const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(kE4m3.hi), b, _mm512_load_si512(kE4m3.hi + 64));
   // hi | (b & 0x80): ternary-logic truth table A | (B & C) = 0xF8.
@@ -330,7 +330,7 @@ inline void decode64(const uint8_t* src, __m512i& r0, __m512i& r1) {
 // e4m3 block: 32 bytes per row k; rows k, k + 1 (k even) are one aligned 64-byte load.
 inline void load_rows2(const uint8_t* blk, int64_t, int64_t k, __m512 (&a)[4]) {
   __m512i r0, r1;
-  decode64(blk + k * 32, r0, r1);
+  decode64(_mm512_load_si512(blk + k * 32), r0, r1);
   split_bf16(r0, a[0], a[1]);
   split_bf16(r1, a[2], a[3]);
 }
@@ -355,8 +355,9 @@ void e4m3_gemm(const FloatPacked& p, const float* xf, const float* sa, int64_t M
   uint16_t* dst = t_block.data();
   for (int64_t nt = nt0; nt < nt1; nt += 2) {
     const uint8_t* src = p.w8.data() + nt / 2 * bs;
-    for (int64_t i = 0; i < bs; i += 64) decode64(src + i, *reinterpret_cast<__m512i*>(dst + i),
-                                                  *reinterpret_cast<__m512i*>(dst + i + 32));
+    for (int64_t i = 0; i < bs; i += 64)
+      decode64(_mm512_load_si512(src + i), *reinterpret_cast<__m512i*>(dst + i),
+               *reinterpret_cast<__m512i*>(dst + i + 32));
     plain::panel_rows<uint16_t, true>(p, dst, xf, sa, 0, M, bias, y, nt, nt + 2);
   }
 }
@@ -365,6 +366,35 @@ void e4m3_gemm(const FloatPacked& p, const float* xf, const float* sa, int64_t M
 #pragma GCC pop_options
 
 }  // namespace
+
+// The same tables in element order: vpermb first moves elements [8 L, 8 L + 8) to bytes 0-7 of
+// 128-bit lane L and elements [32 + 8 L, 40 + 8 L) to its bytes 8-15, the order that
+// vbmi::decode64 takes (the panels store their bytes so; these come in plain order).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi"))) void decode_e4m3_to_bf16_vbmi(
+    const uint8_t* src, uint16_t* dst, int64_t n) {
+  alignas(64) static const auto kPerm = [] {
+    std::array<uint8_t, 64> perm{};
+    for (int pos = 0; pos < 64; ++pos) {
+      const int lane = pos / 16, o = pos % 16;
+      perm[pos] = static_cast<uint8_t>(o < 8 ? lane * 8 + o : 32 + lane * 8 + (o - 8));
+    }
+    return perm;
+  }();
+  const __m512i perm = _mm512_load_si512(kPerm.data());
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    // The AMX path decodes whole weight blocks from DRAM with it: prefetch 16 KiB ahead, to L2.
+    _mm_prefetch(reinterpret_cast<const char*>(src + i) + 16 * 1024, _MM_HINT_T1);
+    __m512i r0, r1;
+    vbmi::decode64(_mm512_permutexvar_epi8(perm, _mm512_loadu_si512(src + i)), r0, r1);
+    _mm512_storeu_si512(dst + i, r0);
+    _mm512_storeu_si512(dst + i + 32, r1);
+  }
+  for (; i < n; ++i) {  // tail (n not a multiple of 64)
+    const uint8_t mag = src[i] & 0x7F;
+    dst[i] = static_cast<uint16_t>(kE4m3.lo[mag] | (kE4m3.hi[mag] << 8) | ((src[i] & 0x80) << 8));
+  }
+}
 
 void gemm_int8_avx512(const Int8Packed& p, const int8_t* qa, const float* sa, const int32_t* asum, int64_t M,
                       const float* bias, const YOut& y, int64_t nb0, int64_t nb1) {

@@ -141,9 +141,10 @@ void gemm_float(KernelLevel level, const FloatPacked& p, const uint16_t* xb, con
 // Call only at kernel level Amx.
 void load_amx_tile_config();
 
-// e4m3 bytes -> bf16 bits (exact; NaN -> +-480), AVX-512 VBMI; the AMX fp8 path decodes weights
-// with it. Call only at kernel level Amx (every AMX CPU has VBMI).
-void decode_e4m3_to_bf16_amx(const uint8_t* src, uint16_t* dst, int64_t n);
+// e4m3 bytes -> bf16 bits, bf16_from_f32(e4m3_to_f32(b)) for every byte (exact; NaN gives that
+// NaN), with the AVX-512 VBMI byte tables of the panel decode; the AMX fp8 path decodes weights
+// and activations with it. Needs AVX-512 (BW, VNNI) and VBMI: every AMX CPU has them.
+void decode_e4m3_to_bf16_vbmi(const uint8_t* src, uint16_t* dst, int64_t n);
 
 // The same in pieces of whole units of `grain` column blocks of 32 (a piece starts on a multiple
 // of grain and holds at most grain blocks; the last may be shorter), taken by whichever thread is
