@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -150,7 +151,13 @@ void produce(const OutTensor& t, QuantScheme scheme, const Sink& sink, bool chec
         qw.k = K;
         qw.q.resize(static_cast<size_t>(rows * K));
         qw.scale.resize(static_cast<size_t>(qw.scale_rows() * qw.scale_cols()));
-        quantize_rows(slab.data(), rows, K, static_cast<int>(scheme), qw.q.data(), qw.scale.data());
+        if (!quantize_rows(slab.data(), rows, K, static_cast<int>(scheme), qw.q.data(), qw.scale.data())) {
+          const auto bad = std::find_if(slab.begin(), slab.begin() + rows * K, [](float v) { return !std::isfinite(v); });
+          const int64_t i = bad - slab.begin();
+          fail("{}: tensor {} row {} col {}: value {} is not finite, so it has no {} code (hint: the checkpoint "
+               "is damaged; check it against its source)",
+               t.src_file->source(), t.src->name, r0 + i / K, i % K, *bad, quant_scheme_name(scheme));
+        }
         if (check) {
           // Independent checks of the stored values against the formulas: the scale is amax/Q
           // of its block (1 for all-zero), and every value dequantises to within half a step.
@@ -191,7 +198,7 @@ struct Plan {
 
 std::string shape_key(const TensorSpec& s) {
   std::string k = s.name + ":" + dtype_name(s.dtype);
-  for (auto d : s.shape) k += "," + std::to_string(d);
+  for (auto d : s.shape) k += fmt::format(",{}", d);
   return k;
 }
 
@@ -275,7 +282,8 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
   for (size_t i = 0; i < outs.size(); ++i) {
     const uint64_t nb = outs[i].spec.nbytes();
     plan.bytes_out += nb;
-    hash_src += "\n" + shape_key(outs[i].spec);
+    hash_src += '\n';
+    hash_src += shape_key(outs[i].spec);
     const bool follows = outs[i].op == Op::Scales || (i > 0 && ends_with(outs[i].spec.name, "_scale_inv") &&
                                                       outs[i].op == Op::Copy && outs[i - 1].op == Op::Copy &&
                                                       outs[i - 1].spec.dtype == DType::F8_E4M3);
@@ -284,7 +292,15 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
     plan.shards.back().bytes += nb;
     plan.shards.back().tensors.push_back(std::move(outs[i]));
   }
-  for (const auto& file : inputs) hash_src += "\n" + file->source() + ":" + std::to_string(file->data_start());
+  // The inputs as files (path, size, modification time: a changed input is another conversion)
+  // and the shard size (it names the shards).
+  for (const auto& file : inputs) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(file->source(), ec);
+    const auto mtime = std::filesystem::last_write_time(file->source(), ec).time_since_epoch().count();
+    hash_src += fmt::format("\n{}:{}:{}:{}", file->source(), file->data_start(), size, mtime);
+  }
+  hash_src += fmt::format("\nshard_bytes {}", opt.shard_bytes);
   plan.hash = sha256_hex(hash_src).substr(0, 16);
   const size_t n = plan.shards.size();
   for (size_t i = 0; i < n; ++i) plan.shards[i].file = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n);
@@ -315,6 +331,32 @@ bool shard_done(const std::filesystem::path& path, const Shard& s, const std::st
   } catch (const Error&) {
     return false;
   }
+}
+
+// The output directory for conversion `hash`: created if missing; an existing one must be empty
+// or hold an unfinished (or finished) run of this same conversion, marked by kMarker, which is
+// then resumed. Anything else (another conversion, other inputs, other files) is refused, so
+// two conversions never mix in one directory.
+constexpr const char* kMarker = ".qeval_convert";
+void claim_output_dir(const std::filesystem::path& out, const std::string& hash) {
+  std::error_code ec;
+  const auto marker = out / kMarker;
+  if (std::filesystem::exists(out, ec) && !std::filesystem::is_empty(out, ec)) {
+    std::string held;
+    if (std::filesystem::exists(marker, ec)) held = read_file(marker);
+    while (!held.empty() && (held.back() == '\n' || held.back() == ' ')) held.pop_back();
+    if (held == hash) {  // resume; the index (written last) comes back when this run completes
+      std::filesystem::remove(out / "model.safetensors.index.json", ec);
+      return;
+    }
+    if (!held.empty())
+      fail("{}: holds a conversion of other inputs, to another target or with another shard size ({} says {}, "
+           "this run is {}) (hint: pass a new --out, or remove that directory)", out.string(), marker.string(), held, hash);
+    fail("{}: exists and is not empty (hint: pass a new or empty --out)", out.string());
+  }
+  std::filesystem::create_directories(out, ec);
+  if (ec) fail("{}: cannot create output directory: {}", out.string(), ec.message());
+  write_file_atomic(marker, hash + "\n");
 }
 
 class Progress {
@@ -351,18 +393,28 @@ class Progress {
 
 namespace {
 
-float amax_span(const float* x, int64_t n) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 m = _mm256_setzero_ps();
+// max |x| over x[0..n), as the bits of |x| (sign cleared): for non-negative floats the integer
+// order is the float order, so this is the float amax, and bits >= 0x7F800000 (inf, NaN) say
+// that some value is not finite — which a float max would pass over for NaN.
+uint32_t amax_bits(const float* x, int64_t n) {
+  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i m = _mm256_setzero_si256();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
-  alignas(32) float t[8];
-  _mm256_store_ps(t, m);
-  float a = 0.0f;
-  for (float v : t) a = std::max(a, v);
-  for (; i < n; ++i) a = std::max(a, std::fabs(x[i]));
+  for (; i + 8 <= n; i += 8)
+    m = _mm256_max_epi32(m, _mm256_and_si256(abs, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
+  alignas(32) uint32_t t[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), m);
+  uint32_t a = 0;
+  for (uint32_t v : t) a = std::max(a, v);
+  for (; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, 4);
+    a = std::max(a, b & 0x7FFFFFFFu);
+  }
   return a;
 }
+constexpr uint32_t kInfBits = 0x7F800000u;
+float bits_float(uint32_t b) { return std::bit_cast<float>(b); }
 
 // 8 lanes of clamp(x / s) -> int32 codes: int8 (RNE, +-127) or e4m3 bits (clamp +-448, then
 // the same bit steps as e4m3_from_f32 for |v| < 480: subnormal add trick or rebias + RNE).
@@ -413,34 +465,40 @@ void quantize_span(const float* x, int64_t n, float s, bool fp8, uint8_t* q) {
 
 }  // namespace
 
-void quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_t* q, float* scales) {
+bool quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_t* q, float* scales) {
   const auto scheme = static_cast<QuantScheme>(scheme_i);
   const bool fp8 = scheme == QuantScheme::Fp8Block;
   const float qmax = fp8 ? kE4m3Max : kInt8Max;
   if (scheme == QuantScheme::Int8Channel) {
     for (int64_t n = 0; n < rows; ++n) {
-      const float amax = amax_span(w + n * K, K);
-      const float s = amax > 0.0f ? amax / qmax : 1.0f;  // all-zero row: s = 1
+      const uint32_t amax = amax_bits(w + n * K, K);
+      if (amax >= kInfBits) return false;
+      const float s = amax > 0 ? bits_float(amax) / qmax : 1.0f;  // all-zero row: s = 1
       scales[n] = s;
       quantize_span(w + n * K, K, s, false, q + n * K);
     }
-    return;
+    return true;
   }
   for (int64_t k0 = 0; k0 < K; k0 += kQuantBlock) {
     const int64_t kw = std::min(kQuantBlock, K - k0);  // partial edge block
-    float amax = 0.0f;
-    for (int64_t n = 0; n < rows; ++n) amax = std::max(amax, amax_span(w + n * K + k0, kw));
-    const float s = amax > 0.0f ? amax / qmax : 1.0f;  // all-zero block: s = 1
+    uint32_t amax = 0;
+    for (int64_t n = 0; n < rows; ++n) amax = std::max(amax, amax_bits(w + n * K + k0, kw));
+    if (amax >= kInfBits) return false;
+    const float s = amax > 0 ? bits_float(amax) / qmax : 1.0f;  // all-zero block: s = 1
     scales[k0 / kQuantBlock] = s;
     for (int64_t n = 0; n < rows; ++n) quantize_span(w + n * K + k0, kw, s, fp8, q + n * K + k0);
   }
+  return true;
 }
 
 bool is_quantizable_weight(const std::string& name, size_t rank) {
   if (rank != 2 || !ends_with(name, ".weight")) return false;
   if (name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos) return false;
   if (name.find("norm") != std::string::npos) return false;
-  if (ends_with(name, ".mlp.gate.weight") || ends_with(name, "shared_expert_gate.weight")) return false;
+  // MoE routers: mlp.gate (DeepSeek, Qwen-MoE), block_sparse_moe.gate (Mixtral), shared_expert_gate,
+  // and any *.router.weight.
+  if (ends_with(name, ".gate.weight") || ends_with(name, "shared_expert_gate.weight") || ends_with(name, ".router.weight"))
+    return false;
   return true;
 }
 
@@ -491,11 +549,14 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
 
   Plan plan = make_plan(opt, inputs, by_name);
   const QuantScheme scheme = target_scheme(opt.to);
-  std::filesystem::create_directories(opt.out, ec);
-  if (ec) fail("{}: cannot create output directory: {}", opt.out.string(), ec.message());
-  // Shards of an earlier, different conversion would be picked up by nothing (new names/index)
-  // but could confuse a reader: the index written last lists exactly this run's files.
+  claim_output_dir(opt.out, plan.hash);
   Progress progress(opt.progress, plan.bytes_in);
+  // Drops the input pages of a tensor once read, so RSS stays bounded.
+  auto release_input = [](const OutTensor& t) {
+    if (t.op == Op::Scales || !t.src_file->mapping()) return;
+    const uint8_t* base = t.src_file->mapping()->data();
+    t.src_file->mapping()->release(static_cast<const uint8_t*>(t.src->data) - base, t.src->nbytes);
+  };
   st.n_shards = static_cast<int>(plan.shards.size());
   for (const auto& shard : plan.shards) {
     const auto path = opt.out / shard.file;
@@ -512,17 +573,49 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
     SafetensorsWriter w(path, specs, {{"format", "pt"}, {"qeval_convert", plan.hash}});
     for (const auto& t : shard.tensors) {
       produce(t, scheme, [&](const void* p, size_t n) { w.append(p, n); }, false);
-      if (t.op != Op::Scales) {
-        // Drop the input pages we are done with so RSS stays bounded.
-        const auto* base = t.src_file->mapping() ? t.src_file->mapping()->data() : nullptr;
-        if (base) t.src_file->mapping()->release(static_cast<const uint8_t*>(t.src->data) - base, t.src->nbytes);
-        progress.add(t.src->nbytes + (t.src_scale ? t.src_scale->nbytes : 0), t.spec.name);
-      }
-      if (t.op == Op::Quantize || (t.op == Op::Copy && t.spec.dtype == DType::F8_E4M3)) ++st.n_quantized;
+      release_input(t);
+      if (t.op != Op::Scales) progress.add(t.src->nbytes + (t.src_scale ? t.src_scale->nbytes : 0), t.spec.name);
     }
     w.finish();
   }
   progress.end();
+  for (const auto& shard : plan.shards)
+    for (const auto& t : shard.tensors)
+      if (t.op == Op::Quantize || (t.op == Op::Copy && t.spec.dtype == DType::F8_E4M3)) ++st.n_quantized;
+  st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  st.cpu_seconds = cpu_now() - cpu0;
+
+  // The verify pass, before the index: a shard that fails it is removed (a re-run makes it
+  // again), and the output never looks complete.
+  if (opt.verify) {
+    const auto v0 = Clock::now();
+    for (const auto& shard : plan.shards) {
+      const auto path = opt.out / shard.file;
+      try {
+        auto f = SafetensorsFile::open(path);
+        if (f->tensors().size() != shard.tensors.size())
+          fail("verify: {}: {} tensors, expected {}", f->source(), f->tensors().size(), shard.tensors.size());
+        for (const auto& t : shard.tensors) {
+          const TensorView* v = f->find(t.spec.name);
+          if (!v || v->dtype != t.spec.dtype || v->shape != t.spec.shape)
+            fail("verify: {}: tensor {} missing or with the wrong dtype/shape", f->source(), t.spec.name);
+          size_t off = 0;
+          produce(t, scheme, [&](const void* p, size_t n) {
+            if (off + n > v->nbytes || std::memcmp(static_cast<const uint8_t*>(v->data) + off, p, n) != 0)
+              fail("verify: {}: tensor {} differs from the re-computed value near byte {}", f->source(), t.spec.name, off);
+            off += n;
+          }, true);
+          if (off != v->nbytes) fail("verify: {}: tensor {} has extra bytes", f->source(), t.spec.name);
+          f->mapping()->release(static_cast<const uint8_t*>(v->data) - f->mapping()->data(), v->nbytes);
+          release_input(t);
+        }
+      } catch (const Error&) {
+        std::filesystem::remove(path, ec);
+        throw;
+      }
+    }
+    st.verify_seconds = std::chrono::duration<double>(Clock::now() - v0).count();
+  }
 
   // Index, config, other files; the index goes last: its presence marks a complete output.
   nlohmann::json wm = nlohmann::json::object();
@@ -541,31 +634,6 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
   st.bytes_in = plan.bytes_in;
   st.bytes_out = plan.bytes_out;
   for (const auto& s : plan.shards) st.n_tensors_out += static_cast<int>(s.tensors.size());
-  st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  st.cpu_seconds = cpu_now() - cpu0;
-
-  if (opt.verify) {
-    const auto v0 = Clock::now();
-    for (const auto& shard : plan.shards) {
-      auto f = SafetensorsFile::open(opt.out / shard.file);
-      if (f->tensors().size() != shard.tensors.size())
-        fail("verify: {}: {} tensors, expected {}", f->source(), f->tensors().size(), shard.tensors.size());
-      for (const auto& t : shard.tensors) {
-        const TensorView* v = f->find(t.spec.name);
-        if (!v || v->dtype != t.spec.dtype || v->shape != t.spec.shape)
-          fail("verify: {}: tensor {} missing or with the wrong dtype/shape", f->source(), t.spec.name);
-        size_t off = 0;
-        produce(t, scheme, [&](const void* p, size_t n) {
-          if (off + n > v->nbytes || std::memcmp(static_cast<const uint8_t*>(v->data) + off, p, n) != 0)
-            fail("verify: {}: tensor {} differs from the re-computed value near byte {}", f->source(), t.spec.name, off);
-          off += n;
-        }, true);
-        if (off != v->nbytes) fail("verify: {}: tensor {} has extra bytes", f->source(), t.spec.name);
-        f->mapping()->release(static_cast<const uint8_t*>(v->data) - f->mapping()->data(), v->nbytes);
-      }
-    }
-    st.verify_seconds = std::chrono::duration<double>(Clock::now() - v0).count();
-  }
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   st.peak_rss_kb = ru.ru_maxrss;

@@ -34,8 +34,12 @@ struct ConvertStats {
   long peak_rss_kb = 0;                // getrusage maxrss at the end
 };
 
-// Runs the conversion. Throws Error naming the file/tensor on any problem; on failure the
-// shards completed so far stay in place and a re-run skips them.
+// Runs the conversion into opt.out, which must be new, empty, or an earlier run of the same
+// conversion (same inputs, unchanged, same target and shard size: its marker file
+// .qeval_convert says so). Throws Error naming the file/tensor on any problem (a weight to
+// quantise that holds inf or NaN is one); on failure the shards completed so far stay in place
+// and a re-run skips them. The index is written last, after --verify: its presence marks a
+// complete output.
 ConvertStats convert_checkpoint(const ConvertOptions& opt);
 
 // The CLI entry: runs convert_checkpoint and prints a summary; returns the exit code (0).
@@ -44,12 +48,14 @@ int convert_main(const ConvertOptions& opt);
 // Quantises `rows` (<= 128) rows of w [rows, K] f32, the rows of one 128-row block row, in
 // `scheme` (not None): q [rows, K] (int8 or e4m3 bits), scales [ceil(K/128)] (block schemes)
 // or [rows] (Int8Channel). Bit-identical to quantize_weight() of quant.h on the same rows
-// (AVX2; the converter's hot loop). Thread-safe.
-void quantize_rows(const float* w, int64_t rows, int64_t K, int scheme, uint8_t* q, float* scales);
+// (AVX2; the converter's hot loop). Thread-safe. Returns false, q and scales then unspecified,
+// when a value is inf or NaN (it has no code).
+bool quantize_rows(const float* w, int64_t rows, int64_t K, int scheme, uint8_t* q, float* scales);
 
 // Whether the converter quantises a tensor of this name and rank when the input carries no
 // scale for it: 2-D `.weight` tensors except embeddings, lm_head, norms and MoE routers
-// (`mlp.gate.weight`, `shared_expert_gate.weight`).
+// (`*.gate.weight` as mlp.gate and block_sparse_moe.gate, `shared_expert_gate.weight`,
+// `*.router.weight`).
 bool is_quantizable_weight(const std::string& name, size_t rank);
 
 }  // namespace qeval

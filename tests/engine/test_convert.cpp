@@ -5,7 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <chrono>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "core/error.h"
@@ -325,19 +327,64 @@ TEST_CASE("convert: resumes per shard and --verify catches a corrupted shard", "
   CHECK(c.n_shards_skipped == a.n_shards - 1);
   CHECK(fs::exists(dir / "out" / files[1]));
   CHECK(!fs::exists(dir / "out" / (files[1] + ".partial")));
-  // A different target does not reuse the shards.
+  // Another target, another shard size or changed inputs into the same directory are refused,
+  // and leave it as it was.
+  const auto index = dir / "out" / "model.safetensors.index.json";
   auto o2 = opts(dir / "in", dir / "out", "int8-channel");
-  CHECK(convert_checkpoint(o2).n_shards_skipped == 0);
+  CHECK_THROWS_WITH(convert_checkpoint(o2), Catch::Contains(".qeval_convert") && Catch::Contains("new --out"));
+  auto o3 = o;
+  o3.shard_bytes = 1 << 20;
+  CHECK_THROWS_WITH(convert_checkpoint(o3), Catch::Contains("another shard size"));
+  const auto input = dir / "in" / "model.safetensors";
+  const auto mtime = fs::last_write_time(input);
+  fs::last_write_time(input, mtime + std::chrono::seconds(1));
+  CHECK_THROWS_WITH(convert_checkpoint(o), Catch::Contains("other inputs"));
+  fs::last_write_time(input, mtime);
+  CHECK(fs::exists(index));
+  CHECK(convert_checkpoint(o).n_shards_skipped == a.n_shards);
+  // A non-empty directory that holds no conversion is refused too.
+  fs::create_directories(dir / "other");
+  write_file_atomic(dir / "other" / "notes.txt", "mine");
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "other", "int8-block")), Catch::Contains("not empty"));
+  CHECK(!fs::exists(dir / "other" / "model.safetensors.index.json"));
   // Flip one data byte of a finished shard: the header still matches (so it is reused), and
-  // the verify pass must notice.
-  ConvertStats d = convert_checkpoint(o);
-  CHECK(d.n_shards_skipped == 0);
+  // the verify pass must notice, remove that shard and leave no index; the next run remakes it.
   auto path = dir / "out" / files[0];
   std::string bytes = read_file(path);
   bytes[bytes.size() - 3] ^= 0x55;
   write_file_atomic(path, bytes);
   o.verify = true;
   CHECK_THROWS_WITH(convert_checkpoint(o), Catch::Contains("verify") && Catch::Contains(files[0]));
+  CHECK(!fs::exists(path));
+  CHECK(!fs::exists(index));
+  ConvertStats e = convert_checkpoint(o);
+  CHECK(e.n_shards_skipped == a.n_shards - 1);
+  CHECK(e.n_quantized == a.n_quantized);  // counted over reused shards too
+  CHECK(fs::exists(index));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert: a weight to quantise that holds inf or NaN is an error naming it", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  fs::create_directories(dir / "in");
+  fx::FixtureTensor w{"model.layers.0.mlp.up_proj.weight", {140, 300}, std::vector<float>(140 * 300, 0.25f), "", {}};
+  fx::FixtureTensor norm{"model.norm.weight", {300}, std::vector<float>(300, 1.0f), "", {}};
+  write_file_atomic(dir / "in" / "config.json", "{}");
+  for (float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    w.values[133 * 300 + 257] = bad;
+    fx::write_safetensors(dir / "in" / "model.safetensors", {&w, &norm}, "F32");
+    for (std::string to : {"int8-block", "int8-channel", "fp8-block"}) {
+      INFO(to << " " << bad);
+      fs::remove_all(dir / "out");
+      CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "out", to)),
+                        Catch::Contains("model.layers.0.mlp.up_proj.weight row 133 col 257") &&
+                            Catch::Contains("not finite"));
+      CHECK(!fs::exists(dir / "out" / "model.safetensors.index.json"));
+    }
+    fs::remove_all(dir / "out");
+    CHECK_NOTHROW(convert_checkpoint(opts(dir / "in", dir / "out", "bf16")));  // a plain cast keeps it
+    fs::remove_all(dir / "out");
+  }
   fs::remove_all(dir);
 }
 
@@ -374,6 +421,11 @@ TEST_CASE("convert: bad inputs and options are clear errors", "[convert][unit]")
   CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "i8", dir / "o", "bf16")), Catch::Contains("w8a8_int8"));
   CHECK(is_quantizable_weight("model.layers.3.mlp.experts.7.gate_proj.weight", 2));
   CHECK(!is_quantizable_weight("model.layers.3.mlp.gate.weight", 2));
+  CHECK(!is_quantizable_weight("model.layers.3.block_sparse_moe.gate.weight", 2));  // Mixtral's router
+  CHECK(!is_quantizable_weight("model.layers.3.mlp.router.weight", 2));
+  CHECK(!is_quantizable_weight("model.layers.3.mlp.shared_expert_gate.weight", 2));
+  CHECK(is_quantizable_weight("model.layers.3.mlp.gate_proj.weight", 2));
+  CHECK(is_quantizable_weight("model.layers.3.block_sparse_moe.experts.0.w1.weight", 2));
   CHECK(!is_quantizable_weight("model.embed_tokens.weight", 2));
   CHECK(!is_quantizable_weight("lm_head.weight", 2));
   CHECK(!is_quantizable_weight("model.layers.0.self_attn.kv_a_layernorm.weight", 1));
@@ -426,9 +478,19 @@ TEST_CASE("quantize_rows equals quantize_weight bit for bit on random slabs", "[
         QuantizedWeight ref = quantize_weight(w.data(), rows, K, sc);
         std::vector<uint8_t> q(rows * K);
         std::vector<float> s(ref.scale.size());
-        quantize_rows(w.data(), rows, K, static_cast<int>(sc), q.data(), s.data());
+        CHECK(quantize_rows(w.data(), rows, K, static_cast<int>(sc), q.data(), s.data()));
         CHECK(q == ref.q);
         CHECK(s == ref.scale);
+        // One inf or NaN anywhere (vector body or scalar tail) is reported, not quantised.
+        for (float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                          std::numeric_limits<float>::quiet_NaN()}) {
+          std::vector<float> wb = w;
+          wb[(rows - 1) * K + (K - 1) / 2] = bad;
+          CHECK(!quantize_rows(wb.data(), rows, K, static_cast<int>(sc), q.data(), s.data()));
+          wb = w;
+          wb[rows * K - 1] = bad;
+          CHECK(!quantize_rows(wb.data(), rows, K, static_cast<int>(sc), q.data(), s.data()));
+        }
       }
     }
   }
