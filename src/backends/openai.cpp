@@ -124,6 +124,9 @@ class OpenAIBackend final : public Backend {
              scrub(openai::error_message(r.body)), key_hint());
       }
       reachable.push_back(urls[i]);
+      if (r.status == 404)
+        fmt::print(stderr, "warning: {}: {} answered HTTP 404; some servers lack /models, but if every request "
+                   "fails, check base_url (it usually ends in /v1)\n", where_, r.url);
       if (r.status < 200 || r.status >= 300) continue;  // some servers lack /models
       json j = json::parse(r.body, nullptr, false);
       if (!j.is_object() || !j.contains("data") || !j["data"].is_array()) continue;

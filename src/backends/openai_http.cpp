@@ -11,6 +11,7 @@
 #include <deque>
 #include <mutex>
 #include <queue>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -86,6 +87,8 @@ HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options))
   }
   headers_ = h;
   in_flight_per_replica_.assign(options_.base_urls.size(), 0);
+  failures_in_a_row_.assign(options_.base_urls.size(), 0);
+  benched_until_.assign(options_.base_urls.size(), Clock::time_point{});
   rng_.seed(std::random_device{}());
 }
 
@@ -102,6 +105,8 @@ void HttpClient::set_base_urls(std::vector<std::string> base_urls) {
   if (base_urls.empty()) fail("openai: no base_url left");
   options_.base_urls = std::move(base_urls);
   in_flight_per_replica_.assign(options_.base_urls.size(), 0);
+  failures_in_a_row_.assign(options_.base_urls.size(), 0);
+  benched_until_.assign(options_.base_urls.size(), Clock::time_point{});
 }
 
 HttpClient::Slot* HttpClient::acquire_slot() {
@@ -130,14 +135,16 @@ HttpClient::Slot* HttpClient::acquire_slot() {
 void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, std::string&)>& make,
                      const std::function<Verdict(size_t, HttpResult&&, int, bool)>& on_result) {
   CURLM* multi = static_cast<CURLM*>(multi_);
+  constexpr size_t kAny = static_cast<size_t>(-1);
   struct Retry {
     Clock::time_point due;
     size_t index;
     int attempt;
+    size_t failed_on;  // the replica of the failed attempt
     bool operator>(const Retry& o) const { return due > o.due; }
   };
   std::priority_queue<Retry, std::vector<Retry>, std::greater<>> waiting;
-  std::deque<std::pair<size_t, int>> ready;  // retries whose backoff has passed
+  std::deque<Retry> ready;  // retries whose backoff has passed
   size_t next_new = 0, n_done = 0;
   int n_busy = 0;
 
@@ -154,7 +161,7 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
     }
   } guard{this};
 
-  auto start = [&](size_t index, int attempt) {
+  auto start = [&](size_t index, int attempt, size_t failed_on) {
     Slot* s = acquire_slot();
     s->busy = true;
     s->index = index;
@@ -165,12 +172,19 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
     s->retry_after_s = -1;
     s->error[0] = 0;
     make(index, s->path, s->body);
-    // Least in flight; ties go round-robin.
+    // Replicas not benched, and for a retry not the one that failed it, when there are any
+    // (else those benched until the soonest); then least in flight; ties go round-robin.
     const size_t n_rep = options_.base_urls.size();
+    const auto now = Clock::now();
+    auto rank = [&](size_t r) {
+      const bool benched = benched_until_[r] > now;
+      return std::make_tuple(benched ? benched_until_[r] : Clock::time_point{}, r == failed_on,
+                             in_flight_per_replica_[r]);
+    };
     size_t best = rr_next_ % n_rep;
     for (size_t k = 1; k < n_rep; ++k) {
       size_t r = (rr_next_ + k) % n_rep;
-      if (in_flight_per_replica_[r] < in_flight_per_replica_[best]) best = r;
+      if (rank(r) < rank(best)) best = r;
     }
     rr_next_ = best + 1;
     s->replica = best;
@@ -186,16 +200,16 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
   while (n_done < n) {
     const auto now = Clock::now();
     while (!waiting.empty() && waiting.top().due <= now) {
-      ready.emplace_back(waiting.top().index, waiting.top().attempt);
+      ready.push_back(waiting.top());
       waiting.pop();
     }
     while (n_busy < options_.concurrency && (!ready.empty() || next_new < n)) {
       if (!ready.empty()) {
-        auto [i, a] = ready.front();
+        const Retry r = ready.front();
         ready.pop_front();
-        start(i, a);
+        start(r.index, r.attempt, r.failed_on);
       } else {
-        start(next_new++, 0);
+        start(next_new++, 0, kAny);
       }
     }
 
@@ -221,14 +235,22 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
       r.body = std::move(s->response);
       r.retry_after_s = s->retry_after_s;
       r.url = s->url;
-      const size_t index = s->index;
+      const size_t index = s->index, replica = s->replica;
       const int attempt = s->attempt;
       const double retry_after_s = s->retry_after_s;
       s->busy = false;
       --n_busy;
-      --in_flight_per_replica_[s->replica];
+      --in_flight_per_replica_[replica];
       const bool last = attempt >= options_.max_retries;
       const Verdict v = on_result(index, std::move(r), attempt, last);
+      if (v == Verdict::kRetry) {  // the replica failed this attempt: bench it for a while
+        const int f = ++failures_in_a_row_[replica];
+        benched_until_[replica] =
+            Clock::now() + std::chrono::milliseconds(std::min<int64_t>(30000, int64_t{1000} << std::min(f - 1, 5)));
+      } else {
+        failures_in_a_row_[replica] = 0;
+        benched_until_[replica] = Clock::time_point{};
+      }
       if (v == Verdict::kRetry && !last) {
         const double cap = std::min(options_.backoff_max_s,
                                     options_.backoff_base_s * std::ldexp(1.0, attempt));
@@ -238,7 +260,7 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
         }
         waiting.push({Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                          std::chrono::duration<double>(delay)),
-                       index, attempt + 1});
+                       index, attempt + 1, replica});
       } else {
         ++n_done;
       }

@@ -1,10 +1,15 @@
 // The HTTP transport of the openai backend: a libcurl multi event loop that keeps up to
 // `concurrency` POST requests in flight over reused keep-alive connections, spreads them
 // over replica base URLs (least in flight first), and re-queues attempts the caller wants
-// retried after exponential backoff with full jitter (at least Retry-After). It only moves
-// bytes: what counts as success or as retryable is decided by the caller.
+// retried after exponential backoff with full jitter (at least Retry-After). A replica whose
+// attempt the caller wants retried is benched for a while (1 s, doubling with each failure in a
+// row, at most 30 s; an answer that is not retried clears it), and a retry goes to another
+// replica than the one that failed it, so a dead or sick replica gets only probes while a
+// healthy one remains. It only moves bytes: what counts as success or as retryable is decided
+// by the caller.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -74,6 +79,8 @@ class HttpClient {
   void* headers_ = nullptr;         // curl_slist* shared by every request
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<int> in_flight_per_replica_;
+  std::vector<int> failures_in_a_row_;                                // per replica
+  std::vector<std::chrono::steady_clock::time_point> benched_until_;  // per replica
   size_t rr_next_ = 0;
   std::mt19937_64 rng_;
 };

@@ -44,17 +44,29 @@ json evaluate_gates(const json& r, const std::vector<Gate>& gates) {
       const json* m = at(*t, {"metrics", g.metric});
       const json* bm = at(r, {"variants", base, "tasks", g.task, "metrics", g.metric});
       bool needs_metric = g.max_drop || g.max_rel_drop || g.significant_drop || g.min_value;
+      const bool vs_base = (g.max_drop || g.max_rel_drop || g.significant_drop) && v != base;
+      // A comparison is only as sound as the baseline: its errors count against max_errors too.
+      if (vs_base) {
+        const json* bt = at(r, {"variants", base, "tasks", g.task});
+        const int base_errors = bt ? bt->value("n_errors", 0) : 0;
+        if (base_errors > g.max_errors)
+          fails.push_back(fmt::format("baseline {}: {} per-sample errors > max_errors {}", base, base_errors, g.max_errors));
+      }
       if (needs_metric && !m) {
         fails.push_back(fmt::format("metric {} missing for {}", g.metric, g.task));
+      } else if (m && !(*m)["value"].is_number()) {
+        fails.push_back(fmt::format("no scored sample (n=0, {} errors)", n_errors));
       } else if (m) {
         double val = (*m)["value"].get<double>();
         if (g.min_value) {
           std::string s = fmt::format("value {:.4f} vs min_value {:.4f}", val, *g.min_value);
           (val >= *g.min_value ? passes : fails).push_back(s);
         }
-        if ((g.max_drop || g.max_rel_drop || g.significant_drop) && v != base) {
+        if (vs_base) {
           if (!bm) {
             fails.push_back(fmt::format("baseline {} has no {} for {}", base, g.metric, g.task));
+          } else if (!(*bm)["value"].is_number()) {
+            fails.push_back(fmt::format("baseline {} has no scored sample of {} (n=0)", base, g.task));
           } else {
             double b = (*bm)["value"].get<double>();
             double drop = b - val;

@@ -224,7 +224,7 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
     const json* first = find(r, {"variants", vs.front(), "tasks", t, "subtasks"});
     if (!first || first->empty()) continue;
     md += fmt::format("\n<details><summary>{}: per-subtask results</summary>\n\n| subtask | metric |", t);
-    for (const auto& v : vs) md += " " + md_escape(v) + " |";
+    for (const auto& v : vs) md += fmt::format(" {} |", md_escape(v));
     md += "\n|---|---|";
     for (size_t i = 0; i < vs.size(); ++i) md += "---|";
     md += "\n";
@@ -285,7 +285,7 @@ std::string render_svg(const json& r) {
     double gx = left + gap / 2 + group_w * static_cast<double>(ri);
     for (size_t vi = 0; vi < vs.size(); ++vi) {
       const json* m = find(r, {"variants", vs[vi], "tasks", rs[ri].task, "metrics", rs[ri].metric});
-      if (!m) continue;
+      if (!m || !(*m)["value"].is_number()) continue;  // n = 0: no bar
       double v = std::clamp((*m)["value"].get<double>(), 0.0, 1.0);
       double e = 1.96 * num((*m)["stderr"]);
       double x = gx + bar_w * static_cast<double>(vi);

@@ -36,6 +36,8 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
   std::vector<std::pair<double, double>> spans;  // [start, end] of each request
   std::vector<double> latencies;
   std::map<std::string, std::vector<double>> values;
+  std::string first_error;  // of the lowest doc id, so it does not depend on the order of parts
+  long first_error_doc = -1;
   for (const auto* p : parts) {
     for (const auto& [doc, s] : *p) {
       if (s.value("prompt_truncated", false)) ++n_ptrunc;
@@ -47,6 +49,10 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
       }
       if (!ok(s)) {
         ++n_err;
+        if (s.contains("error") && s["error"].is_string() && (first_error_doc < 0 || doc < first_error_doc)) {
+          first_error = s["error"].get<std::string>();
+          first_error_doc = doc;
+        }
         continue;
       }
       ++n;
@@ -57,10 +63,13 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
   }
   json j = {{"version", version}, {"n", n}, {"n_errors", n_err}, {"n_invalid", n_invalid}, {"n_truncated", n_trunc},
             {"n_prompt_truncated", n_ptrunc}};
+  if (n_err > 0) j["first_error"] = first_error;
   j["metrics"] = json::object();
   for (const auto& m : metrics) {
     MeanStat st = mean_stat(values[m]);
-    j["metrics"][m] = {{"value", st.value}, {"stderr", std::isfinite(st.std_err) ? json(st.std_err) : json(nullptr)},
+    // No scored sample (every request failed): no value, not 0.
+    j["metrics"][m] = {{"value", n > 0 ? json(st.value) : json(nullptr)},
+                       {"stderr", n > 0 && std::isfinite(st.std_err) ? json(st.std_err) : json(nullptr)},
                        {"n", st.n}};
   }
   // Busy wall time: the union of the requests' [start, end] intervals, so the pause between a

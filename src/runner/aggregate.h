@@ -23,8 +23,10 @@ struct TaskLayout {
 };
 
 // Results of one variant's task: {"version","n","n_errors","n_invalid","n_truncated",
-// "n_prompt_truncated","metrics":{key:{"value","stderr","n"}},"throughput":{...}}.
-// Samples without an error count in the metrics; errors are counted, not scored.
+// "n_prompt_truncated","metrics":{key:{"value","stderr","n"}},"throughput":{...}}, and
+// "first_error" (the error of the lowest failed doc id) when n_errors > 0.
+// Samples without an error count in the metrics; errors are counted, not scored. With no
+// sample scored (n = 0) a metric's value and stderr are null.
 nlohmann::json aggregate_samples(const std::vector<const SampleMap*>& parts,
                                  const std::vector<std::string>& metrics, const std::string& version);
 

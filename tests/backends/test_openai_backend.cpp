@@ -285,6 +285,29 @@ TEST_CASE("unreachable replicas are skipped when one answers", "[openai][backend
   CHECK(backend->info().details["base_urls"] == json::array({server.base_url()}));
 }
 
+// A replica that fails every request (HTTP 500, or refused: it died after check_ready) while
+// another answers: the failing one is benched and retries go elsewhere, so no sample fails,
+// and it gets the first wave and a few probes only.
+TEST_CASE("retries avoid a failing replica while a healthy one remains", "[openai][backend]") {
+  FakeOpenAI::Options sick;
+  sick.fault = [](const std::string&, int) { return Fault::k500; };
+  FakeOpenAI bad(sick), good;
+  for (bool dead : {false, true}) {
+    CAPTURE(dead);
+    const std::string bad_url = dead ? fmt::format("http://127.0.0.1:{}/v1", dead_port()) : bad.base_url();
+    OpenAIConfig c = config_for({bad_url, good.base_url()}, 8);
+    c.max_retries = 2;
+    auto backend = make_openai_backend(c, "test");
+    const int good_before = good.total_requests();
+    auto res = run_generate(*backend, completion_requests(200, dead ? "dead" : "sick"));
+    int errors = 0;
+    for (auto& r : res) errors += !r.error.empty();
+    CHECK(errors == 0);
+    CHECK(good.total_requests() - good_before >= 200);
+  }
+  CHECK(bad.total_requests() <= 24);
+}
+
 TEST_CASE("timeouts are retried and then recorded", "[openai][backend]") {
   FakeOpenAI::Options o;
   o.fault = FakeOpenAI::fail_first(100, Fault::kDelay);

@@ -85,6 +85,45 @@ TEST_CASE("gates: max_drop, max_rel_drop, significant_drop, max_errors") {
   CHECK_FALSE(evaluate_gates(r, {gates[2]})[0]["passed"].get<bool>());
 }
 
+TEST_CASE("gates: the baseline's errors count, and no scored sample fails every gate") {
+  std::vector<Gate> gates(2);
+  gates[0].task = "mmlu", gates[0].metric = "acc,none", gates[0].max_rel_drop = 0.02;  // max_errors 0
+  gates[1].task = "mmlu", gates[1].metric = "acc,none", gates[1].min_value = 0.1;
+  json r = fixed_results();
+  REQUIRE(evaluate_gates(r, gates)[0]["passed"].get<bool>());
+  // Errors in the baseline make the comparison unsound: a comparing gate fails on them.
+  r["variants"]["a"]["tasks"]["mmlu"]["n_errors"] = 3;
+  json out = evaluate_gates(r, gates);
+  CHECK_FALSE(out[0]["passed"].get<bool>());
+  CHECK_THAT(out[0]["why"].get<std::string>(), Catch::Contains("baseline a: 3 per-sample errors > max_errors 0"));
+  CHECK(out[1]["passed"].get<bool>());  // min_value does not compare
+  // Every baseline request failed: n = 0, no value.
+  r["variants"]["a"]["tasks"]["mmlu"]["n_errors"] = 0;
+  r["variants"]["a"]["tasks"]["mmlu"]["n"] = 0;
+  r["variants"]["a"]["tasks"]["mmlu"]["metrics"]["acc,none"] = {{"value", nullptr}, {"stderr", nullptr}, {"n", 0}};
+  out = evaluate_gates(r, gates);
+  CHECK_FALSE(out[0]["passed"].get<bool>());
+  CHECK_THAT(out[0]["why"].get<std::string>(), Catch::Contains("baseline a has no scored sample"));
+  // Every request of the compared variant failed.
+  r = fixed_results();
+  r["variants"]["b"]["tasks"]["mmlu"]["n"] = 0;
+  r["variants"]["b"]["tasks"]["mmlu"]["n_errors"] = 40;
+  r["variants"]["b"]["tasks"]["mmlu"]["metrics"]["acc,none"] = {{"value", nullptr}, {"stderr", nullptr}, {"n", 0}};
+  gates[0].max_errors = 100;
+  gates[1].max_errors = 100;
+  out = evaluate_gates(r, gates);
+  for (const json& g : out) {
+    CHECK_FALSE(g["passed"].get<bool>());
+    CHECK_THAT(g["why"].get<std::string>(), Catch::Contains("no scored sample (n=0, 40 errors)"));
+  }
+  // The report shows n/a and draws no bar for it.
+  CHECK(render_markdown(r, "report.svg").find("n/a ± n/a (n=0)") != std::string::npos);
+  std::string svg = render_svg(r);
+  size_t rects = 0, pos = 0;
+  while ((pos = svg.find("<rect", pos)) != std::string::npos) ++rects, ++pos;
+  CHECK(rects == 2 * 2 + 2 - 1);
+}
+
 TEST_CASE("junit has one failing testcase per failed gate") {
   json r = fixed_results();
   r["gates"] = json::array({{{"task", "gsm8k"}, {"metric", "m"}, {"variant", "b"}, {"passed", false}, {"why", "drop <big>"}},

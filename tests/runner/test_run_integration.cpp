@@ -448,6 +448,35 @@ TEST_CASE("run_eval: an unreachable server is an Error before anything is writte
   CHECK_FALSE(fs::exists(tmp.path() / "out"));
 }
 
+// A variant whose every request of a task fails (a dead server, a wrong base_url) did not run
+// that task: exit 2 after writing the results (nothing computed is lost), with no value (not
+// 0) for its metrics, even without gates.
+TEST_CASE("run_eval: a task of which a variant got no answer at all exits 2") {
+  TempDir tmp("allfail");
+  write_datasets(tmp.path() / "data");
+  EnvGuard data_env("QEVAL_DATA", (tmp.path() / "data").string());
+  auto good = make_server(0, "m", nullptr);
+  testing::FakeOptions o;
+  o.fault = [](const std::string&, int) { return Fault::k500; };
+  FakeOpenAI bad(o);
+  const fs::path cfg = tmp.path() / "run.yaml";
+  write_text(cfg, "name: f\ntasks: [gsm8k]\nlimit: 3\nvariants:\n"
+                  "  - {name: a, backend: openai, base_url: \"" + good->base_url() + "\", model: m}\n"
+                  "  - {name: b, backend: openai, base_url: \"" + bad.base_url() + "\", model: m, max_retries: 0}\n");
+  RunOptions opts;
+  opts.config = cfg;
+  opts.out = tmp.path() / "out";
+  CHECK(run_eval(opts) == 2);
+  json r = json::parse(read_file(tmp.path() / "out" / "results.json"));
+  const json& b = r["variants"]["b"]["tasks"]["gsm8k"];
+  CHECK(b["n"] == 0);
+  CHECK(b["n_errors"] == 3);
+  CHECK(b["metrics"]["exact_match,strict-match"]["value"].is_null());
+  CHECK_THAT(b["first_error"].get<std::string>(), Catch::Contains("HTTP 500"));
+  CHECK(r["variants"]["a"]["tasks"]["gsm8k"]["n"] == 3);
+  CHECK(fs::exists(tmp.path() / "out" / "report.md"));
+}
+
 TEST_CASE("run_eval: --overwrite discards earlier samples; --limit overrides the config") {
   TempDir tmp("overwrite");
   write_datasets(tmp.path() / "data");

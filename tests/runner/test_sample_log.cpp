@@ -79,6 +79,17 @@ TEST_CASE("aggregation counts errors apart and compares paired samples") {
   CHECK(c["wrong_to_right"] == 1);  // doc 8
   CHECK(c["mcnemar_p"].get<double>() == Approx(1.0));
   CHECK(c["delta"].get<double>() == Approx(5.0 / 9 - 6.0 / 9));
+  CHECK(jb["first_error"] == "HTTP 500");
+  CHECK_FALSE(ja.contains("first_error"));
+  // Every request failed: no value (not 0), and the first error is kept.
+  SampleMap e;
+  for (int i = 0; i < 3; ++i) e[i] = json{{"doc_id", i}, {"error", fmt::format("HTTP 404 ({})", 2 - i)}, {"scores", nullptr}};
+  json je = aggregate_samples({&e}, {"acc,none"}, "1.0");
+  CHECK(je["n"] == 0);
+  CHECK(je["n_errors"] == 3);
+  CHECK(je["metrics"]["acc,none"]["value"].is_null());
+  CHECK(je["metrics"]["acc,none"]["stderr"].is_null());
+  CHECK(je["first_error"] == "HTTP 404 (2)");  // of the lowest doc id
 }
 
 TEST_CASE("throughput counts busy time only: a pause between runs (kill + resume) is excluded") {
