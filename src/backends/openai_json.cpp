@@ -101,11 +101,22 @@ json loglik_body(const LoglikRequest& req, const std::string& model, const BodyE
   return body;
 }
 
+namespace {
+
+// ": the server says ..." for a reply that carries an error message instead of choices (some
+// servers answer HTTP 200 with {"object": "error", "message": ...}), else "".
+std::string server_says(const json& j) {
+  if (!j.is_object() || (!j.contains("error") && !j.contains("message") && !j.contains("detail"))) return "";
+  return ": the server says: " + error_message(j.dump());
+}
+
+}  // namespace
+
 ParseError parse_gen_response(std::string_view body, bool chat, GenResult& out) {
   json j;
   if (ParseError e = parse_json(body, j)) return e;
   const json* choice = first_choice(j);
-  if (!choice) return {"response has no choices[0]"};
+  if (!choice) return {"response has no choices[0]" + server_says(j)};
   if (chat) {
     auto msg = choice->find("message");
     if (msg == choice->end() || !msg->is_object()) return {"response has no choices[0].message"};
@@ -696,7 +707,7 @@ ParseError parse_loglik_response(std::string_view body, const LoglikRequest& req
   json j;
   if (ParseError e = parse_json(body, j)) return e;
   auto choices_it = j.find("choices");
-  if (choices_it == j.end() || !choices_it->is_array()) return {"response has no choices"};
+  if (choices_it == j.end() || !choices_it->is_array()) return {"response has no choices" + server_says(j)};
   std::vector<const json*> by_index(n, nullptr);
   size_t pos = 0;
   for (const json& c : *choices_it) {

@@ -86,6 +86,11 @@ TEST_CASE("generation responses decode", "[openai][json]") {
   CHECK(e.retry);
   CHECK_THAT(e.message, Catch::Contains("not valid JSON"));
   CHECK(parse_gen_response(R"({"id":"x"})", false, bad).retry);
+  CHECK(parse_gen_response(R"({"id":"x"})", false, bad).message == "response has no choices[0]");
+  // HTTP 200 with an error object instead of choices: the server's words are kept.
+  ParseError overloaded = parse_gen_response(R"({"object":"error","message":"model overloaded","code":503})", false, bad);
+  CHECK(overloaded.retry);
+  CHECK(overloaded.message == "response has no choices[0]: the server says: model overloaded");
   CHECK(parse_gen_response(R"({"choices":[{"text":1}]})", false, bad));
   CHECK(parse_gen_response(R"({"choices":[{"text":"x"}]})", true, bad));  // chat wants message
   CHECK(parse_gen_response(R"({"choices":[{"text":"x")", false, bad));    // truncated
