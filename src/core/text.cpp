@@ -55,6 +55,34 @@ size_t utf8_valid_prefix(std::string_view s) {
   return good;
 }
 
+size_t utf8_first_invalid(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char c = b(i);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    // Lead byte: the length and the allowed range of the second byte (RFC 3629, table 3-7).
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c == 0xED) len = 3, hi = 0x9F;  // no surrogates
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c == 0xF4) len = 4, hi = 0x8F;  // at most U+10FFFF
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else return i;  // 0x80-0xC1, 0xF5-0xFF never start a sequence
+    if (i + len > s.size() || b(i + 1) < lo || b(i + 1) > hi) return i;
+    for (size_t k = 2; k < len; ++k)
+      if ((b(i + k) & 0xC0) != 0x80) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 std::string trim(std::string_view s) {
   auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
   size_t b = 0, e = s.size();

@@ -18,8 +18,15 @@ size_t utf8_byte_offset(std::string_view s, size_t cp);
 // Appends code point `cp` encoded as UTF-8 (no validation of surrogates).
 void utf8_append(std::string& out, uint32_t cp);
 
-// Length of the longest prefix of `s` that is complete, valid UTF-8.
+// Length of the prefix of `s` that ends with a complete unit: every byte but an unfinished
+// multi-byte sequence at the end (an invalid byte counts as a unit of its own, to be shown as
+// U+FFFD). For streaming output; utf8_first_invalid validates.
 size_t utf8_valid_prefix(std::string_view s);
+
+// Offset of the first byte of `s` that is not part of well-formed UTF-8 (RFC 3629: no overlong
+// forms, surrogates or code points past U+10FFFF; a sequence cut off at the end is invalid), or
+// std::string_view::npos when all of `s` is well-formed.
+size_t utf8_first_invalid(std::string_view s);
 
 std::string trim(std::string_view s);  // strips ASCII whitespace on both ends, as Python's strip()
 bool starts_with(std::string_view s, std::string_view p);

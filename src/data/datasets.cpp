@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/text.h"
 #include "data/csv.h"
 #include "data/jsonl.h"
 
@@ -32,6 +33,7 @@ std::string describe_root() {
 
 std::vector<nlohmann::json> load_gsm8k(const std::filesystem::path& jsonl_file) {
   std::vector<nlohmann::json> docs = read_jsonl(jsonl_file);
+  if (docs.empty()) fail("{}: no documents (an empty file); {}", jsonl_file.string(), kFetchHint);
   for (size_t i = 0; i < docs.size(); ++i) {
     const nlohmann::json& d = docs[i];
     if (!d.is_object()) fail("{}:{}: expected a JSON object with \"question\" and \"answer\", got {}",
@@ -43,6 +45,11 @@ std::vector<nlohmann::json> load_gsm8k(const std::filesystem::path& jsonl_file) 
       if (!it->is_string()) fail("{}:{}: \"{}\" must be a string, got {}", jsonl_file.string(), i + 1, key,
                                  it->type_name());
     }
+    // The reference answer (and a few-shot example's) ends with "#### <number>": without it
+    // there is nothing to score against.
+    if (d["answer"].get_ref<const std::string&>().find("####") == std::string::npos)
+      fail("{}:{}: \"answer\" has no \"#### <number>\" final answer (every GSM8K answer ends with one; "
+           "hint: the file is damaged or not GSM8K: fetch it again)", jsonl_file.string(), i + 1);
   }
   return docs;
 }
@@ -52,10 +59,15 @@ std::vector<nlohmann::json> load_mmlu(const std::filesystem::path& csv_file, con
   std::string subject_name = subject;
   std::replace(subject_name.begin(), subject_name.end(), '_', ' ');
   std::vector<CsvRecord> records = read_csv(csv_file, 6);
+  if (records.empty()) fail("{}: no records (an empty file); {}", csv_file.string(), kFetchHint);
   std::vector<nlohmann::json> docs;
   docs.reserve(records.size());
   for (size_t i = 0; i < records.size(); ++i) {
     const CsvRecord& r = records[i];
+    for (size_t f = 0; f < r.fields.size(); ++f)
+      if (const size_t bad = utf8_first_invalid(r.fields[f]); bad != std::string_view::npos)
+        fail("{}: record {} (line {}): field {} is not valid UTF-8 at byte {} (hint: the MMLU CSVs are UTF-8; "
+             "the file is damaged: fetch it again)", csv_file.string(), i + 1, r.line, f + 1, bad);
     const std::string& letter = r.fields[5];
     if (letter.size() != 1 || letter[0] < 'A' || letter[0] > 'D')
       fail("{}: record {} (line {}): answer field (6th) must be one of A, B, C, D, got \"{}\"", csv_file.string(),

@@ -5,9 +5,11 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <curl/curl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -52,8 +54,20 @@ class TempFile {
 };
 
 // Temp path next to `dest`: "<dir>/.<name>.part.<pid>", so it never looks like the real file.
+// The temp files of `dest` that earlier fetches left when killed (their process is gone) are
+// removed first.
 fs::path temp_path_for(const fs::path& dest) {
-  return dest.parent_path() / fmt::format(".{}.part.{}", dest.filename().string(), getpid());
+  const std::string prefix = fmt::format(".{}.part.", dest.filename().string());
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dest.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
+    if (pid <= 0 || *end != 0 || pid == getpid()) continue;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(e.path(), ec);
+  }
+  return dest.parent_path() / (prefix + std::to_string(getpid()));
 }
 
 void make_dirs(const fs::path& dir) {
@@ -346,7 +360,7 @@ void fetch(const std::vector<std::string>& names, const FetchOptions& opt, std::
       std::string url = effective_url(upstream, opt);
       make_dirs(root);
       std::string base = upstream.substr(upstream.rfind('/') + 1);
-      TempFile tmp(root / fmt::format(".{}.part.{}", base, getpid()));
+      TempFile tmp(temp_path_for(root / base));
       log << fmt::format("{}: downloading {} to extract {} file(s)\n", name, url, wanted.size());
       download(url, tmp.path(), opt);
       extract_members(tmp.path(), url, wanted, root);

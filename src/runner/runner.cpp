@@ -431,18 +431,20 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
   }
   TaskSpec spec = load_task(parent);
   bool found = false;
+  // Every prompt is built before the first is printed: a bad file prints nothing but its error.
+  std::vector<Instance> all;
   for (const auto& sub : expand_task(spec)) {
     if (!only.empty() && sub.name != only) continue;
     found = true;
-    for (const auto& in : build_instances(spec, sub, lim)) {
-      json j = prompt_record(in);
-      std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
-      line += '\n';
-      std::fwrite(line.data(), 1, line.size(), stdout);
-    }
+    for (auto& in : build_instances(spec, sub, lim)) all.push_back(std::move(in));
+  }
+  if (!found) fail("--task: '{}' is not a subtask of task '{}' (hint: qeval prompts CONFIG --task {})", task, parent, parent);
+  for (const auto& in : all) {
+    std::string line = prompt_record(in).dump(-1, ' ', false, json::error_handler_t::replace);
+    line += '\n';
+    std::fwrite(line.data(), 1, line.size(), stdout);
   }
   std::fflush(stdout);
-  if (!found) fail("--task: '{}' is not a subtask of task '{}' (hint: qeval prompts CONFIG --task {})", task, parent, parent);
 }
 
 void rerender_report(const fs::path& results, const std::optional<fs::path>& out_md) {

@@ -260,7 +260,10 @@ std::vector<SubTask> expand_task(const TaskSpec& spec) {
     SubTask s;
     s.name = spec.name;
     s.test_docs = load_gsm8k(gsm8k_file(spec.test_split));
-    if (spec.num_fewshot > 0) s.fewshot_docs = load_gsm8k(gsm8k_file(spec.fewshot_split));
+    if (spec.num_fewshot > 0) {
+      s.fewshot_file = gsm8k_file(spec.fewshot_split).string();
+      s.fewshot_docs = load_gsm8k(s.fewshot_file);
+    }
     subs.push_back(std::move(s));
     return subs;
   }
@@ -269,7 +272,10 @@ std::vector<SubTask> expand_task(const TaskSpec& spec) {
     s.name = spec.name + "_" + subject;
     s.group = spec.name;
     s.test_docs = load_mmlu(mmlu_file(subject, spec.test_split), subject);
-    if (spec.num_fewshot > 0) s.fewshot_docs = load_mmlu(mmlu_file(subject, spec.fewshot_split), subject);
+    if (spec.num_fewshot > 0) {
+      s.fewshot_file = mmlu_file(subject, spec.fewshot_split).string();
+      s.fewshot_docs = load_mmlu(s.fewshot_file, subject);
+    }
     subs.push_back(std::move(s));
   }
   return subs;
@@ -280,8 +286,9 @@ std::vector<Instance> build_instances(const TaskSpec& spec, const SubTask& sub, 
   const bool same_split = spec.num_fewshot > 0 && spec.fewshot_split == spec.test_split;
   const size_t n_draw = size_t(spec.num_fewshot) + (same_split ? 1 : 0);
   if (spec.num_fewshot > 0 && sub.fewshot_docs.size() < n_draw) {
-    fail("{}: {} needs {} few-shot docs from split '{}' but has {}", spec.source, sub.name, n_draw,
-         spec.fewshot_split, sub.fewshot_docs.size());
+    fail("{}: {} docs, but {} ({}) needs {} few-shot docs from split '{}' (hint: the file is incomplete: "
+         "fetch it again)", sub.fewshot_file.empty() ? std::string("few-shot split") : sub.fewshot_file,
+         sub.fewshot_docs.size(), sub.name, spec.source, n_draw, spec.fewshot_split);
   }
   PyRandom rng(spec.fewshot_seed);
   std::vector<Instance> out;

@@ -236,6 +236,21 @@ else
 fi
 expect_error "prompts with an unknown subtask" "mmlu_bogus" - "$QEVAL" prompts "$C/good.yaml" --task mmlu_bogus
 
+# A damaged data file: one error naming the file, and no prompt printed before it (the last
+# subject's dev file is short, so every other subject would have been printed first).
+SHORT=$TMP/data_short
+cp -r "$DATA" "$SHORT"
+head -n 4 "$DATA/mmlu/dev/world_religions_dev.csv" > "$SHORT/mmlu/dev/world_religions_dev.csv"
+QEVAL_DATA=$SHORT expect_error "prompts with a short few-shot file" "world_religions_dev.csv: 4 docs" - \
+  "$QEVAL" prompts "$C/good.yaml" --task mmlu --limit 1
+[ -s "$TMP/stdout" ] && fail "prompts with a short few-shot file: printed $(wc -l < "$TMP/stdout") prompts before its error"
+printf 'Wh\xffat?,w,x,y,z,C\n' > "$SHORT/mmlu/test/anatomy_test.csv"
+QEVAL_DATA=$SHORT expect_error "prompts with invalid UTF-8 in a CSV" "anatomy_test.csv: record 1 (line 1): field 1 is not valid UTF-8" - \
+  "$QEVAL" prompts "$C/good.yaml" --task mmlu_anatomy
+echo '{"question": "Q?", "answer": "4"}' > "$SHORT/gsm8k/test.jsonl"
+QEVAL_DATA=$SHORT expect_error "prompts with a GSM8K answer without ####" "test.jsonl:1: \"answer\" has no" - \
+  "$QEVAL" prompts "$C/good.yaml" --task gsm8k
+
 if [ "$FAILS" != 0 ]; then
   echo "$FAILS check(s) failed"
   exit 1

@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <random>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -26,6 +29,37 @@ TEST_CASE("utf8 length, offsets and valid prefixes") {
   CHECK(utf8_valid_prefix(s) == s.size());
   CHECK(utf8_valid_prefix(s.substr(0, 8)) == 6);  // the emoji is cut: held back
   CHECK(utf8_valid_prefix("\xFFok") == 3);        // invalid lead byte passes through
+}
+
+TEST_CASE("utf8_first_invalid: well-formed UTF-8 only (RFC 3629)") {
+  constexpr size_t kOk = std::string_view::npos;
+  CHECK(utf8_first_invalid("a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80z") == kOk);
+  CHECK(utf8_first_invalid("") == kOk);
+  CHECK(utf8_first_invalid("\xEF\xBF\xBF\xF4\x8F\xBF\xBF") == kOk);  // U+FFFF, U+10FFFF
+  CHECK(utf8_first_invalid("ab\xFF") == 2);
+  CHECK(utf8_first_invalid("\x80") == 0);              // a lone continuation byte
+  CHECK(utf8_first_invalid("\xC0\x80") == 0);          // overlong NUL
+  CHECK(utf8_first_invalid("\xE0\x80\x80") == 0);      // overlong
+  CHECK(utf8_first_invalid("\xED\xA0\x80") == 0);      // a surrogate
+  CHECK(utf8_first_invalid("\xF4\x90\x80\x80") == 0);  // past U+10FFFF
+  CHECK(utf8_first_invalid("x\xC3") == 1);             // cut off at the end
+  CHECK(utf8_first_invalid("\xE2\x82z") == 0);         // cut off before another character
+  // Randomized against nlohmann::json, whose dump() rejects exactly the ill-formed strings.
+  std::mt19937 rng(5);
+  const unsigned char pool[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2,
+                                0xDF, 0xE0, 0xE1, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF};
+  for (int t = 0; t < 20000; ++t) {
+    std::string x(rng() % 6, '\0');
+    for (char& c : x) c = static_cast<char>(pool[rng() % sizeof pool]);
+    bool dump_ok = true;
+    try {
+      (void)nlohmann::json(x).dump();
+    } catch (const nlohmann::json::exception&) {
+      dump_ok = false;
+    }
+    INFO("bytes " << nlohmann::json(x).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
+    CHECK((utf8_first_invalid(x) == kOk) == dump_ok);
+  }
 }
 
 TEST_CASE("trim and split") {
@@ -94,7 +128,8 @@ TEST_CASE("thread pool, dynamic pieces: every index once, pieces of the grain, a
       }
   }
   // Thread 0 (the caller) is held up in its first piece until the other thread has taken every
-  // remaining piece (up to 10 s): a slow thread does less of the work.
+  // remaining piece (up to 10 s): a slow thread does less of the work. (On a loaded machine
+  // thread 1 may take all 40 before thread 0 starts: then thread 0 runs none.)
   ThreadPool pool(2);
   std::vector<int> pieces(2, 0);
   std::atomic<int> done{0};
@@ -106,8 +141,8 @@ TEST_CASE("thread pool, dynamic pieces: every index once, pieces of the grain, a
     pieces[static_cast<size_t>(t)]++;
     done++;
   });
-  CHECK(pieces[0] == 1);
-  CHECK(pieces[1] == 39);
+  CHECK(pieces[0] <= 1);
+  CHECK(pieces[0] + pieces[1] == 40);
 }
 
 TEST_CASE("thread pool, stealing pieces: every index once, own share in order, a slow thread's share is taken") {

@@ -2,6 +2,8 @@
 // tar extraction (a tar built here with libarchive), skip of verified files, sha256 failures,
 // and atomicity (no partial or temp file is ever left behind).
 #include <archive.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <archive_entry.h>
 
 #include <atomic>
@@ -13,6 +15,7 @@
 
 #include <catch2/catch.hpp>
 #include <httplib.h>
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -305,6 +308,21 @@ TEST_CASE("fetch --mirror: copies and verifies from a local tree", "[fetch][mirr
     fs::remove(mirror.path() / "mmlu/dev/anatomy_dev.csv");
     REQUIRE_THROWS_WITH(qeval::fetch({"mmlu"}, opt, log),
                         Contains((mirror.path() / "mmlu/dev/anatomy_dev.csv").string()) && Contains("not in the mirror"));
+  }
+  SECTION("temp files that killed fetches left are removed; a live process's are not") {
+    TempDir dest2;
+    opt.dest_root = dest2.path();
+    const pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, nullptr, 0);  // a pid whose process is gone
+    const fs::path dir = dest2.path() / "datasets/gsm8k";
+    fs::create_directories(dir);
+    write_bytes(dir / fmt::format(".train.jsonl.part.{}", child), "partial");
+    write_bytes(dir / ".train.jsonl.part.1", "init's: alive");
+    qeval::fetch({"gsm8k"}, opt, log);
+    CHECK(qeval::read_file(dir / "train.jsonl") == kTrain);
+    CHECK_FALSE(fs::exists(dir / fmt::format(".train.jsonl.part.{}", child)));
+    CHECK(fs::exists(dir / ".train.jsonl.part.1"));
   }
   SECTION("a missing mirror directory is an error") {
     opt.mirror = mirror.path() / "nope";

@@ -58,7 +58,7 @@ TEST_CASE("gsm8k: loads question/answer objects", "[gsm8k]") {
 TEST_CASE("gsm8k: validation errors name file and line", "[gsm8k]") {
   TempDir dir;
   auto p = dir.path() / "g.jsonl";
-  const std::string ok = "{\"question\": \"q\", \"answer\": \"a\"}\n";
+  const std::string ok = "{\"question\": \"q\", \"answer\": \"a\\n#### 1\"}\n";
   write_bytes(p, ok + "[1,2]\n");
   REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ":2: expected a JSON object"));
   write_bytes(p, ok + ok + "{\"question\": \"q\"}\n");
@@ -67,6 +67,11 @@ TEST_CASE("gsm8k: validation errors name file and line", "[gsm8k]") {
   REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ":1: \"answer\" must be a string"));
   write_bytes(p, ok + "{\"question\": \n");
   REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ":2: malformed JSON"));
+  // An answer without its "#### <number>" line has nothing to score against.
+  write_bytes(p, ok + ok + "{\"question\": \"q\", \"answer\": \"She makes 5 dollars.\\n5\"}\n");
+  REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ":3: \"answer\" has no \"#### <number>\""));
+  write_bytes(p, "");
+  REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ": no documents") && Contains("qeval fetch"));
 }
 
 TEST_CASE("mmlu: rows become docs with choices, answer index and subject", "[mmlu]") {
@@ -98,6 +103,13 @@ TEST_CASE("mmlu: validation errors name file and record", "[mmlu]") {
   REQUIRE_THROWS_WITH(qeval::load_mmlu(p, "anatomy"), Contains("record 1"));
   write_bytes(p, "q,a,b,c,d,\"A\n");
   REQUIRE_THROWS_WITH(qeval::load_mmlu(p, "anatomy"), Contains("unterminated quote"));
+  write_bytes(p, "q,a,b,c,d,A\n\"x\ny\",a,b,c,d,B\nWh\xff" "at?,a,b,c,d,A\n");
+  REQUIRE_THROWS_WITH(qeval::load_mmlu(p, "anatomy"),
+                      Contains(p.string() + ": record 3 (line 4): field 1 is not valid UTF-8 at byte 2"));
+  write_bytes(p, "q,a,b,\"\xc3\",d,A\n");  // a truncated 2-byte sequence
+  REQUIRE_THROWS_WITH(qeval::load_mmlu(p, "anatomy"), Contains("record 1 (line 1): field 4 is not valid UTF-8"));
+  write_bytes(p, "");
+  REQUIRE_THROWS_WITH(qeval::load_mmlu(p, "anatomy"), Contains(p.string() + ": no records"));
 }
 
 TEST_CASE("mmlu: 57 sorted unique subjects", "[mmlu]") {
