@@ -8,12 +8,12 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "core/error.h"
+#include "engine/e4m3_table.h"
 
 namespace qeval {
 
@@ -29,29 +29,6 @@ float bits_f32(uint32_t b) {
   std::memcpy(&x, &b, 4);
   return x;
 }
-
-// 2^e for a normal float exponent, at compile time.
-constexpr float pow2(int e) { return std::bit_cast<float>(static_cast<uint32_t>(e + 127) << 23); }
-
-// Every e4m3 code's value. Built at compile time (constant initialisation), so the tables that
-// other translation units build from e4m3_to_f32 during their dynamic initialisation (the
-// AVX-512 decode's byte tables) never read it before it exists.
-constexpr std::array<float, 256> make_e4m3_table() {
-  std::array<float, 256> t{};
-  for (int b = 0; b < 256; ++b) {
-    const int exp = (b >> 3) & 0xF, man = b & 7;
-    float v;
-    if (exp == 0xF && man == 7)
-      v = std::numeric_limits<float>::quiet_NaN();
-    else if (exp == 0)
-      v = static_cast<float>(man) * pow2(-9);  // subnormal: m/8 * 2^-6
-    else
-      v = (1.0f + static_cast<float>(man) / 8.0f) * pow2(exp - 7);
-    t[b] = (b & 0x80) ? -v : v;
-  }
-  return t;
-}
-constexpr std::array<float, 256> kE4m3Table = make_e4m3_table();
 
 // Round to nearest even (the default FP environment) then clamp to +-127.
 inline int8_t int8_rne(float v) {
@@ -99,8 +76,8 @@ uint8_t e4m3_from_f32(float x) {
   return static_cast<uint8_t>(r | (sign >> 24));
 }
 
-float e4m3_to_f32(uint8_t b) { return kE4m3Table[b]; }
-const float* e4m3_table() { return kE4m3Table.data(); }
+float e4m3_to_f32(uint8_t b) { return kE4m3Values[b]; }
+const float* e4m3_table() { return kE4m3Values.data(); }
 
 uint16_t bf16_from_f32(float x) {
   uint32_t b = f32_bits(x);

@@ -14,7 +14,7 @@
 #include <limits>
 
 #include "core/error.h"
-#include "engine/quant.h"
+#include "engine/e4m3_table.h"
 
 namespace qeval {
 
@@ -91,11 +91,9 @@ void to_f32_into(DType t, const void* src, size_t n, float* dst) {
         dst[i] = f16_to_f32(h);
       }
       return;
-    case DType::F8_E4M3: {
-      const float* e4m3 = e4m3_table();
-      for (size_t i = 0; i < n; ++i) dst[i] = e4m3[p[i]];
+    case DType::F8_E4M3:
+      for (size_t i = 0; i < n; ++i) dst[i] = kE4m3Values[p[i]];
       return;
-    }
     default:
       fail("to_f32: dtype {} is not a float type (hint: only F32/F16/BF16/F8_E4M3 convert to f32)",
            dtype_name(t));
