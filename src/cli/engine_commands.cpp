@@ -40,7 +40,7 @@ void register_engine_commands(CLI::App& app, int& rc) {
   b->add_option("--repeat", bench.repeat, "Run the bench N times; report medians and the best (default 1)")
       ->check(CLI::Range(1, 1000));
   b->add_flag("--reference", bench.reference,
-              "Measure the read bandwidth around every run and report decode as a fraction of it");
+              "Probe the read bandwidth between the decode steps and report decode as a fraction of it");
   b->callback([&rc] { rc = run_bench_command(bench, std::cout); });
 
   static ConvertOptions conv;

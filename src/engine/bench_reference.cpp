@@ -80,19 +80,28 @@ __attribute__((target("amx-tile,amx-int8"))) double amx_peak_one_thread(double s
 
 }  // namespace
 
-double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
-  const int64_t n = static_cast<int64_t>(bytes / sizeof(float)) / 1024 * 1024;
-  std::vector<float, HugePageAllocator<float>> buf(static_cast<size_t>(n), 1.0f);
-  std::vector<float> sums(static_cast<size_t>(pool.size()));
+ReadProbe::ReadProbe(ThreadPool& pool, size_t bytes)
+    : pool_(pool), n_(static_cast<int64_t>(bytes / sizeof(float)) / 1024 * 1024), sums_(static_cast<size_t>(pool.size())) {
+  buf_ = static_cast<float*>(allocate_hugepage_aligned(static_cast<size_t>(n_) * sizeof(float)));
+  std::fill(buf_, buf_ + n_, 1.0f);
+}
+
+ReadProbe::~ReadProbe() { free_hugepage_aligned(buf_, static_cast<size_t>(n_) * sizeof(float)); }
+
+double ReadProbe::measure(int passes) {
   double best = 0;
   for (int p = 0; p < passes; ++p) {
     const double t0 = now_s();
-    pool.parallel_for(n / 1024, [&](int t, int64_t b, int64_t e) {
-      if (b < e) sums[static_cast<size_t>(t)] += sum_floats(buf.data() + b * 1024, (e - b) * 1024);
+    pool_.parallel_for(n_ / 1024, [&](int t, int64_t b, int64_t e) {
+      if (b < e) sums_[static_cast<size_t>(t)] += sum_floats(buf_ + b * 1024, (e - b) * 1024);
     });
-    best = std::max(best, static_cast<double>(n) * sizeof(float) / (now_s() - t0) / 1e9);
+    best = std::max(best, static_cast<double>(n_) * sizeof(float) / (now_s() - t0) / 1e9);
   }
   return best;
+}
+
+double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int passes) {
+  return ReadProbe(pool, bytes).measure(passes);
 }
 
 double time_split_read(ThreadPool& pool, const std::vector<SplitRead>& buffers, double* sum) {

@@ -14,6 +14,23 @@ namespace qeval {
 // than the caches; allocated and touched once per call), best of `passes` passes.
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t{512} << 20, int passes = 3);
 
+// The same measurement over one buffer allocated once, for probes taken again and again (between
+// the decode steps of a benchmark).
+class ReadProbe {
+ public:
+  ReadProbe(ThreadPool& pool, size_t bytes);
+  ~ReadProbe();
+  ReadProbe(const ReadProbe&) = delete;
+  ReadProbe& operator=(const ReadProbe&) = delete;
+  double measure(int passes = 1);  // GB/s, best of `passes`
+
+ private:
+  ThreadPool& pool_;
+  float* buf_ = nullptr;
+  int64_t n_ = 0;  // floats, a multiple of 1024
+  std::vector<float> sums_;
+};
+
 // A buffer read the way a decode GEMV reads its weight: `units` equal pieces of `bytes`
 // (column blocks), handed out `grain` at a time as the GEMMs hand them out
 // (ThreadPool::parallel_for_stealing).

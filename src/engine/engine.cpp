@@ -546,15 +546,18 @@ BenchResult Engine::bench(const BenchOptions& o) {
   BenchResult r;
   r.prefill_s = seconds_since(t0);
   std::vector<SeqChunk> chunks(o.batch);
-  t0 = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < o.gen_tokens; ++step) {
+    if (o.between_steps) o.between_steps();
     for (int b = 0; b < o.batch; ++b)
       chunks[b] = {h[b], o.prompt_tokens + step, std::span<const int32_t>(&next[b], 1), 0};
+    t0 = std::chrono::steady_clock::now();
     model_->forward(chunks, *kv_, *pool_, [&](size_t ci, int64_t, std::span<const float> lg) {
       next[ci] = argmax(lg);
     });
+    r.decode_step_s.push_back(seconds_since(t0));
+    r.decode_s += r.decode_step_s.back();
   }
-  r.decode_s = seconds_since(t0);
+  if (o.between_steps && o.gen_tokens > 0) o.between_steps();
   for (int b = 0; b < o.batch; ++b) kv_->release(h[b]);
   r.threads = threads();
   r.batch = o.batch;

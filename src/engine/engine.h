@@ -83,6 +83,9 @@ struct BenchOptions {
   int64_t prompt_tokens = 512;
   int64_t gen_tokens = 64;
   int batch = 1;
+  // Called before every decode step and once after the last, outside the timing (a reference
+  // measurement taken between the steps); may be empty.
+  std::function<void()> between_steps;
 };
 
 struct BenchResult {
@@ -92,6 +95,7 @@ struct BenchResult {
   double decode_weight_gb_per_s = 0;        // weight_bytes_per_token * decode steps / s / 1e9
   int threads = 0, batch = 0;
   int64_t prompt_tokens = 0, gen_tokens = 0;
+  std::vector<double> decode_step_s;        // each decode step's seconds (they sum to decode_s)
 };
 
 class Engine {

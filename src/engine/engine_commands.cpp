@@ -89,14 +89,24 @@ int run_bench_command(const BenchCommand& c, std::ostream& out) {
   std::vector<BenchResult> runs;
   std::vector<double> bw, frac;
   std::unique_ptr<ThreadPool> pool;
-  if (c.reference) pool = std::make_unique<ThreadPool>(e->threads());
+  std::unique_ptr<ReadProbe> probe;
+  if (c.reference) {
+    pool = std::make_unique<ThreadPool>(e->threads());
+    probe = std::make_unique<ReadProbe>(*pool, size_t{256} << 20);
+  }
+  // The read bandwidth is probed between the decode steps (this machine's bandwidth swings within
+  // seconds): each step is held against the probes just before and just after it.
+  std::vector<double> probes;
+  if (c.reference) bo.between_steps = [&] { probes.push_back(probe->measure(2)); };
   for (int i = 0; i < c.repeat; ++i) {
-    const double bw0 = c.reference ? measure_read_bandwidth(*pool) : 0;
+    probes.clear();
     runs.push_back(e->bench(bo));
-    if (c.reference) {
-      bw.push_back(0.5 * (bw0 + measure_read_bandwidth(*pool)));
-      frac.push_back(runs.back().decode_weight_gb_per_s / bw.back());
+    const BenchResult& r = runs.back();
+    for (size_t s = 0; c.reference && s < r.decode_step_s.size(); ++s) {
+      const double step_gbps = static_cast<double>(r.weight_bytes_per_token) / r.decode_step_s[s] / 1e9;
+      frac.push_back(step_gbps / (0.5 * (probes[s] + probes[s + 1])));
     }
+    bw.insert(bw.end(), probes.begin(), probes.end());
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -117,9 +127,9 @@ int run_bench_command(const BenchCommand& c, std::ostream& out) {
     j["repeat"] = c.repeat;
     j["decode_tokens_per_s_best"] = *std::max_element(dec.begin(), dec.end());
     j["prefill_tokens_per_s_best"] = *std::max_element(pre.begin(), pre.end());
-    if (c.reference) {
-      j["read_gb_per_s"] = median(bw);
-      j["decode_bw_fraction"] = median(frac);
+    if (c.reference) {  // null without decode steps
+      j["read_gb_per_s"] = bw.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(bw));
+      j["decode_bw_fraction"] = frac.empty() ? nlohmann::json(nullptr) : nlohmann::json(median(frac));
     }
     out << j.dump() << "\n";
   } else {
@@ -130,9 +140,10 @@ int run_bench_command(const BenchCommand& c, std::ostream& out) {
         c.model, compute_type_name(e->dtype()), quant_scheme_name(e->quantization()), r.threads,
         r.batch, c.repeat, r.prompt_tokens, r.prefill_tokens_per_s, r.gen_tokens, r.decode_tokens_per_s,
         static_cast<double>(r.weight_bytes_per_token) / 1e6, r.decode_weight_gb_per_s);
-    if (c.reference)
-      out << fmt::format("read bandwidth {:.1f} GB/s (median, measured around each run): decode at {:.0f}%\n",
-                         median(bw), 100 * median(frac));
+    if (c.reference && !frac.empty())
+      out << fmt::format("read bandwidth {:.1f} GB/s (median of {} probes between the decode steps): decode at {:.0f}% "
+                         "(median over {} steps, each against the probes before and after it)\n",
+                         median(bw), bw.size(), 100 * median(frac), frac.size());
   }
   return 0;
 }

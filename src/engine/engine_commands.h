@@ -43,14 +43,15 @@ struct BenchCommand {
   int threads = 0;
   bool json = false;
   int repeat = 1;          // runs of the whole bench; medians are reported (and the best)
-  bool reference = false;  // measure read bandwidth before and after every run (bench_reference.h)
+  bool reference = false;  // probe the read bandwidth between the decode steps (bench_reference.h)
 };
 
 // Runs Engine::bench `repeat` times and prints a human summary, or with `json` one JSON object
 // (bench_to_json of the median run, plus "repeat", "decode_tokens_per_s_best",
-// "prefill_tokens_per_s_best", and with `reference` "read_gb_per_s" (median of the per-run means
-// of the bandwidth measured just before and just after the run) and "decode_bw_fraction" (median
-// of the per-run ratios decode weight GB/s / that run's bandwidth)) and a newline.
+// "prefill_tokens_per_s_best", and with `reference` "read_gb_per_s" (median of the read
+// bandwidth probes taken before every decode step and after the last, ReadProbe over 256 MiB,
+// best of 2 passes) and "decode_bw_fraction" (median over every decode step of every run of the
+// step's weight GB/s / the mean of the probes just before and just after it)) and a newline.
 // Returns 0; throws Error on bad options.
 int run_bench_command(const BenchCommand& c, std::ostream& out);
 

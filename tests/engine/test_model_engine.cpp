@@ -4,6 +4,8 @@
 // prompt truncation, stop strings, and next-token log-probabilities.
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <thread>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -422,7 +424,7 @@ TEST_CASE("engine commands: generate prints the completion, bench prints JSON", 
   CHECK_THROWS_AS(run_bench_command(b, os), Error);
 
   // --repeat 3 --reference: medians, the best, and decode as a fraction of the bandwidth
-  // measured around each run.
+  // probed between the decode steps.
   b.batch = 1;
   b.repeat = 3;
   b.reference = true;
@@ -434,6 +436,12 @@ TEST_CASE("engine commands: generate prints the completion, bench prints JSON", 
   CHECK(jr["prefill_tokens_per_s_best"].get<double>() >= jr["prefill_tokens_per_s"].get<double>());
   CHECK(jr["read_gb_per_s"].get<double>() > 0.1);
   CHECK(jr["decode_bw_fraction"].get<double>() > 0);
+  // No decode steps: no fraction (null, not 0).
+  b.gen_tokens = 0;
+  std::ostringstream none;
+  CHECK(run_bench_command(b, none) == 0);
+  CHECK(nlohmann::json::parse(none.str())["decode_bw_fraction"].is_null());
+  b.gen_tokens = 4;
   b.repeat = 0;
   CHECK_THROWS_AS(run_bench_command(b, os), Error);
 
@@ -583,4 +591,26 @@ TEST_CASE("model: a bf16 KV cache holds the f32 cache's K and V, rounded to near
   INFO("relative logit difference " << std::sqrt(num / den));
   CHECK(std::sqrt(num / den) < 2e-2);
   CHECK(num > 0);  // the rounding is real
+}
+
+TEST_CASE("bench: the between-steps hook runs before every decode step and after the last, untimed", "[engine-model]") {
+  EngineOptions o;
+  o.model = "random:tiny";
+  o.threads = 1;
+  auto e = Engine::load(o);
+  BenchOptions bo;
+  bo.prompt_tokens = 8;
+  bo.gen_tokens = 5;
+  int calls = 0;
+  bo.between_steps = [&] {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // must not count as decode time
+  };
+  BenchResult r = e->bench(bo);
+  CHECK(calls == 6);
+  REQUIRE(r.decode_step_s.size() == 5);
+  double sum = 0;
+  for (double s : r.decode_step_s) sum += s;
+  CHECK(sum == Approx(r.decode_s));
+  CHECK(r.decode_s < 0.15);  // the 6 x 30 ms in the hook are not in it
 }
