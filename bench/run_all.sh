@@ -19,7 +19,7 @@ line "attention: AMX-BF16 kernel (bf16 compute) vs its scalar twin, one layer an
 
 for shape in qwen2.5-0.5b r1-distill-qwen-1.5b; do
   for q in none int8-channel int8-block fp8-block; do
-    line "engine $shape bf16 quantization=$q: batch 1 (prefill 512, decode 64), median of 3, read bandwidth measured around each run"
+    line "engine $shape bf16 quantization=$q: batch 1 (prefill 512, decode 64), median of 3, read bandwidth probed between decode steps"
     "$Q" bench --model "random:$shape" --dtype bf16 --quantization "$q" --prompt-tokens 512 --gen-tokens 64 --batch 1 --threads "$T" --repeat 3 --reference --json
     if [ "$shape" = qwen2.5-0.5b ]; then
       line "engine $shape bf16 quantization=$q: batch 16 (prefill 64 each, decode 32)"
