@@ -400,15 +400,15 @@ int run_eval(const RunOptions& opts) {
                  g["variant"].get<std::string>(), g["why"].get<std::string>());
   // A task of which a variant got no answer at all was not run, whatever the gates say.
   bool all_failed = false;
-  for (const auto& [v, vj] : r["variants"].items())
-    for (const auto& t : r["task_order"]) {
-      const json& tj = vj["tasks"][t.get<std::string>()];
-      if (tj.value("n", 0L) == 0 && tj.value("n_errors", 0L) > 0) {
-        all_failed = true;
-        fmt::print(stderr, "error: variant {} task {}: every one of its {} requests failed, the first with: {} "
-                   "(hint: check the variant's base_url and its server's log; --resume asks the failed samples "
-                   "again)\n", v, t.get<std::string>(), tj.value("n_errors", 0L), tj.value("first_error", std::string("?")));
-      }
+  const json& results = r;
+  for (const auto& [v, vj] : results["variants"].items())
+    for (const auto& t : results["task_order"]) {
+      const auto tj = vj["tasks"].find(t.get<std::string>());
+      if (tj == vj["tasks"].end() || tj->value("n", 0L) != 0 || tj->value("n_errors", 0L) == 0) continue;
+      all_failed = true;
+      fmt::print(stderr, "qeval: error: variant {} task {}: every one of its {} requests failed, the first with: {} "
+                 "(hint: check the variant's base_url and its server's log; --resume asks the failed samples "
+                 "again)\n", v, t.get<std::string>(), tj->value("n_errors", 0L), tj->value("first_error", std::string("?")));
     }
   if (all_failed) return 2;
   return ok ? 0 : 1;
