@@ -14,6 +14,11 @@
 
 namespace qeval {
 
+// The error for a variant that sets `temperature` (either backend): sampling belongs to the task.
+inline constexpr const char* kTemperatureIsTheTasks =
+    "temperature: sampling is set by the task (generation: {temperature: T} in its YAML), not by a variant "
+    "(hint: remove it, or run a task file that samples)";
+
 struct ChatMessage {
   std::string role;     // "system" | "user" | "assistant"
   std::string content;

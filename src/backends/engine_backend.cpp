@@ -11,9 +11,9 @@ namespace qeval {
 
 namespace {
 
-const char* const kEngineKeys[] = {"name",    "backend",     "temperature", "model",
-                                   "dtype",   "quantization", "threads",     "chat_format",
-                                   "max_batch", "kv_cache_mb", "seed"};
+const char* const kEngineKeys[] = {"name",      "backend",     "model",       "dtype",
+                                   "quantization", "threads",  "chat_format", "max_batch",
+                                   "kv_cache_mb",  "seed"};
 
 int64_t get_int(const nlohmann::json& v, const char* key, const std::string& where, int64_t lo) {
   const auto& x = v.at(key);
@@ -76,7 +76,9 @@ class EngineBackend : public Backend {
       g.sampling.temperature = r.temperature;
       g.sampling.top_p = r.top_p;
       g.sampling.top_k = r.top_k;
-      g.sampling.seed = r.seed ? *r.seed : mix_seed(cfg_.seed, i);
+      // The variant's seed mixed with the request's (the task sets one per doc when it samples),
+      // else with the request's place in this call.
+      g.sampling.seed = mix_seed(cfg_.seed, r.seed ? *r.seed : i);
     }
     engine_->generate(reqs, [&](size_t i, GenerationOutput&& o) {
       GenResult res;
@@ -167,6 +169,7 @@ class EngineBackend : public Backend {
 
 EngineBackendConfig parse_engine_config(const nlohmann::json& v, const std::string& where) {
   if (!v.is_object()) fail("{}: expected a mapping of engine settings", where);
+  if (v.contains("temperature")) fail("{}: {}", where, kTemperatureIsTheTasks);
   for (auto it = v.begin(); it != v.end(); ++it) {
     bool known = false;
     for (const char* k : kEngineKeys) known = known || it.key() == k;

@@ -22,14 +22,14 @@ OpenAIConfig parse_openai_config(const json& variant, const std::string& where) 
   if (!variant.is_object()) fail("{}: a variant must be a mapping of keys", where);
   static const std::set<std::string> kKnown = {
       "name",        "backend",    "model",      "base_url",   "concurrency",
-      "api_key_env", "timeout_s",  "max_retries", "extra_body", "chat_template_kwargs",
-      "temperature", "seed"};
+      "api_key_env", "timeout_s",  "max_retries", "extra_body", "chat_template_kwargs"};
   OpenAIConfig c;
+  if (variant.contains("temperature")) fail("{}: {}", where, kTemperatureIsTheTasks);
   for (auto it = variant.begin(); it != variant.end(); ++it) {
     if (!kKnown.count(it.key())) {
       fail("{}: unknown key '{}' for backend openai (hint: known keys are name, backend, model, "
            "base_url, concurrency, api_key_env, timeout_s, max_retries, extra_body, "
-           "chat_template_kwargs, temperature, seed)",
+           "chat_template_kwargs; a sampling task sends each request a seed of its own)",
            where, it.key());
     }
   }

@@ -84,9 +84,12 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& opt) {
   eng->model_ = std::make_unique<Model>(cfg, lookup, mo);
   eng->pool_ = std::make_unique<ThreadPool>(opt.threads);
   const size_t per_token = static_cast<size_t>(cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim) * 4;
+  // Default: max_batch full contexts, and at least two: a loglikelihood request forks its
+  // continuations from its context's sequence, so even max_batch 1 holds a context and the
+  // continuations' blocks past its full ones.
   size_t budget = opt.kv_cache_mb > 0
                       ? static_cast<size_t>(opt.kv_cache_mb) << 20
-                      : std::min<size_t>(static_cast<size_t>(opt.max_batch) *
+                      : std::min<size_t>(static_cast<size_t>(std::max(opt.max_batch, 2)) *
                                              (cfg.max_position_embeddings + KvCache::kBlockTokens) *
                                              per_token,
                                          size_t{2048} << 20);
@@ -403,9 +406,13 @@ void Engine::score(std::span<const ScoreRequest> requests,
             break;
           }
       }
+      // Blocks this job takes: each prefix's, and each continuation's beyond the full blocks of
+      // its prefix, which a fork shares (its partial last block is copied).
       j.blocks = 0;
       for (const auto& px : j.prefixes) j.blocks += KvCache::blocks_for(px.shared);
-      for (const auto& s : j.seqs) j.blocks += KvCache::blocks_for(static_cast<int64_t>(s.size()));
+      for (size_t c = 0; c < j.seqs.size(); ++c)
+        j.blocks += KvCache::blocks_for(static_cast<int64_t>(j.seqs[c].size())) -
+                    j.prefixes[j.prefix_of[c]].shared / KvCache::kBlockTokens;
       if (j.blocks > kv_->n_blocks_total()) {
         ScoreOutput o;
         o.error = "loglikelihood request does not fit the KV cache (hint: raise kv_cache_mb)";

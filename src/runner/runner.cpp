@@ -286,7 +286,9 @@ json run_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
   }
   if (others.empty()) return out;
 
-  const int64_t max_len = std::min<int64_t>(base->context_length(), 1024);
+  // Sequences fit every engine compared (a variant may have a shorter context than the baseline).
+  int64_t max_len = std::min<int64_t>(base->context_length(), 1024);
+  for (const auto& [name, e] : others) max_len = std::min(max_len, e->context_length());
   struct Seq {
     std::vector<int32_t> tokens;
     int64_t first_scored;

@@ -317,6 +317,7 @@ std::vector<Instance> build_instances(const TaskSpec& spec, const SubTask& sub, 
       g.stop = spec.until;
       g.max_tokens = spec.max_tokens;
       g.temperature = spec.temperature;
+      if (spec.temperature > 0) g.seed = i;  // sampling: seeded by the doc, so --resume redraws the same
       inst.gen = std::move(g);
       out.push_back(std::move(inst));
       continue;
@@ -355,6 +356,7 @@ std::vector<Instance> build_instances(const TaskSpec& spec, const SubTask& sub, 
       g.stop = spec.until;
       g.max_tokens = spec.max_tokens;
       g.temperature = spec.temperature;
+      if (spec.temperature > 0) g.seed = i;  // as above
       inst.gen = std::move(g);
     }
     out.push_back(std::move(inst));

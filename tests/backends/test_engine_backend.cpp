@@ -50,6 +50,9 @@ TEST_CASE("engine backend: variant keys are validated", "[engine-backend]") {
   CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"chat_format", "vicuna"}}).find("chat_format") !=
         std::string::npos);
   CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"max_batch", 0}}).find("max_batch") != std::string::npos);
+  // Sampling belongs to the task: a variant's temperature would be ignored, so it is refused.
+  CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"temperature", 1.5}}).find("set by the task") !=
+        std::string::npos);
   auto c = parse_engine_config({{"name", "a"}, {"backend", "engine"}, {"model", "m.gguf"}, {"dtype", "bf16"},
                                 {"quantization", "int8-block"}, {"threads", 2}, {"chat_format", "chatml"},
                                 {"max_batch", 8}, {"kv_cache_mb", 64}, {"seed", 3}},

@@ -397,6 +397,12 @@ TEST_CASE("variant config is validated", "[openai][config]") {
   CHECK(c.model == "m2");
   CHECK(c.timeout_s == 120);
   CHECK(c.api_key_env == "MY_KEY");
+  // Sampling belongs to the task (it sends each request a seed of its own): refused on a variant.
+  for (const char* key : {"temperature", "seed"}) {
+    json t = v;
+    t[key] = 1;
+    CHECK_THROWS_WITH(parse_openai_config(t, "run.yaml: variants[1]"), Catch::Contains(key));
+  }
 
   json d = {{"backend", "openai"}, {"model", "m"}, {"base_url", {"http://a/v1", "http://b/v1"}},
             {"extra_body", {{"top_k", 20}}}, {"chat_template_kwargs", {{"enable_thinking", false}}}};

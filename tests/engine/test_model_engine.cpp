@@ -309,6 +309,32 @@ TEST_CASE("engine: bf16 loglikelihood over forked KV caches equals step-by-step 
   }
 }
 
+// A long context with 4 continuations at max_batch 1 and the default KV budget: the forks share
+// the context's full blocks, so the request fits, and scores as at max_batch 16.
+TEST_CASE("engine: a loglikelihood request with a long context fits the default KV cache at max_batch 1",
+          "[engine-model]") {
+  std::vector<ScoreRequest> reqs(1);
+  const auto ctx = random_ids(200, 256, 21);
+  for (int c = 0; c < 4; ++c) {
+    auto seq = ctx;
+    auto cont = random_ids(1 + c, 256, 80 + c);
+    seq.insert(seq.end(), cont.begin(), cont.end());
+    reqs[0].sequences.push_back(seq);
+    reqs[0].n_context.push_back(static_cast<int64_t>(ctx.size()));
+  }
+  std::vector<std::vector<double>> lp;
+  for (int max_batch : {1, 16}) {
+    INFO("max_batch " << max_batch);
+    auto e = tiny_engine(max_batch, 512);
+    std::map<size_t, ScoreOutput> got;
+    e->score(reqs, [&](size_t i, ScoreOutput&& out) { got[i] = std::move(out); });
+    REQUIRE(got.size() == 1);
+    REQUIRE(got[0].error.empty());
+    lp.push_back(got[0].logprob);
+  }
+  CHECK(lp[0] == lp[1]);
+}
+
 TEST_CASE("engine: long prompts are left-truncated to context - max_tokens", "[engine-model]") {
   auto e = tiny_engine(4, 512);
   GenerationRequest r;

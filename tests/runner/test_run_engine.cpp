@@ -24,6 +24,16 @@ TEST_CASE("engine variants: one table, identical variants agree exactly, quantiz
   z.mmlu_test_fixed = 1;
   testfx::write_datasets(tmp.path() / "data", z);
   testfx::EnvGuard env("QEVAL_DATA", (tmp.path() / "data").string());
+  // A long first GSM8K question: its prompt (about 1000 tokens) is longer than the HF copy's
+  // context, so the fidelity sequences must be cut to the shortest context compared.
+  {
+    std::string q;
+    for (int i = 0; i < 200; ++i) q += "Once upon a time. ";
+    const std::filesystem::path test = tmp.path() / "data" / "gsm8k" / "test.jsonl";
+    std::string rest = read_file(test);
+    rest = rest.substr(rest.find('\n') + 1);
+    testfx::write_text(test, json{{"question", q}, {"answer", "1 + 1 = 2\n#### 2"}}.dump() + "\n" + rest);
+  }
   std::string gguf = std::string(models) + "/stories260K/stories260K.gguf";
   testfx::write_text(tmp.path() / "text.txt", std::string(3000, 'a') + " Once upon a time there was a cat. ");
   testfx::write_text(tmp.path() / "run.yaml", fmt::format(R"(name: eng
@@ -36,9 +46,10 @@ variants:
   - {{name: ref, backend: engine, model: "{0}", dtype: f32}}
   - {{name: same, backend: engine, model: "{0}", dtype: f32, max_batch: 3}}
   - {{name: int8, backend: engine, model: "{0}", dtype: f32, quantization: int8-channel}}
+  - {{name: hf, backend: engine, model: "{1}", dtype: f32}}
 gates:
   - {{task: gsm8k, metric: "exact_match,strict-match", max_drop: 1.0}}
-)", gguf));
+)", gguf, std::string(models) + "/stories260K-hf"));
   RunOptions o;
   o.config = tmp.path() / "run.yaml";
   o.out = tmp.path() / "out";
@@ -59,8 +70,10 @@ gates:
   CHECK(q["task_prompts"]["kld_mean"].get<double>() < 0.1);
   CHECK(q["text"]["n_tokens"].get<int>() > 0);
   CHECK(q["task_prompts"]["top1_agreement"].get<double>() > 0.5);
+  // The HF copy has a context of 512 against the GGUF's 2048: fidelity sequences fit both.
+  CHECK(r["variants"]["hf"]["fidelity"]["task_prompts"]["n_tokens"].get<int>() > 0);
   std::string md = read_file(tmp.path() / "out" / "report.md");
-  CHECK(md.find("| task | metric | ref (baseline) | same | int8 |") != std::string::npos);
+  CHECK(md.find("| task | metric | ref (baseline) | same | int8 | hf |") != std::string::npos);
   CHECK(md.find("## Fidelity against the baseline") != std::string::npos);
 }
 

@@ -168,6 +168,20 @@ TEST_CASE("few-shot from the test split excludes the doc itself", "[tasks]") {
   CHECK(inst[2].gen->prompt == shot(0) + shot(3) + "Q: q2");
 }
 
+// A sampling task seeds each request by its doc, so a request asked again (--resume) draws the
+// same sample; a greedy one sends no seed.
+TEST_CASE("sampled generation carries a seed per doc; greedy none", "[tasks]") {
+  auto docs = gsm_docs("", 3);
+  SubTask sub{"t", "", docs, docs};
+  auto greedy = build_instances(parse_task_yaml(kMinimal, "g.yaml", "g"), sub, -1);
+  for (const auto& in : greedy) CHECK_FALSE(in.gen->seed.has_value());
+  auto sampled = build_instances(
+      parse_task_yaml(std::string(kMinimal) + "generation: {temperature: 0.7}\n", "s.yaml", "s"), sub, -1);
+  for (size_t i = 0; i < sampled.size(); ++i) CHECK(sampled[i].gen->seed == std::optional<uint64_t>(i));
+  CHECK(build_instances(parse_task_yaml(std::string(kMinimal) + "generation: {temperature: 0.7}\n", "s.yaml", "s"),
+                        sub, 2)[1].gen->seed == sampled[1].gen->seed);
+}
+
 TEST_CASE("mmlu prompts: lm-eval's description, first 5 dev shots, ' A'..' D'", "[tasks]") {
   auto spec = load_task("mmlu");
   std::vector<json> dev, test = {mmlu_doc("  What is life?\n", 2)};
