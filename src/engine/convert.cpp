@@ -414,7 +414,6 @@ uint32_t amax_bits(const float* x, int64_t n) {
   return a;
 }
 constexpr uint32_t kInfBits = 0x7F800000u;
-float bits_float(uint32_t b) { return std::bit_cast<float>(b); }
 
 // 8 lanes of clamp(x / s) -> int32 codes: int8 (RNE, +-127) or e4m3 bits (clamp +-448, then
 // the same bit steps as e4m3_from_f32 for |v| < 480: subnormal add trick or rebias + RNE).
@@ -473,7 +472,7 @@ bool quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_
     for (int64_t n = 0; n < rows; ++n) {
       const uint32_t amax = amax_bits(w + n * K, K);
       if (amax >= kInfBits) return false;
-      const float s = amax > 0 ? bits_float(amax) / qmax : 1.0f;  // all-zero row: s = 1
+      const float s = amax > 0 ? std::bit_cast<float>(amax) / qmax : 1.0f;  // all-zero row: s = 1
       scales[n] = s;
       quantize_span(w + n * K, K, s, false, q + n * K);
     }
@@ -484,7 +483,7 @@ bool quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_
     uint32_t amax = 0;
     for (int64_t n = 0; n < rows; ++n) amax = std::max(amax, amax_bits(w + n * K + k0, kw));
     if (amax >= kInfBits) return false;
-    const float s = amax > 0 ? bits_float(amax) / qmax : 1.0f;  // all-zero block: s = 1
+    const float s = amax > 0 ? std::bit_cast<float>(amax) / qmax : 1.0f;  // all-zero block: s = 1
     scales[k0 / kQuantBlock] = s;
     for (int64_t n = 0; n < rows; ++n) quantize_span(w + n * K + k0, kw, s, fp8, q + n * K + k0);
   }

@@ -8,10 +8,7 @@
 // Every value of these formats is exactly representable in f32, so the conversions are exact.
 #include "engine/tensor.h"
 
-#include <array>
-#include <cmath>
 #include <cstring>
-#include <limits>
 
 #include "core/error.h"
 #include "engine/e4m3_table.h"
