@@ -2,29 +2,52 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "data/fetch.h"
 #include "engine/convert.h"
 #include "engine/engine_commands.h"
 
 namespace qeval {
+
+namespace {
+
+// A numeric flag's lower bound, with a message that states it (CLI11's PositiveNumber prints a
+// range up to DBL_MAX, and names 0 as its lower end while refusing 0).
+CLI::Validator at_least(double lo, bool strict = false) {
+  std::string what = fmt::format("a number {} {}", strict ? ">" : ">=", lo);
+  return CLI::Validator(
+      [lo, strict, what](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return fmt::format("{} is not a number", s);
+        bool ok = strict ? v > lo : v >= lo;
+        return ok ? std::string() : fmt::format("{} is out of range: give {}", s, what);
+      },
+      what);
+}
+
+}  // namespace
 
 void register_engine_commands(CLI::App& app, int& rc) {
   static GenerateCommand gen;
   auto* g = app.add_subcommand("generate", "Generate a completion with the embedded engine (prints only the completion)");
   g->add_option("--model", gen.model, "HF model directory or .gguf file")->required();
   g->add_option("--prompt", gen.prompt, "Prompt text (\"\" starts from BOS alone)")->required();
-  g->add_option("--max-tokens", gen.max_tokens, "New tokens at most (default 256)")->check(CLI::PositiveNumber);
-  g->add_option("--temperature", gen.temperature, "0 = greedy (default)")->check(CLI::NonNegativeNumber);
+  g->add_option("--max-tokens", gen.max_tokens, "New tokens at most (default 256)")->check(at_least(1));
+  g->add_option("--temperature", gen.temperature, "0 = greedy (default)")->check(at_least(0));
   g->add_option("--top-p", gen.top_p, "Nucleus sampling threshold (default 1)")->check(CLI::Range(0.0, 1.0));
-  g->add_option("--top-k", gen.top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
+  g->add_option("--top-k", gen.top_k, "Keep the k most likely tokens (0 = off)")->check(at_least(0));
   g->add_option("--seed", gen.seed, "Sampling seed (reproducible)");
   g->add_option("--dtype", gen.dtype, "Compute precision")->check(CLI::IsMember({"bf16", "f32"}));
   g->add_option("--quantization", gen.quantization, "Quantization scheme")
       ->check(CLI::IsMember({"none", "fp8-block", "int8-block", "int8-channel"}));
-  g->add_option("--threads", gen.threads, "Threads (default: all cores)");
-  g->callback([&rc] { rc = run_generate_command(gen, std::cout); });
+  g->add_option("--threads", gen.threads, "Threads (0 = all cores, the default)")->check(at_least(0));
+  g->callback([&rc] {
+    gen.model = resolve_model_name(gen.model);
+    rc = run_generate_command(gen, std::cout);
+  });
 
   static BenchCommand bench;
   auto* b = app.add_subcommand("bench", "Measure prefill and decode speed of the embedded engine");
@@ -32,16 +55,19 @@ void register_engine_commands(CLI::App& app, int& rc) {
   b->add_option("--dtype", bench.dtype, "Compute precision")->check(CLI::IsMember({"bf16", "f32"}));
   b->add_option("--quantization", bench.quantization, "Quantization scheme")
       ->check(CLI::IsMember({"none", "fp8-block", "int8-block", "int8-channel"}));
-  b->add_option("--prompt-tokens", bench.prompt_tokens, "Prompt tokens per sequence")->check(CLI::PositiveNumber);
-  b->add_option("--gen-tokens", bench.gen_tokens, "Decode steps")->check(CLI::PositiveNumber);
-  b->add_option("--batch", bench.batch, "Sequences in the batch")->check(CLI::PositiveNumber);
-  b->add_option("--threads", bench.threads, "Threads (default: all cores)");
+  b->add_option("--prompt-tokens", bench.prompt_tokens, "Prompt tokens per sequence")->check(at_least(1));
+  b->add_option("--gen-tokens", bench.gen_tokens, "Decode steps")->check(at_least(1));
+  b->add_option("--batch", bench.batch, "Sequences in the batch")->check(at_least(1));
+  b->add_option("--threads", bench.threads, "Threads (0 = all cores, the default)")->check(at_least(0));
   b->add_flag("--json", bench.json, "Print one JSON object");
   b->add_option("--repeat", bench.repeat, "Run the bench N times; report medians and the best (default 1)")
       ->check(CLI::Range(1, 1000));
   b->add_flag("--reference", bench.reference,
               "Probe the read bandwidth between the decode steps and report decode as a fraction of it");
-  b->callback([&rc] { rc = run_bench_command(bench, std::cout); });
+  b->callback([&rc] {
+    bench.model = resolve_model_name(bench.model);
+    rc = run_bench_command(bench, std::cout);
+  });
 
   static ConvertOptions conv;
   static double shard_gb = 5.0;
@@ -52,7 +78,7 @@ void register_engine_commands(CLI::App& app, int& rc) {
       ->required()
       ->check(CLI::IsMember({"bf16", "int8-block", "int8-channel", "fp8-block"}));
   c->add_flag("--verify", conv.verify, "Re-read the output and check every tensor");
-  c->add_option("--shard-size-gb", shard_gb, "Maximum output shard size in GB (default 5)")->check(CLI::PositiveNumber);
+  c->add_option("--shard-size-gb", shard_gb, "Maximum output shard size in GB (default 5)")->check(at_least(0, true));
   c->callback([&rc] {
     conv.shard_bytes = static_cast<uint64_t>(shard_gb * 1e9);
     if (std::string why = conv.validate(); !why.empty()) fail("convert: {}", why);

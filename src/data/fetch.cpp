@@ -388,4 +388,14 @@ fs::path model_file(const std::string& name) {
   return p;
 }
 
+std::string resolve_model_name(const std::string& model) {
+  std::error_code ec;
+  if (model.empty() || model.find('/') != std::string::npos || model.rfind("random:", 0) == 0 ||
+      fs::exists(model, ec))
+    return model;
+  for (const auto& name : fetch_names(builtin_manifest()))
+    if (name == model && name != "gsm8k" && name != "mmlu") return model_file(name).string();
+  return model;
+}
+
 }  // namespace qeval

@@ -73,4 +73,9 @@ std::filesystem::path models_root();
 // expected path and hinting `qeval fetch <name>` (or --mirror DIR) when it is missing.
 std::filesystem::path model_file(const std::string& name);
 
+// A variant's or a command's `model`: a name `qeval fetch` knows ("stories260K"), given where a
+// path is expected and not an existing path, becomes model_file(name); anything else (a path,
+// "random:SHAPE") is returned as it is.
+std::string resolve_model_name(const std::string& model);
+
 }  // namespace qeval

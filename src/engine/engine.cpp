@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <thread>
 #include <unordered_set>
 
 #include "core/error.h"
@@ -82,6 +83,9 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& opt) {
     eng->fingerprint_ = ck.fingerprint();
   }
   eng->model_ = std::make_unique<Model>(cfg, lookup, mo);
+  if (unsigned hw = std::thread::hardware_concurrency(); hw > 0 && opt.threads > static_cast<int>(hw))
+    fmt::print(stderr, "warning: {} threads on {} hardware threads: the engine's threads wait for each other, "
+               "so this runs slower than threads: 0 (all cores)\n", opt.threads, hw);
   eng->pool_ = std::make_unique<ThreadPool>(opt.threads);
   const size_t per_token = static_cast<size_t>(cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim) * 4;
   // Default: max_batch full contexts, and at least two: a loglikelihood request forks its

@@ -173,6 +173,12 @@ expect_error "unknown flag" "--bogus" - "$QEVAL" run "$C/good.yaml" --bogus
 expect_error "bad --limit" "--limit" - "$QEVAL" run "$C/good.yaml" --limit zero
 expect_error "unknown subcommand" "subcommand" - "$QEVAL" frobnicate
 expect_error "bad bench --repeat" "--repeat" - "$QEVAL" bench --model random:tiny --repeat 0
+expect_error "bad bench --batch" "--batch: 0 is out of range: give a number >= 1" - "$QEVAL" bench --model random:tiny --batch 0
+expect_error "bad generate --temperature" "--temperature: -1 is out of range: give a number >= 0" - \
+  "$QEVAL" generate --model random:tiny --prompt x --temperature -1
+expect_error "bad generate --threads" "--threads: -2 is out of range" - "$QEVAL" generate --model random:tiny --prompt x --threads -2
+expect_error "bad convert --shard-size-gb" "--shard-size-gb: 0 is out of range: give a number > 0" - \
+  "$QEVAL" convert --in "$TMP" --out "$TMP/conv" --to bf16 --shard-size-gb 0
 expect_error "report of a non-results file" "good.yaml" - "$QEVAL" report "$C/good.yaml"
 
 # --- qeval prompts ------------------------------------------------------------------------
@@ -250,6 +256,17 @@ QEVAL_DATA=$SHORT expect_error "prompts with invalid UTF-8 in a CSV" "anatomy_te
 echo '{"question": "Q?", "answer": "4"}' > "$SHORT/gsm8k/test.jsonl"
 QEVAL_DATA=$SHORT expect_error "prompts with a GSM8K answer without ####" "test.jsonl:1: \"answer\" has no" - \
   "$QEVAL" prompts "$C/good.yaml" --task gsm8k
+
+# --- a model name `qeval fetch` knows, given to generate (as a run config's model: may) ---------
+if [ -n "${QEVAL_MODELS:-}" ] && [ -f "$QEVAL_MODELS/stories260K/stories260K.gguf" ]; then
+  if out=$("$QEVAL" generate --model stories260K --prompt "Once" --max-tokens 4 2>&1) && [ -n "$out" ]; then
+    echo "ok: generate --model stories260K: $out"
+  else
+    fail "generate --model stories260K: $out"
+  fi
+fi
+QEVAL_MODELS=$TMP/empty expect_error "generate with a fetchable model not fetched" "qeval fetch stories260K" - \
+  "$QEVAL" generate --model stories260K --prompt x
 
 if [ "$FAILS" != 0 ]; then
   echo "$FAILS check(s) failed"
