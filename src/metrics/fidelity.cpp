@@ -13,11 +13,20 @@ void FidelityAccumulator::add(std::span<const float> logp_ref, std::span<const f
     fail("fidelity: distributions of different sizes ({} vs {})", logp_ref.size(), logp_var.size());
   double kld = 0;
   size_t top_ref = 0, top_var = 0;
+  bool broken = false;  // a NaN or +inf log-probability: the position has no distribution to compare
   for (size_t i = 0; i < logp_ref.size(); ++i) {
     const double lp = logp_ref[i], lq = logp_var[i];
+    broken |= std::isnan(lp) || std::isnan(lq) || lp == INFINITY || lq == INFINITY;
     if (std::isfinite(lp)) kld += std::exp(lp) * (lp - lq);
     if (logp_ref[i] > logp_ref[top_ref]) top_ref = i;
     if (logp_var[i] > logp_var[top_var]) top_var = i;
+  }
+  // Left out of every statistic, and counted: max(0, NaN) would have scored it a perfect 0. An
+  // infinite KL (the variant gives probability 0 to a token the reference does not) is counted
+  // the same way.
+  if (broken || !std::isfinite(kld)) {
+    ++n_nonfinite_;
+    return;
   }
   kld_.push_back(std::max(0.0, kld));  // rounding can give a tiny negative value
   same_top_ += top_ref == top_var;
@@ -32,6 +41,7 @@ nlohmann::json FidelityAccumulator::result() const {
   nlohmann::json j;
   const size_t n = kld_.size();
   j["n_tokens"] = n;
+  if (n_nonfinite_ > 0) j["n_nonfinite"] = n_nonfinite_;
   if (n == 0) return j;
   double sum = 0, sum2 = 0;
   for (double x : kld_) sum += x, sum2 += x * x;

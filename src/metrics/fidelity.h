@@ -22,7 +22,9 @@ class FidelityAccumulator {
 
   // {"n_tokens", "kld_mean", "kld_stderr", "kld_percentiles": {"max","99.9","99","95","90",
   //  "50","10","5","1","0.1","min"}, "top1_agreement", "ppl_ref", "ppl_variant", "ppl_ratio",
-  //  "n_ppl_tokens"}. Percentiles interpolate linearly between sorted values.
+  //  "n_ppl_tokens", "n_nonfinite" (when > 0)}. Percentiles interpolate linearly between sorted
+  //  values. A position with a NaN or +inf log-probability, or an infinite KL, is left out of
+  //  every statistic and counted in n_nonfinite.
   nlohmann::json result() const;
 
  private:
@@ -30,6 +32,7 @@ class FidelityAccumulator {
   int64_t same_top_ = 0;
   double nll_ref_ = 0, nll_var_ = 0;
   int64_t n_ppl_ = 0;
+  int64_t n_nonfinite_ = 0;
 };
 
 }  // namespace qeval

@@ -63,6 +63,20 @@ MeanStat micro_average(std::span<const MeanStat> parts) {
   return s;
 }
 
+MeanStat group_stat(std::span<const MeanStat> parts) {
+  MeanStat s = micro_average(parts);
+  double pooled = 0.0;
+  int64_t n = 0, k = 0;
+  for (const auto& p : parts) {
+    if (p.n <= 0) continue;
+    n += p.n;
+    ++k;
+    if (p.n >= 2 && std::isfinite(p.std_err)) pooled += double(p.n - 1) * p.std_err * p.std_err * double(p.n);
+  }
+  s.std_err = n - k > 0 ? std::sqrt(pooled / double(n - k) / double(n)) : kNaN;
+  return s;
+}
+
 Interval wilson_interval(int64_t successes, int64_t n, double z) {
   if (n <= 0) return {0.0, 1.0};
   double nn = double(n), p = double(successes) / nn, z2 = z * z;

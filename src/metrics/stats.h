@@ -24,6 +24,13 @@ MeanStat mean_stat(std::span<const double> xs);
 // are ignored; a part with n == 1 contributes no within-part spread.
 MeanStat micro_average(std::span<const MeanStat> parts);
 
+// A group's result as lm-eval reports it (a group of subtasks aggregated with weight_by_size,
+// e.g. `mmlu`): the micro-average value, and lm-eval's pooled_sample_stderr,
+//   sqrt( Σ_i (n_i - 1) · se_i² · n_i / (N - k) / N ),   N = Σ n_i over the k parts with n_i ≥ 1,
+// which pools the within-subtask variances and leaves out the spread between subtask means.
+// A part with n_i == 1 adds no variance; NaN when N - k <= 0.
+MeanStat group_stat(std::span<const MeanStat> parts);
+
 struct Interval {
   double lo = 0.0, hi = 0.0;
 };

@@ -28,9 +28,11 @@ json evaluate_gates(const json& r, const std::vector<Gate>& gates) {
   std::string base = r.value("baseline", "");
   for (const auto& g : gates) {
     std::vector<std::string> targets = g.variants;
+    // Default: every variant but the baseline; a run of one variant gates that variant.
     if (targets.empty())
       for (const auto& [v, _] : r["variants"].items())
         if (v != base) targets.push_back(v);
+    if (targets.empty() && !base.empty()) targets.push_back(base);
     for (const auto& v : targets) {
       const json* t = at(r, {"variants", v, "tasks", g.task});
       if (!t) {
@@ -81,8 +83,8 @@ json evaluate_gates(const json& r, const std::vector<Gate>& gates) {
             }
             if (g.significant_drop) {
               const json* c = at(r, {"comparisons", v, g.task, g.metric});
-              if (!c) {
-                fails.push_back("no paired comparison available");
+              if (!c || c->value("n_paired", 0L) == 0 || !(*c)["delta"].is_number()) {
+                fails.push_back("no paired sample (no doc scored for both the variant and the baseline)");
               } else {
                 double p = (*c)["mcnemar_p"].get<double>();
                 double d = (*c)["delta"].get<double>();

@@ -97,15 +97,23 @@ std::string xml_escape(const std::string& s) {
       case '>': o += "&gt;"; break;
       case '&': o += "&amp;"; break;
       case '"': o += "&quot;"; break;
-      default: o += c;
+      default:
+        // XML 1.0 has no way to write the other C0 controls, even as references.
+        o += (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') ? '?' : c;
     }
   }
   return o;
 }
 
-std::string fmt_p(double p) {
-  if (p < 0.001) return "<0.001";
-  return fmt::format("{:.3f}", p);
+std::string fmt_p(const json& p) {
+  if (!p.is_number()) return "n/a";
+  if (p.get<double>() < 0.001) return "<0.001";
+  return fmt::format("{:.3f}", p.get<double>());
+}
+
+// A number at a fixed precision, or "n/a" where the results hold none (null: not finite).
+std::string fixed(const json& x, int digits) {
+  return x.is_number() ? fmt::format("{:.{}f}", x.get<double>(), digits) : "n/a";
 }
 
 }  // namespace
@@ -115,6 +123,7 @@ void validate_results(const json& r, const std::string& source) {
     fail("{}: not a qeval results file (expected \"schema\": \"qeval.results/1\")", source);
   if (!r.contains("variants") || !r["variants"].is_object())
     fail("{}: field 'variants' missing or not an object", source);
+  if (r["variants"].empty()) fail("{}: field 'variants' is empty (hint: pass the results.json a run wrote)", source);
   for (const auto& [name, v] : r["variants"].items())
     if (!v.is_object() || !v.contains("tasks") || !v["tasks"].is_object())
       fail("{}: variants.{}.tasks missing or not an object", source, name);
@@ -125,7 +134,8 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
   auto vs = variant_order(r);
   std::string base = r.value("baseline", vs.empty() ? "" : vs.front());
   md += fmt::format("# qeval report: {}\n\n", r.value("name", "run"));
-  md += "Values are percentages ± standard error (lm-eval's: sample sd / √n). Δ is the paired "
+  md += "Values are percentages ± standard error as lm-eval reports it (sample sd / √n; for a group of "
+        "subtasks such as mmlu, lm-eval's pooled stderr). Δ is the paired "
         "difference against the baseline with its 95% CI; flips count samples that went "
         "right→wrong / wrong→right; p is the exact McNemar test.\n\n";
 
@@ -151,7 +161,7 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
           cell += fmt::format("<br>Δ {} [{}, {}], flips {}/{}, p={}", signed_pct((*c)["delta"]),
                               signed_pct((*c)["ci95"][0]), signed_pct((*c)["ci95"][1]),
                               (*c)["right_to_wrong"].get<long>(), (*c)["wrong_to_right"].get<long>(),
-                              fmt_p(num((*c)["mcnemar_p"])));
+                              fmt_p((*c)["mcnemar_p"]));
         }
       }
       md += " " + cell + " |";
@@ -193,17 +203,28 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
           "agreement; PPL ratio = variant / baseline perplexity of the actual next tokens.\n\n";
     md += "| variant | source | tokens | mean KLD | max | 99.9% | 99% | 95% | 90% | median | 10% | 5% | 1% | 0.1% | min | same top token | PPL ratio |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    std::string nonfinite;
     for (const auto& v : vs) {
       const json* f = find(r, {"variants", v, "fidelity"});
       if (!f) continue;
       for (const auto& [src, s] : f->items()) {
-        md += fmt::format("| {} | {} | {} | {:.6f} ± {:.6f} |", md_escape(v), md_escape(src), s.value("n_tokens", 0),
-                          s.value("kld_mean", 0.0), s.value("kld_stderr", 0.0));
+        auto at = [&](const char* k) { return s.contains(k) ? s[k] : json(); };
+        md += fmt::format("| {} | {} | {} | {} ± {} |", md_escape(v), md_escape(src), s.value("n_tokens", 0),
+                          fixed(at("kld_mean"), 6), fixed(at("kld_stderr"), 6));
         for (const char* p : {"max", "99.9", "99", "95", "90", "50", "10", "5", "1", "0.1", "min"})
-          md += fmt::format(" {:.6f} |", s.contains("kld_percentiles") ? s["kld_percentiles"].value(p, 0.0) : 0.0);
-        md += fmt::format(" {:.2f}% | {:.4f} |\n", 100.0 * s.value("top1_agreement", 0.0), s.value("ppl_ratio", 0.0));
+          md += fmt::format(" {} |", fixed(s.contains("kld_percentiles") && s["kld_percentiles"].contains(p)
+                                               ? s["kld_percentiles"][p] : json(), 6));
+        const json top1 = at("top1_agreement");
+        md += fmt::format(" {} | {} |\n", top1.is_number() ? fmt::format("{:.2f}%", 100.0 * top1.get<double>()) : "n/a",
+                          fixed(at("ppl_ratio"), 4));
+        if (s.value("n_nonfinite", 0L) > 0)
+          nonfinite += fmt::format("\n**{} {}: {} of {} positions had a non-finite (NaN or infinite) log-probability** in "
+                                   "the variant or the baseline; they are left out of the statistics above.\n",
+                                   md_escape(v), md_escape(src), s.value("n_nonfinite", 0L),
+                                   s.value("n_nonfinite", 0L) + s.value("n_tokens", 0L));
       }
     }
+    md += nonfinite;
   }
 
   // Gates.

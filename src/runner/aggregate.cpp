@@ -36,9 +36,11 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
   std::vector<std::pair<double, double>> spans;  // [start, end] of each request
   std::vector<double> latencies;
   std::map<std::string, std::vector<double>> values;
+  std::map<std::string, std::vector<MeanStat>> part_stats;  // per part, for a group's stderr
   std::string first_error;  // of the lowest doc id, so it does not depend on the order of parts
   long first_error_doc = -1;
   for (const auto* p : parts) {
+    std::map<std::string, std::vector<double>> part_values;
     for (const auto& [doc, s] : *p) {
       if (s.value("prompt_truncated", false)) ++n_ptrunc;
       if (s.contains("latency_s") && s["latency_s"].is_number()) latencies.push_back(s["latency_s"].get<double>());
@@ -58,15 +60,20 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
       ++n;
       n_invalid += s.value("invalid", false);
       n_trunc += s.value("truncated", false);
-      for (const auto& m : metrics) values[m].push_back(score_of(s, m));
+      for (const auto& m : metrics) {
+        values[m].push_back(score_of(s, m));
+        part_values[m].push_back(values[m].back());
+      }
     }
+    for (const auto& m : metrics) part_stats[m].push_back(mean_stat(part_values[m]));
   }
   json j = {{"version", version}, {"n", n}, {"n_errors", n_err}, {"n_invalid", n_invalid}, {"n_truncated", n_trunc},
             {"n_prompt_truncated", n_ptrunc}};
   if (n_err > 0) j["first_error"] = first_error;
   j["metrics"] = json::object();
   for (const auto& m : metrics) {
-    MeanStat st = mean_stat(values[m]);
+    // A group of subtasks (MMLU's subjects) has lm-eval's pooled stderr; one task its sample stderr.
+    MeanStat st = parts.size() > 1 ? group_stat(part_stats[m]) : mean_stat(values[m]);
     // No scored sample (every request failed): no value, not 0.
     j["metrics"][m] = {{"value", n > 0 ? json(st.value) : json(nullptr)},
                        {"stderr", n > 0 && std::isfinite(st.std_err) ? json(st.std_err) : json(nullptr)},
@@ -107,11 +114,12 @@ json compare_samples(const std::vector<const SampleMap*>& base, const std::vecto
   }
   PairedComparison c = paired_difference(a, b);
   auto num = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
-  return {{"delta", c.delta},
+  // No doc scored on both sides: no difference, not 0.
+  return {{"delta", a.empty() ? json(nullptr) : json(c.delta)},
           {"ci95", {num(c.ci95.lo), num(c.ci95.hi)}},
           {"right_to_wrong", c.right_to_wrong},
           {"wrong_to_right", c.wrong_to_right},
-          {"mcnemar_p", c.mcnemar_p},
+          {"mcnemar_p", a.empty() ? json(nullptr) : json(c.mcnemar_p)},
           {"n_paired", static_cast<long>(a.size())}};
 }
 

@@ -1,11 +1,13 @@
 #include "runner/run_config.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <fstream>
 #include <set>
 
 #include "core/error.h"
 #include "core/fs.h"
-#include "runner/yaml_json.h"
+#include "core/yaml_json.h"
 
 namespace qeval {
 
@@ -39,6 +41,30 @@ std::optional<double> get_number(const nlohmann::json& o, const char* key, const
   return o[key].get<double>();
 }
 
+// A gate threshold on a metric (a fraction: 0.02 is 2 points).
+std::optional<double> get_fraction(const nlohmann::json& o, const char* key, const std::string& where) {
+  std::optional<double> v = get_number(o, key, where);
+  if (v && !(*v >= 0 && *v <= 1))
+    fail("{}.{}: {} is not between 0 and 1 (hint: metrics are fractions: 0.02 is a drop of 2 points, the "
+         "report's 2.0)", where, key, *v);
+  return v;
+}
+
+// An integer in [lo, hi] (YAML integers are 64-bit; a value past an int field's range must not wrap).
+int get_int_in(const nlohmann::json& v, long long lo, long long hi, const std::string& where, const char* what) {
+  if (!v.is_number_integer() || v.get<long long>() < lo || v.get<long long>() > hi)
+    fail("{}: expected {} (an integer from {} to {})", where, what, lo, hi);
+  return static_cast<int>(v.get<long long>());
+}
+
+// A name that becomes a directory and appears in markdown, SVG and JUnit XML.
+bool bad_name(const std::string& s) {
+  if (s.empty() || s == "." || s == ".." || s.find_first_of("/\\ ") != std::string::npos) return true;
+  for (unsigned char ch : s)
+    if (ch < 0x20 || ch == 0x7f) return true;
+  return false;
+}
+
 }  // namespace
 
 RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
@@ -47,8 +73,9 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: the run config must be a mapping with name, tasks and variants", source);
   check_keys(j, {"name", "tasks", "limit", "baseline", "variants", "gates", "fidelity_text", "fidelity_prompts"}, source);
   c.name = get_string(j, "name", source, true);
-  if (c.name.empty() || c.name.find('/') != std::string::npos || c.name == "." || c.name == "..")
-    fail("{}: name: '{}' must be a non-empty file name (it names the output directory)", source, c.name);
+  if (bad_name(c.name))
+    fail("{}: name: '{}' must be a file name without '/', '\\', spaces or control characters, not '.' or '..' "
+         "(it names the output directory)", source, c.name);
 
   if (!j.contains("tasks")) fail("{}: missing required key 'tasks' (e.g. tasks: [gsm8k, mmlu])", source);
   const auto& tasks = j["tasks"];
@@ -63,11 +90,8 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
     fail("{}: tasks: expected a non-empty list of task names", source);
   }
 
-  if (j.contains("limit") && !j["limit"].is_null()) {
-    if (!j["limit"].is_number_integer() || j["limit"].get<long long>() <= 0)
-      fail("{}: limit: expected a positive integer (docs per task)", source);
-    c.limit = j["limit"].get<int>();
-  }
+  if (j.contains("limit") && !j["limit"].is_null())
+    c.limit = get_int_in(j["limit"], 1, 1 << 30, source + ": limit", "a positive number of docs per task");
 
   if (!j.contains("variants") || !j["variants"].is_array() || j["variants"].empty())
     fail("{}: variants: expected a non-empty list of variants (each with name and backend)", source);
@@ -78,8 +102,9 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
     if (!v.is_object()) fail("{}: expected a mapping", where);
     std::string name = get_string(v, "name", where, true);
     get_string(v, "backend", where, true);
-    if (name.empty() || name.find_first_of("/\\ ") != std::string::npos)
-      fail("{}.name: '{}' must be non-empty without '/', '\\' or spaces (it names a directory)", where, name);
+    if (bad_name(name))
+      fail("{}.name: '{}' must be non-empty, without '/', '\\', spaces or control characters, and not '.' or '..' "
+           "(it names a directory)", where, name);
     if (!names.insert(name).second) fail("{}.name: duplicate variant name '{}'", where, name);
     c.variants.push_back(v);
   }
@@ -100,17 +125,14 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
       Gate gc;
       gc.task = get_string(g, "task", where, true);
       gc.metric = get_string(g, "metric", where, true);
-      gc.max_drop = get_number(g, "max_drop", where);
-      gc.max_rel_drop = get_number(g, "max_rel_drop", where);
+      gc.max_drop = get_fraction(g, "max_drop", where);
+      gc.max_rel_drop = get_fraction(g, "max_rel_drop", where);
       gc.significant_drop = get_number(g, "significant_drop", where);
-      gc.min_value = get_number(g, "min_value", where);
+      gc.min_value = get_fraction(g, "min_value", where);
       if (gc.significant_drop && (*gc.significant_drop <= 0 || *gc.significant_drop >= 1))
         fail("{}.significant_drop: expected a significance level between 0 and 1 (e.g. 0.05)", where);
-      if (g.contains("max_errors")) {
-        if (!g["max_errors"].is_number_integer() || g["max_errors"].get<int>() < 0)
-          fail("{}.max_errors: expected a non-negative integer", where);
-        gc.max_errors = g["max_errors"].get<int>();
-      }
+      if (g.contains("max_errors"))
+        gc.max_errors = get_int_in(g["max_errors"], 0, INT32_MAX, where + ".max_errors", "a number of per-sample errors");
       if (g.contains("variants")) {
         if (!g["variants"].is_array()) fail("{}.variants: expected a list of variant names", where);
         for (const auto& v : g["variants"]) {
@@ -119,21 +141,24 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
           gc.variants.push_back(v.get<std::string>());
         }
       }
-      if (std::find(c.tasks.begin(), c.tasks.end(), gc.task) == c.tasks.end() &&
-          gc.task.rfind("mmlu_", 0) != 0)
-        fail("{}.task: '{}' is not one of the run's tasks", where, gc.task);
       if (!gc.max_drop && !gc.max_rel_drop && !gc.significant_drop && !gc.min_value &&
           !g.contains("max_errors"))
         fail("{}: a gate needs one of max_drop, max_rel_drop, significant_drop, min_value, max_errors", where);
+      // A comparison needs a variant beside the baseline: a gate on the baseline alone, or one
+      // that names the baseline, would compare it with itself and pass.
+      const bool compares = gc.max_drop || gc.max_rel_drop || gc.significant_drop;
+      const bool names_base = std::find(gc.variants.begin(), gc.variants.end(), c.baseline) != gc.variants.end();
+      if (compares && (names_base || (gc.variants.empty() && names.size() == 1)))
+        fail("{}: max_drop, max_rel_drop and significant_drop compare a variant with the baseline '{}', and this "
+             "gate would check the baseline itself (hint: list other variants under variants:, or gate the baseline "
+             "with min_value / max_errors in a gate of its own)", where, c.baseline);
       c.gates.push_back(gc);
     }
   }
   if (j.contains("fidelity_text")) c.fidelity_text = get_string(j, "fidelity_text", source, true);
-  if (j.contains("fidelity_prompts")) {
-    if (!j["fidelity_prompts"].is_number_integer() || j["fidelity_prompts"].get<int>() < 0)
-      fail("{}: fidelity_prompts: expected a non-negative integer (task prompts scored for KLD)", source);
-    c.fidelity_prompts = j["fidelity_prompts"].get<int>();
-  }
+  if (j.contains("fidelity_prompts"))
+    c.fidelity_prompts = get_int_in(j["fidelity_prompts"], 0, 1 << 20, source + ": fidelity_prompts",
+                                    "a number of task prompts scored for KLD");
   return c;
 }
 
@@ -144,6 +169,17 @@ RunConfig load_run_config(const fs::path& path) {
   c.sha256 = sha256_hex(text);
   if (c.fidelity_text && c.fidelity_text->is_relative())
     c.fidelity_text = path.parent_path() / *c.fidelity_text;
+  std::error_code ec;
+  if (c.fidelity_text && (!fs::is_regular_file(*c.fidelity_text, ec) || !std::ifstream(*c.fidelity_text)))
+    fail("{}: fidelity_text: {} is not a readable file (hint: a relative path is taken from the config's "
+         "directory)", path.string(), c.fidelity_text->string());
+  // A task given as a relative .yaml path is taken from the config's directory, as fidelity_text
+  // is (and from the current directory when it is not there).
+  for (auto& t : c.tasks) {
+    fs::path p(t);
+    const bool file_like = p.has_parent_path() || p.extension() == ".yaml" || p.extension() == ".yml";
+    if (file_like && p.is_relative() && fs::exists(path.parent_path() / p, ec)) t = (path.parent_path() / p).string();
+  }
   return c;
 }
 

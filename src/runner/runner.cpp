@@ -42,16 +42,51 @@ struct TaskRun {
 
 std::vector<TaskRun> build_tasks(const RunConfig& cfg, int limit) {
   std::vector<TaskRun> out;
-  std::set<std::string> seen;
-  for (const auto& name : cfg.tasks) {
+  std::set<std::string> seen, seen_subs;
+  for (size_t i = 0; i < cfg.tasks.size(); ++i) {
+    const std::string& name = cfg.tasks[i];
     TaskRun t;
-    t.spec = load_task(name);
+    try {
+      t.spec = load_task(name);
+    } catch (const Error& e) {
+      fail("{}: tasks[{}]: {}", cfg.path.string(), i, e.what());
+    }
     if (!seen.insert(t.spec.name).second) fail("{}: tasks: '{}' listed twice", cfg.path.string(), name);
     t.subs = expand_task(t.spec);
+    // Each subtask has its own sample file, named after it.
+    for (const auto& s : t.subs)
+      if (!seen_subs.insert(s.name).second)
+        fail("{}: tasks[{}]: task '{}' has a (sub)task named '{}', as another task of the run has (hint: give "
+             "the task file another `task:` name)", cfg.path.string(), i, t.spec.name, s.name);
     for (const auto& s : t.subs) t.instances.push_back(build_instances(t.spec, s, limit));
     out.push_back(std::move(t));
   }
   return out;
+}
+
+// A gate names a task (or subtask) of the run by the name its results have, and a metric of it.
+void check_gates(const RunConfig& cfg, const std::vector<TaskRun>& tasks) {
+  for (size_t i = 0; i < cfg.gates.size(); ++i) {
+    const Gate& g = cfg.gates[i];
+    const TaskRun* found = nullptr;
+    std::string names;
+    for (const auto& t : tasks) {
+      names += (names.empty() ? "" : ", ") + t.spec.name;
+      if (t.spec.name == g.task) found = &t;
+      for (const auto& s : t.subs)
+        if (s.name == g.task) found = &t;
+    }
+    if (!found)
+      fail("{}: gates[{}].task: '{}' is not a task of this run (its tasks: {}; a subtask such as mmlu_anatomy "
+           "may be gated too; a task file is gated by its `task:` name)", cfg.path.string(), i, g.task, names);
+    std::vector<std::string> keys = metric_keys(found->spec);
+    if (std::find(keys.begin(), keys.end(), g.metric) == keys.end()) {
+      std::string list;
+      for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k;
+      fail("{}: gates[{}].metric: '{}' is not a metric of task {} (its metrics: {})", cfg.path.string(), i, g.metric,
+           found->spec.name, list);
+    }
+  }
 }
 
 // Hash of what is asked, so --resume never reuses an answer to a different question.
@@ -93,6 +128,83 @@ bool dir_has_samples(const fs::path& dir) {
   return false;
 }
 
+// What a variant's answers depend on: its config without the keys that only say how to reach
+// or drive it (name, URLs, concurrency, timeouts, threads, batch and cache sizes), and the
+// engine's checkpoint fingerprint. --resume refuses samples of another identity.
+json variant_identity(const json& variant, const BackendInfo& info) {
+  static const std::set<std::string> kOperational = {"name",        "base_url",    "concurrency", "api_key_env",
+                                                     "timeout_s",   "max_retries", "threads",     "max_batch",
+                                                     "kv_cache_mb"};
+  json id = json::object();
+  for (const auto& [k, v] : variant.items())
+    if (!kOperational.count(k)) id[k] = v;
+  if (info.details.is_object() && info.details.contains("fingerprint")) id["fingerprint"] = info.details["fingerprint"];
+  return id;
+}
+
+fs::path identity_path(const fs::path& out, const std::string& variant) {
+  return out / "samples" / variant / "variant.json";
+}
+
+// Refuses to resume a variant whose samples were answered by another model or config; records
+// the identity of a variant about to run.
+void check_identity(const fs::path& out, const std::string& vname, const json& id, const std::string& where) {
+  fs::path p = identity_path(out, vname);
+  std::error_code ec;
+  if (fs::exists(p, ec)) {
+    json old = json::parse(read_file(p), nullptr, false);
+    if (old.is_discarded() || !old.is_object() || !old.contains("identity"))
+      fail("{}: not a variant record (hint: it was edited; move the variant's samples away, or --overwrite)", p.string());
+    const json& was = old["identity"];
+    if (was == id) return;
+    std::string diff;
+    for (const auto& [k, v] : id.items())
+      if (!was.contains(k) || was[k] != v)
+        diff += fmt::format("{}{}: {} -> {}", diff.empty() ? "" : ", ", k, was.contains(k) ? was[k].dump() : "(unset)", v.dump());
+    for (const auto& [k, v] : was.items())
+      if (!id.contains(k)) diff += fmt::format("{}{}: {} -> (unset)", diff.empty() ? "" : ", ", k, v.dump());
+    fail("{}: variant '{}' changed since its samples in {} were answered ({}) (hint: --overwrite to discard the "
+         "earlier run, or --out DIR for a new one; only name, base_url, concurrency, api_key_env, timeout_s, "
+         "max_retries, threads, max_batch and kv_cache_mb may change on --resume)",
+         where, vname, p.parent_path().string(), diff);
+  }
+  fs::create_directories(p.parent_path(), ec);
+  write_file_atomic(p, json{{"identity", id}}.dump(2) + "\n");
+}
+
+// Scores a logged answer again with the task as it is now (its filters, metrics and the doc's
+// target may have changed since the line was written). Returns the updated line, or nothing
+// when the stored scores still hold.
+std::optional<json> rescore(const TaskSpec& spec, const Instance& in, const json& line) {
+  SampleScore sc;
+  const json& resp = line.contains("response") ? line["response"] : json();
+  if (in.gen) {
+    if (!resp.is_string()) return std::nullopt;
+    GenResult res;
+    res.text = resp.get<std::string>();
+    res.reasoning = line.value("reasoning", "");
+    res.finish_reason = line.contains("finish_reason") && line["finish_reason"].is_string()
+                            ? line["finish_reason"].get<std::string>() : "";
+    sc = score_generation(spec, in, res);
+  } else {
+    if (!resp.is_object() || !resp.contains("logprobs") || !resp["logprobs"].is_array()) return std::nullopt;
+    LoglikResult res;
+    for (const auto& x : resp["logprobs"]) res.logprob.push_back(x.is_number() ? x.get<double>() : NAN);
+    if (resp.contains("is_greedy") && resp["is_greedy"].is_array())
+      for (const auto& x : resp["is_greedy"]) res.is_greedy.push_back(x.is_boolean() && x.get<bool>());
+    res.is_greedy.resize(res.logprob.size(), false);
+    sc = score_loglikelihood(spec, in, res);
+  }
+  json now = line;
+  now["target"] = in.target;
+  now["extracted"] = sc.extracted;
+  now["scores"] = sc.scores;
+  now["invalid"] = sc.invalid;
+  now["truncated"] = sc.truncated;
+  if (now == line) return std::nullopt;
+  return now;
+}
+
 // Runs the pending requests of one variant, logging each sample as it finishes.
 void run_variant(const std::string& vname, Backend& backend, const std::vector<TaskRun>& tasks,
                  const fs::path& out) {
@@ -105,7 +217,7 @@ void run_variant(const std::string& vname, Backend& backend, const std::vector<T
   std::vector<std::vector<std::vector<std::string>>> hashes(tasks.size());
   std::map<std::pair<size_t, size_t>, std::unique_ptr<SampleLog>> logs;
 
-  size_t already = 0;
+  size_t already = 0, rescored = 0;
   for (size_t t = 0; t < tasks.size(); ++t) {
     hashes[t].resize(tasks[t].subs.size());
     for (size_t s = 0; s < tasks[t].subs.size(); ++s) {
@@ -119,6 +231,11 @@ void run_variant(const std::string& vname, Backend& backend, const std::vector<T
         auto it = existing.find(in.doc_id);
         if (it != existing.end() && it->second.value("request_hash", "") == h && it->second["error"].is_null()) {
           ++already;
+          if (auto line = rescore(tasks[t].spec, in, it->second)) {
+            if (!logs.count({t, s})) logs[{t, s}] = std::make_unique<SampleLog>(p);
+            logs.at({t, s})->append(*line);  // supersedes the earlier line of the doc
+            ++rescored;
+          }
           continue;
         }
         any = true;
@@ -130,11 +247,14 @@ void run_variant(const std::string& vname, Backend& backend, const std::vector<T
           ll_reqs.push_back(*in.loglik);
         }
       }
-      if (any) logs[{t, s}] = std::make_unique<SampleLog>(p);
+      if (any && !logs.count({t, s})) logs[{t, s}] = std::make_unique<SampleLog>(p);
     }
   }
   size_t total = gen_reqs.size() + ll_reqs.size();
   if (already) fmt::print(stderr, "{}: resuming, {} samples already done\n", vname, already);
+  if (rescored)
+    fmt::print(stderr, "{}: {} of them scored again: the task's scoring or a target changed since they were logged\n",
+               vname, rescored);
   if (total == 0) return;
 
   Progress progress(vname, total);
@@ -265,15 +385,31 @@ json build_results(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
 // Fidelity of every engine variant against an engine baseline, on the same token sequences:
 // up to `max_prompts` task prompts (spread over tasks and subtasks; every position scored) and
 // the fidelity_text in chunks (the second half of each chunk scored, as llama-perplexity does).
-json run_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
-                  const std::vector<std::unique_ptr<Backend>>& backends) {
-  json out = json::object();
+// Planned before the variants run, so a fidelity_text too short to score fails the run before
+// its hours of requests, not after.
+struct FidelityPlan {
+  struct Seq {
+    std::vector<int32_t> tokens;
+    int64_t first_scored;
+  };
+  Engine* base = nullptr;
+  std::vector<std::pair<std::string, Engine*>> others;
+  std::map<std::string, std::vector<Seq>> sources;
+};
+
+FidelityPlan plan_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
+                           const std::vector<std::unique_ptr<Backend>>& backends) {
+  FidelityPlan plan;
   size_t base_i = 0;
   for (size_t v = 0; v < cfg.variants.size(); ++v)
     if (cfg.variants[v]["name"] == cfg.baseline) base_i = v;
   Engine* base = engine_of(*backends[base_i]);
-  if (!base || !base->tokenizer()) return out;
-  std::vector<std::pair<std::string, Engine*>> others;
+  if (!base || !base->tokenizer()) {
+    if (cfg.fidelity_text)
+      fmt::print(stderr, "warning: {}: fidelity_text is not used: fidelity compares engine variants with an engine "
+                 "baseline, and the baseline '{}' is not one\n", cfg.path.string(), cfg.baseline);
+    return plan;
+  }
   for (size_t v = 0; v < cfg.variants.size(); ++v) {
     Engine* e = engine_of(*backends[v]);
     if (v == base_i || !e) continue;
@@ -282,27 +418,23 @@ json run_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
                  cfg.variants[v]["name"].get<std::string>());
       continue;
     }
-    others.emplace_back(cfg.variants[v]["name"].get<std::string>(), e);
+    plan.others.emplace_back(cfg.variants[v]["name"].get<std::string>(), e);
   }
-  if (others.empty()) return out;
+  if (plan.others.empty()) return plan;
+  plan.base = base;
 
   // Sequences fit every engine compared (a variant may have a shorter context than the baseline).
   int64_t max_len = std::min<int64_t>(base->context_length(), 1024);
-  for (const auto& [name, e] : others) max_len = std::min(max_len, e->context_length());
-  struct Seq {
-    std::vector<int32_t> tokens;
-    int64_t first_scored;
-  };
-  std::map<std::string, std::vector<Seq>> sources;
+  for (const auto& [name, e] : plan.others) max_len = std::min(max_len, e->context_length());
+  auto& prompts = plan.sources["task_prompts"];
   // Task prompts, round-robin over (task, subtask) so every task is represented.
   std::vector<std::pair<size_t, size_t>> subs;
   for (size_t t = 0; t < tasks.size(); ++t)
     for (size_t s = 0; s < tasks[t].subs.size(); ++s) subs.emplace_back(t, s);
-  for (size_t round = 0; sources["task_prompts"].size() < static_cast<size_t>(cfg.fidelity_prompts); ++round) {
+  for (size_t round = 0; prompts.size() < static_cast<size_t>(cfg.fidelity_prompts); ++round) {
     bool any = false;
     for (auto [t, s] : subs) {
-      if (round >= tasks[t].instances[s].size() ||
-          sources["task_prompts"].size() >= static_cast<size_t>(cfg.fidelity_prompts))
+      if (round >= tasks[t].instances[s].size() || prompts.size() >= static_cast<size_t>(cfg.fidelity_prompts))
         continue;
       any = true;
       const Instance& in = tasks[t].instances[s][round];
@@ -310,43 +442,49 @@ json run_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
       std::string text = in.gen ? in.gen->prompt : in.loglik->context;
       std::vector<int32_t> toks = base->tokenizer()->encode(text, true);
       if (static_cast<int64_t>(toks.size()) > max_len) toks.erase(toks.begin(), toks.end() - max_len);
-      if (toks.size() >= 2) sources["task_prompts"].push_back({std::move(toks), 0});
+      if (toks.size() >= 2) prompts.push_back({std::move(toks), 0});
     }
     if (!any) break;
   }
   if (cfg.fidelity_text) {
+    auto& text = plan.sources["text"];
     std::vector<int32_t> all = base->tokenizer()->encode(read_file(*cfg.fidelity_text), true);
     const int64_t chunk = std::min<int64_t>(max_len, 512);
-    for (int64_t b = 0; b + chunk <= static_cast<int64_t>(all.size()) && sources["text"].size() < 64; b += chunk)
-      sources["text"].push_back({std::vector<int32_t>(all.begin() + b, all.begin() + b + chunk), chunk / 2});
-    if (sources["text"].empty())
+    for (int64_t b = 0; b + chunk <= static_cast<int64_t>(all.size()) && text.size() < 64; b += chunk)
+      text.push_back({std::vector<int32_t>(all.begin() + b, all.begin() + b + chunk), chunk / 2});
+    if (text.empty())
       fail("{}: fidelity_text: {} has {} tokens, fewer than one chunk of {} (hint: use a longer text)",
            cfg.path.string(), cfg.fidelity_text->string(), all.size(), chunk);
   }
+  return plan;
+}
 
-  const int64_t V = base->config().vocab_size;
-  for (auto& [src, seqs] : sources) {
+json run_fidelity(const RunConfig& cfg, const FidelityPlan& plan) {
+  json out = json::object();
+  if (!plan.base) return out;
+  const int64_t V = plan.base->config().vocab_size;
+  for (const auto& [src, seqs] : plan.sources) {
     if (seqs.empty()) continue;
-    std::vector<FidelityAccumulator> acc(others.size());
-    for (const Seq& sq : seqs) {
+    std::vector<FidelityAccumulator> acc(plan.others.size());
+    for (const auto& sq : seqs) {
       const int64_t n = static_cast<int64_t>(sq.tokens.size());
       std::vector<float> ref(static_cast<size_t>(n * V));
       std::vector<std::vector<int32_t>> one{sq.tokens};
-      base->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
+      plan.base->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
         std::copy(lp.begin(), lp.end(), ref.begin() + i * V);
       });
-      for (size_t o = 0; o < others.size(); ++o) {
-        others[o].second->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
+      for (size_t o = 0; o < plan.others.size(); ++o) {
+        plan.others[o].second->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
           if (i < sq.first_scored || i + 1 >= n) return;  // the last position has no next token
           acc[o].add(std::span<const float>(ref.data() + i * V, V), lp, sq.tokens[i + 1]);
         });
       }
     }
-    for (size_t o = 0; o < others.size(); ++o) {
+    for (size_t o = 0; o < plan.others.size(); ++o) {
       json r = acc[o].result();
       r["reference"] = cfg.baseline;
       r["n_sequences"] = seqs.size();
-      out[others[o].first][src] = r;
+      out[plan.others[o].first][src] = r;
     }
   }
   return out;
@@ -372,11 +510,13 @@ int run_eval(const RunOptions& opts) {
          "discard it, or --out DIR for a new directory)", out.string());
 
   std::vector<TaskRun> tasks = build_tasks(cfg, limit);
+  check_gates(cfg, tasks);
 
   std::vector<std::unique_ptr<Backend>> backends;
   for (size_t i = 0; i < cfg.variants.size(); ++i)
     backends.push_back(make_backend(cfg.variants[i], fmt::format("{}: variants[{}]", cfg.path.string(), i)));
   for (auto& b : backends) b->check_ready();
+  const FidelityPlan fidelity = plan_fidelity(cfg, tasks, backends);
 
   std::error_code ec;
   if (opts.overwrite) {
@@ -387,10 +527,13 @@ int run_eval(const RunOptions& opts) {
   if (ec) fail("{}: cannot create the output directory: {}", out.string(), ec.message());
 
   for (size_t v = 0; v < cfg.variants.size(); ++v)
+    check_identity(out, cfg.variants[v]["name"].get<std::string>(), variant_identity(cfg.variants[v], backends[v]->info()),
+                   fmt::format("{}: variants[{}]", cfg.path.string(), v));
+  for (size_t v = 0; v < cfg.variants.size(); ++v)
     run_variant(cfg.variants[v]["name"].get<std::string>(), *backends[v], tasks, out);
 
   json r = build_results(cfg, tasks, backends, out);
-  json fid = run_fidelity(cfg, tasks, backends);
+  json fid = run_fidelity(cfg, fidelity);
   for (const auto& [v, f] : fid.items()) r["variants"][v]["fidelity"] = f;
   write_outputs(r, out, opts.junit);
   fmt::print(stderr, "wrote {}\n", (out / "report.md").string());

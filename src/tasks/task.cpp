@@ -5,11 +5,11 @@
 #include <filesystem>
 #include <charconv>
 
-#include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/text.h"
+#include "core/yaml_json.h"
 #include "data/datasets.h"
 #include "extract/reasoning.h"
 #include "extract/spec.h"
@@ -19,44 +19,6 @@ namespace qeval {
 
 namespace {
 
-// YAML -> JSON. Quoted scalars stay strings; plain scalars become null / bool / integer /
-// float when they look like one (YAML 1.2 core schema), else strings.
-nlohmann::json yaml_to_json(const YAML::Node& n, const std::string& where) {
-  switch (n.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
-    case YAML::NodeType::Sequence: {
-      auto a = nlohmann::json::array();
-      for (const auto& e : n) a.push_back(yaml_to_json(e, where));
-      return a;
-    }
-    case YAML::NodeType::Map: {
-      auto o = nlohmann::json::object();
-      for (const auto& kv : n) {
-        std::string key = kv.first.Scalar();
-        if (o.contains(key)) fail("{}: duplicate key '{}' (line {})", where, key, kv.first.Mark().line + 1);
-        o[key] = yaml_to_json(kv.second, where);
-      }
-      return o;
-    }
-    case YAML::NodeType::Scalar: {
-      const std::string& s = n.Scalar();
-      if (n.Tag() == "!") return s;  // quoted
-      if (s == "null" || s == "~" || s.empty()) return nullptr;
-      if (s == "true" || s == "True") return true;
-      if (s == "false" || s == "False") return false;
-      const char* b = s.data() + (s[0] == '+' ? 1 : 0);
-      const char* e = s.data() + s.size();
-      int64_t i = 0;
-      if (auto r = std::from_chars(b, e, i); r.ec == std::errc() && r.ptr == e) return i;
-      double d = 0;
-      if (auto r = std::from_chars(b, e, d, std::chars_format::general); r.ec == std::errc() && r.ptr == e) return d;
-      return s;
-    }
-  }
-  return nullptr;
-}
 
 std::vector<std::string> dataset_fields(const std::string& dataset) {
   if (dataset == "gsm8k") return {"question", "answer"};
@@ -116,15 +78,10 @@ TaskSpec load_task(const std::string& name_or_path) {
 
 TaskSpec parse_task_yaml(const std::string& yaml_text, const std::string& source,
                          const std::string& default_name) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    fail("{}: not valid YAML: {}", source, e.what());
-  }
-  if (!root.IsMap()) fail("{}: a task file must be a mapping of keys", source);
   const std::string& w = source;
-  nlohmann::json j = yaml_to_json(root, w);
+  const YAML::Node root = load_yaml(yaml_text, source);
+  nlohmann::json j = yaml_to_json(root, source);
+  if (!j.is_object()) fail("{}: a task file must be a mapping of keys", source);
   spec::check_keys(j,
                    {"task", "version", "dataset", "test_split", "fewshot_split", "num_fewshot",
                     "fewshot_sampler", "output_type", "description", "doc_to_text", "doc_to_target",

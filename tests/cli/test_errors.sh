@@ -113,8 +113,24 @@ expect_error "gate without threshold" "gates[0]" "$TMP/o6" "$QEVAL" run "$C/gate
 
 write_config "$C/gate_other_task.yaml" "$GOOD
 gates:
-  - {task: mmlu, metric: \"acc,none\", max_drop: 0.1}"
-expect_error "gate on a task not run" "mmlu" "$TMP/o7" "$QEVAL" run "$C/gate_other_task.yaml" --out "$TMP/o7"
+  - {task: mmlu, metric: \"acc,none\", min_value: 0.1}"
+expect_error "gate on a task not run" "gates[0].task: 'mmlu' is not a task of this run" "$TMP/o7" \
+  "$QEVAL" run "$C/gate_other_task.yaml" --out "$TMP/o7"
+
+write_config "$C/gate_other_metric.yaml" "$GOOD
+gates:
+  - {task: gsm8k, metric: \"exact_match,strict_match\", min_value: 0.1}"
+expect_error "gate on a metric the task lacks" "gates[0].metric: 'exact_match,strict_match' is not a metric of task gsm8k" \
+  "$TMP/o7b" "$QEVAL" run "$C/gate_other_metric.yaml" --out "$TMP/o7b"
+
+write_config "$C/fidelity_missing.yaml" "$GOOD
+fidelity_text: nope.txt"
+expect_error "fidelity_text that does not exist" "fidelity_missing.yaml: fidelity_text:" "$TMP/o7c" \
+  "$QEVAL" run "$C/fidelity_missing.yaml" --out "$TMP/o7c"
+
+write_config "$C/dup_key.yaml" "$GOOD
+limit: 3"
+expect_error "a key given twice" "dup_key.yaml:6: duplicate key 'limit'" "$TMP/o7d" "$QEVAL" run "$C/dup_key.yaml" --out "$TMP/o7d"
 
 write_config "$C/gate_bad_alpha.yaml" "$GOOD
 gates:

@@ -48,3 +48,22 @@ TEST_CASE("KLD, percentiles, top-1 and perplexity match hand computations") {
   const double pv = std::exp(-(std::log(0.1) + std::log(0.8) + std::log(0.3)) / 3);
   CHECK(r["ppl_ratio"].get<double>() == Approx(pv / pr).epsilon(1e-6));
 }
+
+TEST_CASE("a NaN or infinite position is counted and left out, not scored as a perfect match") {
+  FidelityAccumulator acc;
+  auto a = logs({0.5, 0.25, 0.25});
+  auto b = logs({0.25, 0.5, 0.25});
+  acc.add(a, b, 0);
+  std::vector<float> nan_lp(3, std::nanf(""));
+  acc.add(a, nan_lp, 0);  // max(0, NaN) would have been 0: a perfect match
+  std::vector<float> zero_p = logs({0.5, 0.5, 1e-30});
+  zero_p[2] = -INFINITY;  // the variant gives probability 0 to a token the reference does not
+  acc.add(a, zero_p, 0);
+  auto r = acc.result();
+  CHECK(r["n_tokens"] == 1);
+  CHECK(r["n_nonfinite"] == 2);
+  const double kl = 0.5 * std::log(0.5 / 0.25) + 0.25 * std::log(0.25 / 0.5);
+  CHECK(r["kld_mean"].get<double>() == Approx(kl));
+  CHECK(r["top1_agreement"].get<double>() == 0.0);
+  CHECK(std::isfinite(r["ppl_ratio"].get<double>()));
+}

@@ -74,6 +74,20 @@ TEST_CASE("micro_average equals the mean over all samples", "[stats]") {
   CHECK(micro.std_err == Approx(direct.std_err).epsilon(1e-12));
 }
 
+TEST_CASE("group_stat: micro-average value, lm-eval's pooled stderr", "[stats]") {
+  std::vector<double> a = {1, 0, 1}, b = {0, 0, 1, 1, 1, 1, 0}, c = {1};
+  std::vector<MeanStat> parts = {mean_stat(a), mean_stat(b), mean_stat(c), MeanStat{}};
+  auto g = group_stat(parts);
+  CHECK(g.n == 11);
+  CHECK(g.value == Approx(7.0 / 11.0).epsilon(1e-12));
+  // Within-part variances s_a^2 = 1/3, s_b^2 = 2/7 (c alone adds none), pooled over N - k = 8:
+  // (2 * 1/3 + 6 * 2/7) / 8 = 25/84; stderr = sqrt(25/84 / 11).
+  CHECK(g.std_err == Approx(std::sqrt(25.0 / 924.0)).epsilon(1e-12));
+  CHECK(g.std_err != Approx(micro_average(parts).std_err).epsilon(1e-3));  // not the concatenated one
+  std::vector<MeanStat> singles = {mean_stat(c), mean_stat(c)};
+  CHECK(std::isnan(group_stat(singles).std_err));  // N - k = 0
+}
+
 TEST_CASE("Wilson interval", "[stats]") {
   // python3: z=1.959963984540054; p=s/n; d=1+z*z/n; c=(p+z*z/(2*n))/d; h=z*sqrt(p*(1-p)/n+z*z/(4*n*n))/d
   auto w = wilson_interval(7, 10);

@@ -138,3 +138,50 @@ TEST_CASE("validate_results rejects other documents") {
   CHECK_THROWS_WITH(validate_results(json{{"schema", "other"}}, "x.json"), Catch::Contains("x.json"));
   CHECK_NOTHROW(validate_results(fixed_results(), "x.json"));
 }
+
+TEST_CASE("gates: no paired sample fails a significance gate; a run of one variant gates it") {
+  json r = fixed_results();
+  std::vector<Gate> gates(1);
+  gates[0].task = "gsm8k", gates[0].metric = "exact_match,strict-match", gates[0].significant_drop = 0.05;
+  gates[0].max_errors = 5;
+  REQUIRE(evaluate_gates(r, gates)[0]["passed"].get<bool>());
+  json& c = r["comparisons"]["b"]["gsm8k"]["exact_match,strict-match"];
+  c["n_paired"] = 0, c["delta"] = nullptr, c["mcnemar_p"] = nullptr, c["ci95"] = {nullptr, nullptr};
+  json out = evaluate_gates(r, gates);
+  CHECK_FALSE(out[0]["passed"].get<bool>());
+  CHECK_THAT(out[0]["why"].get<std::string>(), Catch::Contains("no paired sample"));
+  CHECK(render_markdown(r, "").find("Δ n/a [n/a, n/a], flips 3/1, p=n/a") != std::string::npos);
+
+  // One variant: the gate checks it (the default "all but the baseline" would check nothing).
+  json one = fixed_results();
+  one["variants"].erase("b");
+  one["variant_order"] = {"a"};
+  std::vector<Gate> mv(1);
+  mv[0].task = "gsm8k", mv[0].metric = "exact_match,strict-match", mv[0].min_value = 0.6;
+  out = evaluate_gates(one, mv);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0]["variant"] == "a");
+  CHECK_FALSE(out[0]["passed"].get<bool>());
+}
+
+TEST_CASE("report: fidelity without a value shows n/a and counts non-finite positions; XML has no control characters") {
+  json r = fixed_results();
+  r["variants"]["b"]["fidelity"]["text"] = {{"n_tokens", 0}, {"n_nonfinite", 7}};
+  r["variants"]["b"]["fidelity"]["task_prompts"] = {{"n_tokens", 10}, {"kld_mean", 0.5}, {"kld_stderr", 0.1},
+                                                    {"top1_agreement", 0.9}, {"ppl_ratio", nullptr}};
+  std::string md = render_markdown(r, "");
+  CHECK(md.find("| b | text | 0 | n/a ± n/a | n/a |") != std::string::npos);
+  CHECK(md.find("| 90.00% | n/a |") != std::string::npos);
+  CHECK(md.find("b text: 7 of 7 positions had a non-finite") != std::string::npos);
+  r["gates"] = json::array({{{"task", "gsm8k"}, {"metric", "m"}, {"variant", "b"}, {"passed", false},
+                             {"why", std::string("bad\x1b[31m")}}});
+  std::string x = render_junit(r);
+  CHECK(x.find('\x1b') == std::string::npos);
+  CHECK(x.find("bad?[31m") != std::string::npos);
+}
+
+TEST_CASE("validate_results: a results file without variants is refused") {
+  json r = fixed_results();
+  r["variants"] = json::object();
+  CHECK_THROWS_WITH(validate_results(r, "x.json"), Catch::Contains("x.json: field 'variants' is empty"));
+}

@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "runner/run_config.h"
-#include "runner/yaml_json.h"
+#include "core/yaml_json.h"
 
 using namespace qeval;
 
@@ -49,6 +49,14 @@ TEST_CASE("yaml scalars: quoted stay strings, plain become numbers and bools") {
   CHECK(j["d"] == true);
   CHECK(j["e"].is_null());
   CHECK(j["f"] == "v1");
+  // Not numbers in YAML 1.2's core schema: a numeric field refuses them as strings.
+  auto k = parse_yaml("a: nan\nb: inf\nc: 0x10\nd: -.5\ne: +3\nf: 1e3\n", "x");
+  CHECK(k["a"] == "nan");
+  CHECK(k["b"] == "inf");
+  CHECK(k["c"] == "0x10");
+  CHECK(k["d"] == -0.5);
+  CHECK(k["e"] == 3);
+  CHECK(k["f"] == 1000.0);
 }
 
 TEST_CASE("bad configs give one clear error naming the key") {
@@ -72,6 +80,29 @@ TEST_CASE("bad configs give one clear error naming the key") {
   CHECK_THAT(err("name: x\ntasks: [gsm8k]\nvariants:\n  - {backend: openai}\n"), Catch::Contains("variants[0]: missing required key 'name'"));
   CHECK_THAT(err(base + "gates:\n  - {task: gsm8k, metric: m}\n"), Catch::Contains("a gate needs one of"));
   CHECK_THAT(err(base + "gates:\n  - {task: gsm8k, metric: m, significant_drop: 5}\n"), Catch::Contains("significance level"));
-  CHECK_THAT(err(base + "gates:\n  - {task: mmlu, metric: m, max_drop: 0.1}\n"), Catch::Contains("not one of the run's tasks"));
+  // A comparison gate needs a variant beside the baseline.
+  CHECK_THAT(err(base + "gates:\n  - {task: gsm8k, metric: m, max_drop: 0.1}\n"),
+             Catch::Contains("gates[0]: max_drop, max_rel_drop and significant_drop compare"));
+  std::string two = base + "  - {name: b, backend: openai}\n";
+  CHECK_THAT(err(two + "gates:\n  - {task: gsm8k, metric: m, max_drop: 0.1, variants: [a, b]}\n"),
+             Catch::Contains("would check the baseline itself"));
+  CHECK_NOTHROW(parse(two + "gates:\n  - {task: gsm8k, metric: m, max_drop: 0.1}\n"));
+  CHECK_NOTHROW(parse(base + "gates:\n  - {task: gsm8k, metric: m, min_value: 0.5}\n"));
+  // Thresholds are fractions.
+  CHECK_THAT(err(two + "gates:\n  - {task: gsm8k, metric: m, max_drop: 5}\n"),
+             Catch::Contains("gates[0].max_drop: 5 is not between 0 and 1"));
+  CHECK_THAT(err(two + "gates:\n  - {task: gsm8k, metric: m, min_value: -0.1}\n"), Catch::Contains("min_value"));
+  // Integers do not wrap.
+  CHECK_THAT(err(base + "limit: 4294967297\n"), Catch::Contains("limit: expected"));
+  CHECK_THAT(err(two + "gates:\n  - {task: gsm8k, metric: m, max_errors: 4294967296}\n"), Catch::Contains("max_errors"));
+  // Names that are directories and XML text.
+  CHECK_THAT(err("name: x\ntasks: [gsm8k]\nvariants:\n  - {name: '..', backend: openai}\n"), Catch::Contains("variants[0].name"));
+  CHECK_THAT(err("name: x\ntasks: [gsm8k]\nvariants:\n  - {name: \"a\\x1bb\", backend: openai}\n"),
+             Catch::Contains("control characters"));
+  // A key given twice (the second `gates:` would drop every gate).
+  CHECK_THAT(err(two + "gates:\n  - {task: gsm8k, metric: m, max_drop: 0.1}\ngates: []\n"),
+             Catch::Contains("run.yaml:8: duplicate key 'gates'"));
+  CHECK_THAT(err("name: x\ntasks: [gsm8k]\nvariants:\n  - {name: a, backend: openai, model: p, model: q}\n"),
+             Catch::Contains("duplicate key 'model'"));
   CHECK_THROWS_WITH(parse_yaml("a: [1, 2\n", "bad.yaml"), Catch::Contains("bad.yaml:"));
 }

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <mutex>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "data/datasets.h"
 #include "runner/fixtures/run_fixture.h"
 #include "runner/runner.h"
+#include "tasks/task.h"
 
 using namespace qeval;
 using namespace qeval::testfx;
@@ -200,7 +202,24 @@ void check_results(const json& r, const DatasetSizes& z, bool b_has_errors, cons
     const json& m = vj["tasks"]["mmlu"];
     CHECK(m["n"].get<int>() == static_cast<int>(e.mmlu.size()));
     CHECK(m["n_errors"].get<int>() == (errs ? 1 : 0));
-    check_metric(m["metrics"]["acc,none"], e.mmlu);  // micro average over all questions
+    {
+      // The micro average over all questions, with lm-eval's group stderr (pooled_sample_stderr):
+      // sqrt(Σ (n_s - 1) · se_s² · n_s / (N - k) / N) over the subjects s.
+      std::vector<std::vector<double>> by_subject(57);
+      for (size_t i = 0; i < e.mmlu_docs.size(); ++i) by_subject[e.mmlu_docs[i].first].push_back(e.mmlu[i]);
+      double pooled = 0;
+      size_t n_all = 0, k = 0;
+      for (const auto& xs : by_subject) {
+        if (xs.empty()) continue;
+        n_all += xs.size(), ++k;
+        if (xs.size() >= 2) pooled += double(xs.size() - 1) * std::pow(mean_stderr(xs), 2) * double(xs.size());
+      }
+      const json& acc = m["metrics"]["acc,none"];
+      INFO(acc.dump());
+      CHECK(acc["n"].get<size_t>() == e.mmlu.size());
+      CHECK(acc["value"].get<double>() == Approx(mean_of(e.mmlu)).margin(1e-12));
+      CHECK(acc["stderr"].get<double>() == Approx(std::sqrt(pooled / double(n_all - k) / double(n_all))).epsilon(1e-12));
+    }
     REQUIRE(m["subtasks"].size() == 57);
     // Per subject: mmlu_<subject> entries with their own n.
     for (int s : {0, 5, 56}) {
@@ -520,4 +539,82 @@ TEST_CASE("run_eval: --overwrite discards earlier samples; --limit overrides the
   auto lines = read_lines(tmp.path() / "out" / "samples" / "a" / "gsm8k.jsonl");
   REQUIRE(lines.size() == 5);
   CHECK(lines.back()["doc_id"] == 2);
+}
+
+TEST_CASE("run_eval: --resume refuses a changed variant, scores logged answers as the task now says; one variant is gated") {
+  TempDir tmp("identity");
+  write_datasets(tmp.path() / "data");
+  EnvGuard data_env("QEVAL_DATA", (tmp.path() / "data").string());
+  auto s = make_server(0, "m", nullptr);
+  // A task file beside the config (found from there, whatever the working directory): the
+  // built-in gsm8k under its own name.
+  std::string task_yaml;
+  for (const auto& [n, t] : builtin_task_yamls())
+    if (n == "gsm8k") task_yaml = std::string(t);
+  REQUIRE(task_yaml.find("task: gsm8k\n") != std::string::npos);
+  task_yaml.replace(task_yaml.find("task: gsm8k\n"), 12, "task: mygsm\n");
+  const fs::path dir = tmp.path() / "cfg";
+  fs::create_directories(dir);
+  write_text(dir / "mygsm.yaml", task_yaml);
+  auto config = [&](const std::string& extra) {
+    write_text(dir / "run.yaml", "name: i\ntasks: [mygsm.yaml]\nlimit: 12\nvariants:\n"
+                                 "  - {name: a, backend: openai, base_url: \"" + s->base_url() + "\", model: m" + extra + "}\n"
+                                 "gates:\n  - {task: mygsm, metric: \"exact_match,strict-match\", min_value: 0.9}\n");
+  };
+  config("");
+  RunOptions opts;
+  opts.config = dir / "run.yaml";
+  opts.out = tmp.path() / "out";
+  // The one variant is gated (strict-match is right on docs of category 0, 4, 5: half of them).
+  CHECK(run_eval(opts) == 1);
+  json r = json::parse(read_file(tmp.path() / "out" / "results.json"));
+  REQUIRE(r["gates"].size() == 1);
+  CHECK(r["gates"][0]["variant"] == "a");
+  CHECK(r["gates"][0]["passed"] == false);
+  CHECK(r["variants"]["a"]["tasks"]["mygsm"]["metrics"]["exact_match,strict-match"]["value"] == Approx(0.5));
+  CHECK(s->total_requests() == 12);
+
+  // The task's strict-match filter changes: no answer is asked again, every logged one is
+  // scored again (now none matches), and the log holds the new scores.
+  std::string changed = task_yaml;
+  const std::string pat = "pattern: '#### (\\-?[0-9\\.\\,]+)'";
+  REQUIRE(changed.find(pat) != std::string::npos);
+  changed.replace(changed.find(pat), pat.size(), "pattern: 'NEVER (\\d+)'");
+  write_text(dir / "mygsm.yaml", changed);
+  opts.resume = true;
+  CHECK(run_eval(opts) == 1);
+  CHECK(s->total_requests() == 12);
+  r = json::parse(read_file(tmp.path() / "out" / "results.json"));
+  CHECK(r["variants"]["a"]["tasks"]["mygsm"]["metrics"]["exact_match,strict-match"]["value"] == Approx(0.0));
+  CHECK(r["variants"]["a"]["tasks"]["mygsm"]["metrics"]["exact_match,flexible-extract"]["value"] == Approx(0.5));
+  auto lines = read_lines(tmp.path() / "out" / "samples" / "a" / "mygsm.jsonl");
+  CHECK(lines.back()["scores"]["exact_match,strict-match"] == 0.0);
+
+  // How the variant is reached may change; what answers may not.
+  config(", concurrency: 3, timeout_s: 9");
+  CHECK(run_eval(opts) == 1);
+  config(", extra_body: {top_k: 5}");
+  try {
+    run_eval(opts);
+    FAIL("a changed variant was resumed");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("variant 'a' changed") && Catch::Contains("extra_body: (unset) -> {\"top_k\":5}"));
+  }
+  CHECK(s->total_requests() == 12);
+  // --overwrite starts it again.
+  opts.resume = false;
+  opts.overwrite = true;
+  CHECK(run_eval(opts) == 1);
+  CHECK(s->total_requests() == 24);
+
+  // A task file named like a subtask of another task of the run would share its sample file.
+  task_yaml.replace(task_yaml.find("task: mygsm\n"), 12, "task: mmlu_anatomy\n");
+  write_text(dir / "anat.yaml", task_yaml);
+  write_text(dir / "dup.yaml", "name: d\ntasks: [mmlu, anat.yaml]\nvariants:\n"
+                               "  - {name: a, backend: openai, base_url: \"" + s->base_url() + "\", model: m}\n");
+  RunOptions dup;
+  dup.config = dir / "dup.yaml";
+  dup.out = tmp.path() / "dup";
+  CHECK_THROWS_WITH(run_eval(dup), Catch::Contains("tasks[1]: task 'mmlu_anatomy' has a (sub)task named 'mmlu_anatomy'"));
+  CHECK_FALSE(fs::exists(tmp.path() / "dup"));
 }

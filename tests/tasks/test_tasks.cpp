@@ -102,7 +102,7 @@ TEST_CASE("task YAML errors name the file and key", "[tasks]") {
              Catch::Contains("my.yaml: description") && Catch::Contains("'subject'"));
   CHECK_THAT(err("version: 1\ndataset: squad\n"), Catch::Contains("squad"));
   CHECK_THAT(err("[1, 2]"), Catch::Contains("mapping"));
-  CHECK_THAT(err("a: [b"), Catch::Contains("not valid YAML"));
+  CHECK_THAT(err("a: [b"), Catch::Contains("my.yaml:1:1: invalid YAML"));
   CHECK_THAT(err(std::string(kMinimal) + "version: 2\n"), Catch::Contains("duplicate key 'version'"));
   std::string mc = R"(
 version: 1

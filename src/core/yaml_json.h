@@ -1,6 +1,7 @@
 // Conversion of YAML nodes (yaml-cpp) to JSON values, so configs can be validated and passed
 // around as nlohmann::json. Plain scalars become bool/int/float/null when they read as such
-// (YAML 1.2 core schema); quoted scalars stay strings.
+// (YAML 1.2 core schema); quoted scalars stay strings. A key given twice in one mapping is an
+// Error naming `source` and its line.
 #pragma once
 
 #include <string>
@@ -10,7 +11,10 @@
 
 namespace qeval {
 
-nlohmann::json yaml_to_json(const YAML::Node& node);
+nlohmann::json yaml_to_json(const YAML::Node& node, const std::string& source);
+
+// Parses YAML text; Error naming `source` and the line on a syntax error.
+YAML::Node load_yaml(const std::string& text, const std::string& source);
 
 // Parses YAML text into JSON; Error naming `source` and the line on a syntax error.
 nlohmann::json parse_yaml(const std::string& text, const std::string& source);

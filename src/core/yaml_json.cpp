@@ -1,0 +1,76 @@
+#include "core/yaml_json.h"
+
+#include <charconv>
+#include <cstdint>
+
+#include "core/error.h"
+
+namespace qeval {
+
+namespace {
+
+// YAML 1.2 core schema, as far as configs need it: null, booleans, decimal integers and floats.
+// Anything else plain (including "nan", "inf", hex) stays a string, so a numeric field refuses it.
+nlohmann::json scalar_to_json(const YAML::Node& node) {
+  const std::string& s = node.Scalar();
+  if (node.Tag() == "!") return s;  // quoted: always a string
+  if (s.empty() || s == "null" || s == "~" || s == "Null" || s == "NULL") return nullptr;
+  if (s == "true" || s == "True" || s == "TRUE") return true;
+  if (s == "false" || s == "False" || s == "FALSE") return false;
+  const char* b = s.data() + (s[0] == '+' ? 1 : 0);
+  const char* e = s.data() + s.size();
+  int64_t i = 0;
+  if (auto r = std::from_chars(b, e, i); r.ec == std::errc() && r.ptr == e) return i;
+  if (s.find_first_not_of("+-0123456789.eE") != std::string::npos || s.find_first_of("0123456789") == std::string::npos)
+    return s;
+  double d = 0;
+  if (auto r = std::from_chars(b, e, d, std::chars_format::general); r.ec == std::errc() && r.ptr == e) return d;
+  return s;  // out of range, or not a number after all ("1e", "--1")
+}
+
+}  // namespace
+
+nlohmann::json yaml_to_json(const YAML::Node& node, const std::string& source) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nullptr;
+    case YAML::NodeType::Scalar:
+      return scalar_to_json(node);
+    case YAML::NodeType::Sequence: {
+      nlohmann::json a = nlohmann::json::array();
+      for (const auto& x : node) a.push_back(yaml_to_json(x, source));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      nlohmann::json o = nlohmann::json::object();
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar())
+          fail("{}:{}: a key must be a plain name", source, kv.first.Mark().line + 1);
+        const std::string key = kv.first.Scalar();
+        // yaml-cpp keeps both; the last would silently win (a second `gates: []` dropping every gate).
+        if (o.contains(key))
+          fail("{}:{}: duplicate key '{}' (hint: each key may appear once in a mapping)", source,
+               kv.first.Mark().line + 1, key);
+        o[key] = yaml_to_json(kv.second, source);
+      }
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+YAML::Node load_yaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail("{}:{}:{}: invalid YAML: {} (hint: check indentation and quoting)", source, e.mark.line + 1,
+         e.mark.column + 1, e.msg);
+  }
+}
+
+nlohmann::json parse_yaml(const std::string& text, const std::string& source) {
+  return yaml_to_json(load_yaml(text, source), source);
+}
+
+}  // namespace qeval
