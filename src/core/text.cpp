@@ -91,6 +91,50 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b));
 }
 
+bool py_isspace(uint32_t c) {
+  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+namespace {
+
+// Decodes the code point starting at s[i] and its byte length (an invalid or cut-off sequence
+// decodes as U+FFFD, length 1).
+uint32_t decode_at(std::string_view s, size_t i, size_t& len) {
+  auto b = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k])); };
+  const uint32_t c0 = b(0);
+  len = c0 < 0x80 ? 1 : (c0 >> 5) == 0x6 ? 2 : (c0 >> 4) == 0xe ? 3 : (c0 >> 3) == 0x1e ? 4 : 1;
+  if (i + len > s.size()) len = 1;
+  if (len == 1) return c0 < 0x80 ? c0 : 0xfffd;
+  uint32_t c = c0 & (0xff >> (len + 1));
+  for (size_t k = 1; k < len; k++) {
+    if ((b(k) & 0xc0) != 0x80) {
+      len = 1;
+      return 0xfffd;
+    }
+    c = (c << 6) | (b(k) & 0x3f);
+  }
+  return c;
+}
+
+}  // namespace
+
+size_t py_rstrip_size(std::string_view s) {
+  size_t end = 0, i = 0, len = 0;
+  while (i < s.size()) {
+    const uint32_t c = decode_at(s, i, len);
+    i += len;
+    if (!py_isspace(c)) end = i;
+  }
+  return end;
+}
+
+std::string py_strip(std::string_view s) {
+  size_t begin = 0, len = 0;
+  while (begin < s.size() && py_isspace(decode_at(s, begin, len))) begin += len;
+  return std::string(s.substr(begin, py_rstrip_size(s.substr(begin))));
+}
+
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 bool ends_with(std::string_view s, std::string_view p) {
   return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;

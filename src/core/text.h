@@ -28,7 +28,18 @@ size_t utf8_valid_prefix(std::string_view s);
 // std::string_view::npos when all of `s` is well-formed.
 size_t utf8_first_invalid(std::string_view s);
 
-std::string trim(std::string_view s);  // strips ASCII whitespace on both ends, as Python's strip()
+std::string trim(std::string_view s);  // strips ASCII whitespace on both ends
+
+// Python's str.isspace() for one code point: ASCII whitespace, \x1c-\x1f, U+0085, U+00A0,
+// U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000.
+bool py_isspace(uint32_t cp);
+
+// Python's str.strip() with no argument on UTF-8 text (Jinja's `trim` too): removes leading and
+// trailing code points for which py_isspace is true.
+std::string py_strip(std::string_view s);
+
+// Byte length of `s` without its trailing run of py_isspace code points (Python's rstrip()).
+size_t py_rstrip_size(std::string_view s);
 bool starts_with(std::string_view s, std::string_view p);
 bool ends_with(std::string_view s, std::string_view p);
 std::vector<std::string> split(std::string_view s, char sep);

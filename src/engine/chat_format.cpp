@@ -66,13 +66,13 @@ std::string render_chatml(const ChatFormat& f, std::span<const ChatTurn> msgs, b
 std::string render_llama3(const ChatFormat& f, std::span<const ChatTurn> msgs, bool gen) {
   std::string out = "<|begin_of_text|>";
   auto turn = [&](const std::string& role, std::string_view content) {
-    out += "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + trim(content) + "<|eot_id|>";
+    out += "<|start_header_id|>" + role + "<|end_header_id|>\n\n" + py_strip(content) + "<|eot_id|>";
   };
   size_t first = 0;
   if (f.llama31_system_block) {
     std::string system;
     if (!msgs.empty() && msgs.front().role == "system") {
-      system = trim(msgs.front().content);
+      system = py_strip(msgs.front().content);
       first = 1;
     }
     out += "<|start_header_id|>system<|end_header_id|>\n\n";

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "engine/checkpoint.h"
 #include "engine/random_model.h"
 
@@ -308,23 +309,28 @@ ScoreRequest Engine::make_score_request(const std::string& context,
   const Tokenizer& tk = *tokenizer_;
   ScoreRequest req;
   for (const std::string& cont0 : continuations) {
+    // lm-eval's _encode_pair: the context's trailing whitespace (Python's rstrip(): newlines
+    // and Unicode spaces too) moves to the continuation; the continuation's tokens are those of
+    // encode(context + continuation) past len(encode(context)), and they follow the context's
+    // own tokens (which may differ from the whole's where a token spans the boundary).
     std::string ctx = context, cont = cont0;
-    size_t n_sp = 0;
-    while (n_sp < ctx.size() && ctx[ctx.size() - 1 - n_sp] == ' ') ++n_sp;
-    if (n_sp > 0) {
-      cont = ctx.substr(ctx.size() - n_sp) + cont;
-      ctx.resize(ctx.size() - n_sp);
+    const size_t keep = py_rstrip_size(ctx);
+    if (keep < ctx.size()) {
+      cont = ctx.substr(keep) + cont;
+      ctx.resize(keep);
     }
     std::vector<int32_t> whole = tk.encode(ctx + cont, true, true);
-    std::vector<int32_t> ctx_ids = tk.encode(ctx, true, true);
-    int64_t n_ctx = static_cast<int64_t>(std::min(ctx_ids.size(), whole.size()));
+    std::vector<int32_t> seq = tk.encode(ctx, true, true);
+    const size_t n_ctx_ids = seq.size();
+    if (whole.size() > n_ctx_ids) seq.insert(seq.end(), whole.begin() + static_cast<std::ptrdiff_t>(n_ctx_ids), whole.end());
+    int64_t n_ctx = static_cast<int64_t>(n_ctx_ids);
     if (n_ctx == 0) {
       std::optional<int32_t> b = tk.bos_id ? tk.bos_id : tk.eos_id;
       if (!b) fail("engine: empty loglikelihood context and the tokenizer has no BOS/EOS");
-      whole.insert(whole.begin(), *b);
+      seq.insert(seq.begin(), *b);
       n_ctx = 1;
     }
-    req.sequences.push_back(std::move(whole));
+    req.sequences.push_back(std::move(seq));
     req.n_context.push_back(n_ctx);
   }
   return req;

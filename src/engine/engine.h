@@ -129,9 +129,10 @@ class Engine {
              const std::function<void(size_t, ScoreOutput&&)>& on_done);
 
   // Token sequences for loglikelihood(context, continuation) as lm-eval builds them: trailing
-  // spaces of the context move to the continuation; whole = encode(context + continuation),
-  // context tokens = len(encode(context)), continuation = the rest. BOS follows the tokenizer's
-  // rules; an empty context becomes BOS (or EOS). Needs a tokenizer.
+  // whitespace of the context (Python's rstrip()) moves to the continuation; the sequence is
+  // encode(context) followed by encode(context + continuation)[len(encode(context)):], and the
+  // continuation is what follows the context's tokens. BOS follows the tokenizer's rules; an
+  // empty context becomes BOS (or EOS). Needs a tokenizer.
   ScoreRequest make_score_request(const std::string& context,
                                   std::span<const std::string> continuations) const;
 

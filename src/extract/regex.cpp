@@ -96,43 +96,4 @@ bool Regex::search(std::string_view text) const {
   return re2::RE2::PartialMatch(re2::StringPiece(text.data(), text.size()), *re_);
 }
 
-namespace {
-
-bool py_isspace(uint32_t c) {
-  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202f || c == 0x205f || c == 0x3000;
-}
-
-// Decodes the code point starting at s[i] (invalid bytes decode as 0xFFFD, length 1).
-uint32_t decode_at(std::string_view s, size_t i, size_t& len) {
-  len = code_point_len(s, i);
-  auto b = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k])); };
-  if (len == 1) return b(0) < 0x80 ? b(0) : 0xfffd;
-  uint32_t c = b(0) & (0xff >> (len + 1));
-  for (size_t k = 1; k < len; k++) {
-    if ((b(k) & 0xc0) != 0x80) {
-      len = 1;
-      return 0xfffd;
-    }
-    c = (c << 6) | (b(k) & 0x3f);
-  }
-  return c;
-}
-
-}  // namespace
-
-std::string py_strip(std::string_view s) {
-  size_t begin = 0, len = 0;
-  while (begin < s.size() && py_isspace(decode_at(s, begin, len))) begin += len;
-  // Walk forward remembering where the trailing run of whitespace starts.
-  size_t end = begin, i = begin;
-  while (i < s.size()) {
-    uint32_t c = decode_at(s, i, len);
-    i += len;
-    if (!py_isspace(c)) end = i;
-  }
-  return std::string(s.substr(begin, end - begin));
-}
-
 }  // namespace qeval

@@ -47,9 +47,4 @@ class Regex {
   std::unique_ptr<re2::RE2> re_;
 };
 
-// Python's str.strip() with no argument on UTF-8 text: removes leading and trailing code
-// points for which str.isspace() is true (ASCII whitespace, \x1c-\x1f, U+0085, U+00A0,
-// U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000).
-std::string py_strip(std::string_view s);
-
 }  // namespace qeval

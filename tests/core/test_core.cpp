@@ -71,6 +71,21 @@ TEST_CASE("trim and split") {
   CHECK_FALSE(ends_with("c", "bc"));
 }
 
+TEST_CASE("py_strip is Python's str.strip()") {
+  // python3: "\u3000\xa0 a b \u2009\n".strip() -> 'a b'; "\u200bx".strip() -> '\u200bx' (not space)
+  CHECK(py_strip("\xe3\x80\x80\xc2\xa0 a b \xe2\x80\x89\n") == "a b");
+  CHECK(py_strip("\xe2\x80\x8bx") == "\xe2\x80\x8bx");
+  CHECK(py_strip(" \x1c\x1f") == "");
+  CHECK(py_strip("") == "");
+  CHECK(py_strip("\xff  x \xc3") == "\xff  x \xc3");  // invalid bytes are not spaces
+  CHECK(py_strip("x\xc2\x85") == "x");
+  // rstrip(): "Answer:\n\u3000 " -> "Answer:"; a cut-off sequence at the end is not a space.
+  CHECK(py_rstrip_size("Answer:\n\xe3\x80\x80 ") == 7);
+  CHECK(py_rstrip_size(" a") == 2);
+  CHECK(py_rstrip_size("a\xe3\x80") == 3);
+  CHECK(py_rstrip_size("") == 0);
+}
+
 TEST_CASE("sha256 of known strings") {
   CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

@@ -49,6 +49,10 @@ TEST_CASE("llama3 and llama3.1 render Meta's templates", "[chat][unit]") {
   CHECK(qeval::render_chat(f, sys_user(), false) ==
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>");
+  // Jinja's trim is Python's str.strip(): Unicode spaces go too.
+  std::vector<ChatTurn> spaced = {{"user", "\xe3\x80\x80What?\xc2\xa0\n"}};
+  CHECK(qeval::render_chat(f, spaced, false) ==
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat?<|eot_id|>");
   auto f31 = *qeval::chat_format_by_name("llama3.1");
   CHECK(qeval::render_chat(f31, sys_user()) ==
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"

@@ -385,6 +385,24 @@ TEST_CASE("engine: stop strings, lm-eval loglikelihood tokenisation (fixture tok
   CHECK(s.sequences[0] == tk.encode("Answer: the end", true));
   CHECK(s.n_context[0] == static_cast<int64_t>(tk.encode("Answer:", true).size()));
   CHECK(s.sequences[1] == tk.encode("Answer:  B", true));
+  // All trailing whitespace moves (Python's rstrip(): newlines, U+3000), and the continuation's
+  // tokens follow the context's own tokens, as lm-eval's _encode_pair builds them.
+  auto lm_eval_pair = [&](const std::string& ctx, const std::string& cont) {
+    std::vector<int32_t> c = tk.encode(ctx, true), whole = tk.encode(ctx + cont, true);
+    std::vector<int32_t> seq = c;
+    if (whole.size() > c.size()) seq.insert(seq.end(), whole.begin() + static_cast<std::ptrdiff_t>(c.size()), whole.end());
+    return std::make_pair(seq, static_cast<int64_t>(c.size()));
+  };
+  for (const auto& [ctx, cont] : std::vector<std::pair<std::string, std::string>>{
+           {"Answer:\n", "A"}, {"Answer:\t\xe3\x80\x80 ", "B"}, {"Hello there, the qu", "ick fox"}, {"Hel", "lo"}}) {
+    INFO(ctx << "|" << cont);
+    std::vector<std::string> one = {cont};
+    ScoreRequest r1 = e->make_score_request(ctx, one);
+    const size_t keep = ctx.find_last_not_of(" \t\n\xe3\x80") + 1;
+    auto [seq, n_ctx] = lm_eval_pair(ctx.substr(0, keep), ctx.substr(keep) + cont);
+    CHECK(r1.sequences[0] == seq);
+    CHECK(r1.n_context[0] == n_ctx);
+  }
   std::map<size_t, ScoreOutput> got;
   e->score(std::span<const ScoreRequest>(&s, 1), [&](size_t i, ScoreOutput&& so) { got[i] = std::move(so); });
   REQUIRE(got[0].error.empty());

@@ -193,13 +193,3 @@ TEST_CASE("bad filter specs are errors naming the place and key", "[extract]") {
              Catch::Contains("letters"));
   CHECK_THAT(msg({{"steps", {{{"kind", "take_first"}}}}}), Catch::Contains("missing key 'name'"));
 }
-
-TEST_CASE("py_strip is Python's str.strip()", "[extract]") {
-  // python3: "\u3000\xa0 a b \u2009\n".strip() -> 'a b'; "\u200bx".strip() -> '\u200bx' (not space)
-  CHECK(py_strip("\xe3\x80\x80\xc2\xa0 a b \xe2\x80\x89\n") == "a b");
-  CHECK(py_strip("\xe2\x80\x8bx") == "\xe2\x80\x8bx");
-  CHECK(py_strip(" \x1c\x1f") == "");
-  CHECK(py_strip("") == "");
-  CHECK(py_strip("\xff  x \xc3") == "\xff  x \xc3");  // invalid bytes are not spaces
-  CHECK(py_strip("x\xc2\x85") == "x");
-}
