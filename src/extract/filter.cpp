@@ -89,20 +89,71 @@ class FirstLetterStep : public FilterStep {
   std::string letters_;
 };
 
+// answer_line: simple-evals' MMLU extraction (mmlu_eval.py with common.py): the response is
+// normalised (markdown bold and LaTeX wrappers removed), then for each answer marker in order
+// ("Answer\s*:" first, then its translations) the FIRST match of
+// (?i)MARKER[ \t]*([letters]|Arabic, Bengali or fullwidth A-D) is taken, and a non-Latin
+// letter is mapped to A-D. The letter is not uppercased: simple-evals compares it as written.
 class AnswerLineStep : public FilterStep {
  public:
-  AnswerLineStep(const std::string& letters, const std::string& where)
-      : re_("(?i)Answer\\s*:\\s*([" + letters + "])", where) {}
+  AnswerLineStep(const std::string& letters, const std::string& where) {
+    // The non-Latin letters stand for A-D only.
+    const std::string alt = letters == "ABCD" ? "|[أ-د]|[অ]|[ব]|[ড]|[ঢ]|[Ａ]|[Ｂ]|[Ｃ]|[Ｄ]" : "";
+    for (const char* marker : kMarkers)
+      res_.push_back(std::make_unique<Regex>(std::string("(?i)") + marker + "[ \\t]*([" + letters + "]" + alt + ")", where));
+  }
   bool apply(std::string_view in, std::string& out) const override {
-    auto matches = re_.findall(in);
-    if (matches.empty()) return false;
-    out.assign(matches.back()[0]);
-    for (auto& c : out) c = ascii_upper(c);
-    return true;
+    const std::string text = normalize(in);
+    for (const auto& re : res_) {
+      auto m = re->findall(text);
+      if (m.empty()) continue;
+      out = latin(m.front()[0]);
+      return true;
+    }
+    return false;
   }
 
  private:
-  Regex re_;
+  // MULTILINGUAL_ANSWER_REGEXES of simple-evals' common.py, in its order (its second entry, an
+  // "Answer" with an invisible Korean character, is left out).
+  static constexpr const char* kMarkers[] = {
+      "Answer\\s*:", "উত্তর\\s*:", "उत्तर\\s*:", "উত্তরঃ", "উত্তর\\s*:", "Antwort\\s*:", "답변\\s*:", "정답\\s*:",
+      "답\\s*:", "答案\\s*：", "答案\\s*:", "答\\s*：", "答\\s*:", "答复\\s*：", "答曰\\s*：", "الإجابة:", "الجواب:",
+      "إجابة:", "الإجابة النهائية:", "الإجابة الصحيحة:", "الإجابة الصحيحة هي:", "الإجابة هي:", "الجواب النهائي:",
+      "Respuesta\\s*:", "Risposta\\s*:", "答え\\s*:", "答え\\s*：", "回答\\s*:", "回答\\s*：", "解答\\s*:",
+      "Jawaban\\s*:", "Réponse\\s*:", "Resposta\\s*:", "Jibu\\s*:", "Idahun\\s*:", "Ìdáhùn\\s*:", "Idáhùn\\s*:",
+      "Àmọ̀nà\\s*:", "Àdáhùn\\s*:", "Ànúgọ\\s*:", "Àṣàyàn\\s*:"};
+
+  // simple-evals' normalize_response: these replacements, in this order.
+  static std::string normalize(std::string_view in) {
+    static const char* const kDrop[] = {"**", "$\\boxed{", "}$", "\\$", "$\\text{", "$", "\\mathrm{", "\\{",
+                                        "\\text", "\\(", "\\mathbf{", "{", "\\boxed"};
+    std::string s(in);
+    for (const char* d : kDrop) {
+      const std::string_view needle(d);
+      std::string next;
+      size_t from = 0, at;
+      while ((at = s.find(needle, from)) != std::string::npos) {
+        next.append(s, from, at - from);
+        from = at + needle.size();
+      }
+      next.append(s, from, std::string::npos);
+      s.swap(next);
+    }
+    return s;
+  }
+
+  // simple-evals' normalize_extracted_answer: Arabic, Bengali and fullwidth letters to A-D.
+  static std::string latin(std::string_view letter) {
+    static const std::pair<const char*, const char*> kMap[] = {
+        {"أ", "A"}, {"ب", "B"}, {"ج", "C"}, {"د", "D"}, {"অ", "A"}, {"ব", "B"},
+        {"ড", "C"}, {"ঢ", "D"}, {"Ａ", "A"}, {"Ｂ", "B"}, {"Ｃ", "C"}, {"Ｄ", "D"}};
+    for (const auto& [from, to] : kMap)
+      if (letter == from) return to;
+    return std::string(letter);
+  }
+
+  std::vector<std::unique_ptr<Regex>> res_;
 };
 
 // Letters for a character class: ASCII letters only, so the class cannot be broken.
@@ -208,30 +259,26 @@ bool extract_last_boxed(std::string_view text, std::string& out) {
 }
 
 bool extract_last_integer(std::string_view text, std::string& out) {
-  // Removing ',' first joins "1,000" into one number, as SGLang does.
-  size_t end = std::string_view::npos;
-  size_t i = text.size();
-  while (i > 0) {
-    char c = text[i - 1];
-    if (c >= '0' && c <= '9') {
-      end = i;
-      break;
-    }
-    i--;
+  // SGLang's get_answer_value: remove ',' (joining "1,000"), take the last run of \d (Python's
+  // \d: any Unicode decimal digit) and ast.literal_eval it. A run with a non-ASCII digit, or a
+  // leading zero before other digits ("007": not a Python literal) is INVALID there, so here.
+  static const Regex digits("\\p{Nd}+", "last_integer");
+  std::string joined;
+  joined.reserve(text.size());
+  for (char c : text)
+    if (c != ',') joined += c;
+  auto runs = digits.findall(joined);
+  if (runs.empty()) return false;
+  const std::string_view last = runs.back()[0];
+  for (char c : last)
+    if (c < '0' || c > '9') return false;
+  const size_t nz = last.find_first_not_of('0');
+  if (nz == std::string_view::npos) {
+    out = "0";  // "0", "000": the literal 0
+    return true;
   }
-  if (end == std::string_view::npos) return false;
-  std::string digits;
-  for (size_t j = end; j > 0; j--) {
-    char c = text[j - 1];
-    if (c >= '0' && c <= '9') {
-      digits.push_back(c);
-    } else if (c != ',') {
-      break;
-    }
-  }
-  std::string s(digits.rbegin(), digits.rend());
-  size_t nz = s.find_first_not_of('0');
-  out = nz == std::string::npos ? "0" : s.substr(nz);
+  if (nz > 0) return false;
+  out.assign(last);
   return true;
 }
 

@@ -13,13 +13,17 @@
 //   last_boxed       contents of the last \boxed{...} (nested braces balanced; also
 //                     "\boxed 5" up to '$' or end of line); \fbox when there is no \boxed.
 //                     An unbalanced last \boxed{ or an empty box finds nothing.
-//   last_integer     last run of ASCII digits after removing ',' (SGLang's gsm8k rule; the
-//                     sign is ignored as SGLang does), leading zeros removed.
+//   last_integer     SGLang's gsm8k rule: the last run of digits (any Unicode decimal digit)
+//                     after removing ','; the sign is ignored as SGLang does; a run that is not
+//                     a Python integer literal (a non-ASCII digit, "007") finds nothing.
 //   first_letter     {letters: "ABCD" (optional)} skips leading whitespace/punctuation, takes
 //                     the first ASCII letter (uppercased) if it is not followed by another
 //                     letter (so "The" finds nothing) and, when `letters` is given, is one of them.
-//   answer_line      {letters: "ABCD"} the letter of the last match of simple-evals'
-//                     `(?i)Answer\s*:\s*([A-D])`, uppercased.
+//   answer_line      {letters: "ABCD"} simple-evals' MMLU extraction: markdown/LaTeX wrappers
+//                     removed (its normalize_response), then the FIRST match of
+//                     `(?i)Answer\s*:[ \t]*([A-D])` (then of its translated markers, in
+//                     simple-evals' order); Arabic, Bengali, fullwidth letters map to A-D. The
+//                     letter is kept as written (simple-evals scores "c" against "C" as wrong).
 #pragma once
 
 #include <memory>

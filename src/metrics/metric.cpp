@@ -1,6 +1,8 @@
 // exact_match normalisation and acc.
 #include "metrics/metric.h"
 
+#include <cmath>
+
 #include "core/error.h"
 #include "extract/regex.h"
 #include "extract/spec.h"
@@ -49,7 +51,8 @@ double ExactMatch::score(std::string_view prediction, std::string_view reference
 int argmax_first(std::span<const double> values) {
   if (values.empty()) return -1;
   size_t best = 0;
-  for (size_t i = 1; i < values.size(); i++) {
+  for (size_t i = 0; i < values.size(); i++) {
+    if (std::isnan(values[i])) return static_cast<int>(i);  // numpy: the first NaN is the maximum
     if (values[i] > values[best]) best = i;
   }
   return static_cast<int>(best);

@@ -34,7 +34,8 @@ class ExactMatch {
   std::vector<std::shared_ptr<const Regex>> regexes_to_ignore_;
 };
 
-// Index of the largest value; ties go to the first (as numpy.argmax). -1 when empty.
+// Index of the largest value; ties go to the first, and the first NaN counts as the largest
+// (as numpy.argmax). -1 when empty.
 int argmax_first(std::span<const double> values);
 
 // lm-eval's acc for multiple choice: 1.0 when argmax_first(logprobs) == gold, else 0.0.

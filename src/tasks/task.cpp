@@ -92,7 +92,11 @@ TaskSpec parse_task_yaml(const std::string& yaml_text, const std::string& source
   t.source = source;
   t.yaml_text = yaml_text;
   t.name = spec::get_string(j, "task", default_name, w);
-  if (t.name.empty()) fail("{}: task: must not be empty", w);
+  // The name becomes a sample file's name (and a results key): a plain file name.
+  if (t.name.empty() || t.name == "." || t.name == ".." ||
+      t.name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos)
+    fail("{}: task: '{}' must be a name of letters, digits, '_', '.' and '-' (it names the task's sample files)", w,
+         t.name);
   // version as written (3.0 stays "3.0"), whether quoted or not.
   if (!root["version"] || !root["version"].IsScalar() || root["version"].Scalar().empty()) {
     fail("{}: missing key 'version' (e.g. version: \"1.0\"); results record it", w);
@@ -205,8 +209,13 @@ TaskSpec parse_task_yaml(const std::string& yaml_text, const std::string& source
   if (t.output_type == OutputType::kChat) {
     if (t.chat_user.empty()) fail("{}: output_type chat needs chat_user (the user message template)", w);
     if (t.num_fewshot != 0) fail("{}: output_type chat is zero-shot (num_fewshot must be 0)", w);
-  } else if (t.doc_to_text.empty()) {
-    fail("{}: missing key 'doc_to_text'", w);
+    // A chat task's one message is chat_user: these would be read and silently not used.
+    for (const char* k : {"description", "doc_to_text", "target_delimiter", "fewshot_delimiter", "fewshot_split",
+                          "fewshot_sampler"})
+      if (j.contains(k)) fail("{}: {} does not apply to output_type chat (its user message is chat_user)", w, k);
+  } else {
+    if (t.doc_to_text.empty()) fail("{}: missing key 'doc_to_text'", w);
+    if (j.contains("chat_user")) fail("{}: chat_user applies to output_type chat only (this task's prompt is doc_to_text)", w);
   }
   return t;
 }
@@ -291,7 +300,9 @@ std::vector<Instance> build_instances(const TaskSpec& spec, const SubTask& sub, 
       int taken = 0;
       for (int64_t s : idx) {
         const auto& shot = sub.fewshot_docs[size_t(s)];
-        if (same_split && shot == doc) continue;
+        // lm-eval's ContextSampler drops a shot equal to the doc whatever the splits (it draws
+        // one extra only when they are the same split): the prompt then has fewer shots.
+        if (shot == doc) continue;
         if (taken == spec.num_fewshot) break;
         taken++;
         context += spec.doc_to_text.render(shot);

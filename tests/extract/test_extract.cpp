@@ -76,13 +76,26 @@ TEST_CASE("Regex findall and remove_all follow Python for empty matches", "[extr
   CHECK(Regex("(?s).*#### ", "t").remove_all("a\nb #### c #### 72") == "72");
 }
 
-TEST_CASE("answer_line takes the last simple-evals match", "[extract]") {
-  // python3: re.findall(r"(?i)Answer\s*:\s*([A-D])", "answer: b\nblah\nAnswer : C\nAnswer:E") -> ['b','C']
+TEST_CASE("answer_line is simple-evals' MMLU extraction", "[extract]") {
+  // simple-evals mmlu_eval.py: normalize_response, then for each marker the first
+  // re.search(r"(?i)Answer\s*:[ \t]*([A-D]|...)"), normalize_extracted_answer, compared as written.
   auto c = chain(json::array({{{"kind", "answer_line"}}}));
-  CHECK(run(c, "answer: b\nblah\nAnswer : C\nAnswer:E") == "C");
-  CHECK(run(c, "Answer: b") == "B");
-  CHECK(run(c, "The answer is B") == "[invalid]");
-  CHECK(run(c, "") == "[invalid]");
+  CHECK(run(c, "answer: b\nblah\nAnswer : C\nAnswer:E") == "b");  // the first match, not uppercased
+  CHECK(run(c, "Answer: A is tempting, but...\n\nAnswer: C") == "A");
+  CHECK(run(c, "**Answer:** B") == "B");         // ** removed first
+  CHECK(run(c, "Answer: $B$") == "B");
+  CHECK(run(c, "Answer: \\boxed{C}") == "C");
+  CHECK(run(c, "Final Answer: **D**") == "D");
+  CHECK(run(c, "Answer: \\(\\mathbf{A}\\)") == "A");
+  CHECK(run(c, "Answer:\nC") == "[invalid]");    // only spaces or tabs after the colon
+  CHECK(run(c, "Answer \t:\tD") == "D");
+  CHECK(run(c, "Answer: E") == "[invalid]");
+  CHECK(run(c, "Antwort: C") == "C");            // a translated marker
+  CHECK(run(c, "Antwort: C\nAnswer: B") == "B");  // markers in simple-evals' order, English first
+  CHECK(run(c, "答案：Ｃ") == "C");                // fullwidth letters map to A-D
+  CHECK(run(c, "الإجابة: ب") == "B");
+  auto e = chain(json::array({{{"kind", "answer_line"}, {"letters", "ABCDEFGHIJ"}}}));
+  CHECK(run(e, "Answer: J") == "J");
 }
 
 TEST_CASE("last_integer is SGLang's rule", "[extract]") {
@@ -93,7 +106,13 @@ TEST_CASE("last_integer is SGLang's rule", "[extract]") {
   CHECK((extract_last_integer("-12", out) && out == "12"));
   CHECK((extract_last_integer("a1b22c", out) && out == "22"));
   CHECK((extract_last_integer("total 1,000,000.", out) && out == "1000000"));
-  CHECK((extract_last_integer("007", out) && out == "7"));
+  // python3: ast.literal_eval("007") -> SyntaxError (INVALID); "000" -> 0; "١٨" -> SyntaxError.
+  CHECK_FALSE(extract_last_integer("The answer is 007", out));
+  CHECK_FALSE(extract_last_integer("...0,4", out));                       // "04" after the commas go
+  CHECK_FALSE(extract_last_integer("18 or \xd9\xa1\xd9\xa8", out));      // Arabic-Indic 18 is the last run
+  CHECK_FALSE(extract_last_integer("18\xd9\xa1", out));                  // one \d run with a non-ASCII digit
+  CHECK((extract_last_integer("\xd9\xa1\xd9\xa8 or 18", out) && out == "18"));
+  CHECK((extract_last_integer("000", out) && out == "0"));
   CHECK((extract_last_integer("0", out) && out == "0"));
   CHECK_FALSE(extract_last_integer("no digits, at all", out));
   CHECK_FALSE(extract_last_integer("", out));

@@ -44,6 +44,9 @@ TEST_CASE("acc is argmax with ties to the first", "[metrics]") {
   CHECK(acc_score(lp, 1) == 1.0);
   CHECK(acc_score(lp, 2) == 0.0);
   CHECK(argmax_first({}) == -1);
+  // python3: numpy.argmax([-1, nan, -2, nan]) -> 1
+  std::vector<double> with_nan = {-1.0, std::nan(""), -2.0, std::nan("")};
+  CHECK(argmax_first(with_nan) == 1);
   std::vector<double> one = {-0.5};
   CHECK(acc_score(one, 0) == 1.0);
 }

@@ -98,6 +98,14 @@ TEST_CASE("task YAML errors name the file and key", "[tasks]") {
   no_version.replace(no_version.find("version"), 15, "");
   CHECK_THAT(err(no_version), Catch::Contains("version"));
   CHECK_THAT(err(std::string(kMinimal) + "num_fewshot: 2\n"), Catch::Contains("fewshot_split"));
+  CHECK_THAT(err(std::string(kMinimal) + "generation: {temperature: nan}\n"), Catch::Contains("temperature"));
+  CHECK_THAT(err(std::string(kMinimal) + "task: ../../escaped\n"), Catch::Contains("task: '../../escaped' must be a name"));
+  CHECK_THAT(err(std::string(kMinimal) + "chat_user: \"{{question}}\"\n"), Catch::Contains("chat_user applies to output_type chat only"));
+  std::string chat;
+  for (const auto& [n, text] : builtin_task_yamls())
+    if (n == "mmlu_chat") chat = std::string(text);
+  REQUIRE_FALSE(chat.empty());
+  CHECK_THAT(err(chat + "description: \"x\"\n"), Catch::Contains("description does not apply to output_type chat"));
   CHECK_THAT(err(std::string(kMinimal) + "description: '{{subject}}'\n"),
              Catch::Contains("my.yaml: description") && Catch::Contains("'subject'"));
   CHECK_THAT(err("version: 1\ndataset: squad\n"), Catch::Contains("squad"));
@@ -166,6 +174,18 @@ TEST_CASE("few-shot from the test split excludes the doc itself", "[tasks]") {
   CHECK(inst[0].gen->prompt == shot(3) + shot(2) + "Q: q0");
   CHECK(inst[1].gen->prompt == shot(0) + shot(2) + "Q: q1");
   CHECK(inst[2].gen->prompt == shot(0) + shot(3) + "Q: q2");
+
+  // Other splits: no extra shot is drawn, and a shot equal to the doc is still dropped (lm-eval's
+  // ContextSampler), leaving the prompt one shot short rather than leaking the answer.
+  auto diff = parse_task_yaml(std::string(kMinimal) +
+                                  "test_split: test\nfewshot_split: train\nnum_fewshot: 2\n"
+                                  "fewshot_sampler: {kind: first_n}\n",
+                              "diff.yaml", "diff");
+  SubTask other{"diff", "", docs, docs};
+  auto di = build_instances(diff, other, -1);
+  CHECK(di[0].gen->prompt == shot(1) + "Q: q0");
+  CHECK(di[1].gen->prompt == shot(0) + "Q: q1");
+  CHECK(di[2].gen->prompt == shot(0) + shot(1) + "Q: q2");
 }
 
 // A sampling task seeds each request by its doc, so a request asked again (--resume) draws the
@@ -317,6 +337,8 @@ TEST_CASE("chat tasks: messages, reasoning never searched, truncation", "[tasks]
   m.text = "<think>Answer: A</think>Reasoning...\nAnswer: D";
   m.finish_reason = "stop";
   CHECK(score_generation(mc, minst[0], m).scores["exact_match,answer-line"] == 1.0);
-  m.text = "Answer: d";
+  m.text = "Answer: d";  // simple-evals compares the letter as written
+  CHECK(score_generation(mc, minst[0], m).scores["exact_match,answer-line"] == 0.0);
+  m.text = "**Answer:** D\n\nAnswer: A";  // normalised, then the first match
   CHECK(score_generation(mc, minst[0], m).scores["exact_match,answer-line"] == 1.0);
 }
