@@ -26,7 +26,11 @@ struct ChatFormat {
   // kLlama3: Llama 3.1+ system block ("Cutting Knowledge Date: December 2023\nToday Date: ...")
   // always written first, holding the first system message.
   bool llama31_system_block = false;
-  std::string date_string = "26 Jul 2024";  // Llama 3.1 template default
+  // Llama 3.1 and 3.3 templates write this date. Llama 3.2's writes today's date where its
+  // renderer has strftime_now (transformers, so vLLM and SGLang): qeval keeps the fixed date, so
+  // a prompt (and its --resume hash) does not change from one day to the next; a server-side
+  // Llama 3.2 prompt differs from the engine's by that line.
+  std::string date_string = "26 Jul 2024";
 
   // "chatml" | "llama3" | "llama3.1" | "deepseek-r1".
   std::string name() const;

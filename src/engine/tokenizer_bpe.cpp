@@ -380,7 +380,9 @@ void BpeTokenizer::encode_segment(std::string_view text, bool first_segment,
   std::string norm;
   if (m_.mode == BpeMode::kSentencePiece) {
     norm.reserve(text.size() + 16);
-    if (m_.add_space_prefix && (first_segment || !m_.prefix_only_first)) norm += kSpmSpace;
+    if (m_.add_space_prefix && (first_segment || !m_.prefix_only_first) &&
+        !(m_.prefix_unless_space && !text.empty() && text[0] == ' '))
+      norm += kSpmSpace;
     for (char c : text) {
       if (c == ' ') norm += kSpmSpace;
       else norm += c;
@@ -414,6 +416,8 @@ void BpeTokenizer::encode_segment(std::string_view text, bool first_segment,
       bool prev_was_match = false;
       bool pending_next = false;  // kMergedWithNext: a match waiting for the following part
       size_t pending_begin = 0;
+      // HF's MergedWithPrevious / MergedWithNext: a match joins the neighbouring part only when
+      // that part is not itself a match ("a--b" with "-" MergedWithNext: "a" "-" "-b").
       for (auto [b, e, is_match] : parts) {
         switch (step.behavior) {
           case B::kRemoved:
@@ -427,12 +431,13 @@ void BpeTokenizer::encode_segment(std::string_view text, bool first_segment,
             else next.emplace_back(b, e);
             break;
           case B::kMergedWithPrevious:
-            if (is_match && next.size() > first_new) next.back().second = e;
+            if (is_match && !prev_was_match && next.size() > first_new) next.back().second = e;
             else next.emplace_back(b, e);
             break;
           case B::kMergedWithNext:
             if (is_match) {
-              if (!pending_next) pending_begin = b;
+              if (pending_next) next.emplace_back(pending_begin, b);  // followed by a match: alone
+              pending_begin = b;
               pending_next = true;
             } else {
               next.emplace_back(pending_next ? pending_begin : b, e);

@@ -83,6 +83,7 @@ struct BpeModel {
   // that starts the input or follows an added token.
   bool add_space_prefix = true;
   bool prefix_only_first = false;  // Metaspace prepend_scheme "first"
+  bool prefix_unless_space = false;  // Metaspace: no prefix for a segment starting with ' ' 
   bool byte_fallback = true;
   bool strip_leading_space = true; // decode: drop one space of the first decoded piece
   std::optional<int32_t> unk_id;

@@ -185,8 +185,14 @@ void parse_pre_tokenizer(const json& j, HfPreState& st, const std::string& where
     std::string scheme = j.value("prepend_scheme", j.value("add_prefix_space", true) ? "always" : "never");
     st.metaspace_prefix = scheme != "never";
     st.metaspace_first_only = scheme == "first";
-    if (j.value("split", false))
-      fail("{}: pre_tokenizer Metaspace with split=true is not supported", where);
+    // split (HF's default when the field is absent): each piece starts at a U+2581, which
+    // stays with the text after it (MergedWithNext).
+    if (j.value("split", true)) {
+      PreTokStep step;
+      step.regex = std::make_shared<const tok::Regex>("\xe2\x96\x81", where + " pre_tokenizer Metaspace");
+      step.behavior = PreTokStep::Behavior::kMergedWithNext;
+      st.steps.push_back(std::move(step));
+    }
   } else {
     fail("{}: pre_tokenizer type \"{}\" is not supported (supported: Split, ByteLevel, Digits, "
          "Metaspace, Sequence)", where, type);
@@ -412,6 +418,9 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const fs::path& model_dir) {
       m.mode = BpeMode::kSentencePiece;
       m.add_space_prefix = prepend || pre.metaspace_prefix;
       m.prefix_only_first = pre.metaspace_first_only;
+      // The Metaspace pre-tokenizer prepends only to text not already starting with a space;
+      // the legacy Prepend normalizer always does.
+      m.prefix_unless_space = pre.metaspace_prefix && !prepend;
       m.strip_leading_space = m.add_space_prefix;
     } else {
       fail("{}: BPE model is neither byte-level (ByteLevel pre-tokenizer/decoder) nor "

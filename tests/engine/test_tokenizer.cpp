@@ -262,6 +262,31 @@ TEST_CASE("Split behaviors: Removed and MergedWithPrevious", "[tokenizer][unit]"
   CHECK(load("MergedWithNext")->encode("b-b", false) == Ids{'b', '-', 'b'});
 }
 
+TEST_CASE("Metaspace pre-tokenizer: split (HF's default) and no prefix before a leading space", "[tokenizer][unit]") {
+  // HF tokenizers' Metaspace: with split, pieces start at each U+2581 (MergedWithNext); the
+  // U+2581 prefix is added only when the text does not already start with one.
+  using nlohmann::json;
+  json tj = json::parse(R"({"normalizer": null,
+    "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": false,
+              "vocab": {"<unk>": 0, "\u2581": 1, "a": 2, "b": 3, "\u2581\u2581": 4, "\u2581b": 5},
+              "merges": ["\u2581 \u2581", "\u2581 b"]},
+    "added_tokens": [{"id": 0, "content": "<unk>", "special": true}]})");
+  fs::path dir = temp_dir("metaspace");
+  auto load = [&](const json& pre) {
+    tj["pre_tokenizer"] = pre;
+    tj["decoder"] = pre;
+    write(dir / "tokenizer.json", tj.dump());
+    return qeval::load_hf_tokenizer(dir);
+  };
+  // No split field: HF splits. "a  b" -> "\u2581a" "\u2581" "\u2581b".
+  auto split = load(json::parse(R"({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"})"));
+  CHECK(split->encode("a  b", false) == Ids{1, 2, 1, 5});
+  CHECK(split->encode(" b", false) == Ids{5});  // already starts with a space: no prefix
+  auto whole = load(json::parse(R"({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": false})"));
+  CHECK(whole->encode("a  b", false) == Ids{1, 2, 4, 3});
+  CHECK(whole->encode(" b", false) == Ids{5});
+}
+
 TEST_CASE("SentencePiece BPE from VocabData: scores, byte fallback, prefix space", "[tokenizer][unit]") {
   qeval::VocabData v;
   v.model = "llama";
