@@ -275,7 +275,7 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
     md += fmt::format("- variant `{}`: backend {}, model `{}`", v, vj.value("backend", "?"), vj.value("model", "?"));
     if (vj.contains("details") && vj["details"].is_object())
       for (const auto& [k, x] : vj["details"].items())
-        md += fmt::format(", {} {}", k, x.is_string() ? x.get<std::string>() : x.dump());
+        md += fmt::format(", {} {}", k, x.is_string() ? (x.get<std::string>().empty() ? "—" : x.get<std::string>()) : x.dump());
     md += "\n";
   }
   if (r.contains("task_versions"))
