@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "core/median.h"
 #include "engine/cpu_features.h"
 #include "engine/kernels/cpu/attention_amx.h"
 #include "engine/kernels/ref/attention_ref.h"
@@ -95,11 +96,9 @@ int main(int argc, char** argv) {
       tr.push_back(run(false));
       for (int i = 0; i < 10; ++i) ta.push_back(run(true));
     }
-    std::sort(ta.begin(), ta.end());
-    std::sort(tr.begin(), tr.end());
     double diff = 0;
     for (size_t i = 0; i < out.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(out[i] - out_ref[i])));
-    const double a = ta[ta.size() / 2], r = tr[tr.size() / 2];
+    const double a = median(ta), r = median(tr);
     std::printf("%-22s %6lld %5lld %10.3f %9.1f %10.3f %8.1fx %12.2e\n", s.name, static_cast<long long>(G),
                 static_cast<long long>(E), a * 1e3, flops / a / 1e9, r * 1e3, r / a, diff);
   }

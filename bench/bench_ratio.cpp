@@ -13,16 +13,12 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/median.h"
 #include "engine/engine.h"
 
 using namespace qeval;
 
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
 
 double best(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); }
 

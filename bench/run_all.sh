@@ -30,7 +30,7 @@ done
 
 for shape in qwen2.5-0.5b r1-distill-qwen-1.5b; do
   line "engine $shape: quantised variants vs bf16, interleaved in one process (ratios of runs seconds apart)"
-  "$B/bench/bench_ratio" "$shape" 8 "$T" 32
+  "$B/bench/bench_ratio" "$shape" 9 "$T" 32
 done
 
 line "engine qwen2.5-0.5b bf16 with the scalar reference kernels (QEVAL_KERNEL=ref), same run"
@@ -41,3 +41,6 @@ line "harness: samples/s through run_eval against an instant loopback endpoint (
 "$B/bench/bench_run" mmlu_generative 180 64
 "$B/bench/bench_run" gsm8k 10000 64
 "$B/bench/bench_run" mmlu 60 64
+
+line "converter: 1.07 GB of BF16 (32 x 4096x4096) to int8-block, int8-channel, fp8-block: GB/s, GB per CPU-second, peak RSS (writes to \$TMPDIR)"
+"$B/tests/test_engine" "convert throughput and peak RSS" 2>&1 | grep -E -A1 "GB in|passed|failed"

@@ -17,6 +17,7 @@ nlohmann::json scalar_to_json(const YAML::Node& node) {
   if (s.empty() || s == "null" || s == "~" || s == "Null" || s == "NULL") return nullptr;
   if (s == "true" || s == "True" || s == "TRUE") return true;
   if (s == "false" || s == "False" || s == "FALSE") return false;
+  if (s.size() > 1 && s[0] == '+' && (s[1] == '+' || s[1] == '-')) return s;  // "+-5": not a number
   const char* b = s.data() + (s[0] == '+' ? 1 : 0);
   const char* e = s.data() + s.size();
   int64_t i = 0;

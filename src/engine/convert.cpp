@@ -362,14 +362,17 @@ void claim_output_dir(const std::filesystem::path& out, const std::string& hash)
 class Progress {
  public:
   Progress(bool on, uint64_t total) : on_(on && isatty(2)), lines_(on && !isatty(2)), total_(total), t0_(Clock::now()) {}
-  void add(uint64_t bytes, const std::string& what) {
+  // `bytes` converted now, or (reused) taken from an earlier run: those count toward the bar,
+  // not the rate.
+  void add(uint64_t bytes, const std::string& what, bool reused = false) {
     done_ += bytes;
+    if (!reused) converted_ += bytes;
     double s = std::chrono::duration<double>(Clock::now() - t0_).count();
     if (on_) {
       int pct = total_ ? static_cast<int>(100.0 * done_ / total_) : 100;
       int bar = pct * 30 / 100;
       fmt::print(stderr, "\r[{}{}] {:3d}% {:.2f}/{:.2f} GB {:.2f} GB/s {:<40.40}", std::string(bar, '#'),
-                 std::string(30 - bar, ' '), pct, done_ / 1e9, total_ / 1e9, s > 0 ? done_ / 1e9 / s : 0.0, what);
+                 std::string(30 - bar, ' '), pct, done_ / 1e9, total_ / 1e9, s > 0 ? converted_ / 1e9 / s : 0.0, what);
     }
   }
   void line(const std::string& msg) {
@@ -382,7 +385,7 @@ class Progress {
 
  private:
   bool on_, lines_;
-  uint64_t total_, done_ = 0;
+  uint64_t total_, done_ = 0, converted_ = 0;
   Clock::time_point t0_;
 };
 
@@ -563,7 +566,7 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
     for (const auto& t : shard.tensors) shard_in += t.op == Op::Scales ? 0 : t.src->nbytes + (t.src_scale ? t.src_scale->nbytes : 0);
     if (shard_done(path, shard, plan.hash)) {
       ++st.n_shards_skipped;
-      progress.add(shard_in, shard.file);
+      progress.add(shard_in, shard.file, true);
       progress.line(fmt::format("{}: complete from an earlier run, skipped", shard.file));
       continue;
     }
@@ -576,6 +579,7 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
       if (t.op != Op::Scales) progress.add(t.src->nbytes + (t.src_scale ? t.src_scale->nbytes : 0), t.spec.name);
     }
     w.finish();
+    st.bytes_converted += shard_in;
   }
   progress.end();
   for (const auto& shard : plan.shards)
@@ -643,11 +647,11 @@ int convert_main(const ConvertOptions& opt) {
   ConvertStats st = convert_checkpoint(opt);
   fmt::print(stderr,
              "converted {} -> {} ({}): {} tensors ({} quantised) in {} shards ({} reused), {:.2f} GB in -> {:.2f} GB "
-             "out, {:.1f} s ({:.2f} GB/s; {:.2f} GB per CPU-second){}, peak RSS {:.0f} MiB\n",
+             "out, {:.2f} GB converted in {:.1f} s ({:.2f} GB/s; {:.2f} GB per CPU-second){}, peak RSS {:.0f} MiB\n",
              opt.in.string(), opt.out.string(), opt.to, st.n_tensors_out, st.n_quantized, st.n_shards,
-             st.n_shards_skipped, st.bytes_in / 1e9, st.bytes_out / 1e9, st.seconds,
-             st.seconds > 0 ? st.bytes_in / 1e9 / st.seconds : 0.0,
-             st.cpu_seconds > 0 ? st.bytes_in / 1e9 / st.cpu_seconds : 0.0,
+             st.n_shards_skipped, st.bytes_in / 1e9, st.bytes_out / 1e9, st.bytes_converted / 1e9, st.seconds,
+             st.seconds > 0 ? st.bytes_converted / 1e9 / st.seconds : 0.0,
+             st.cpu_seconds > 0 ? st.bytes_converted / 1e9 / st.cpu_seconds : 0.0,
              opt.verify ? fmt::format(", verified in {:.1f} s", st.verify_seconds) : std::string(),
              st.peak_rss_kb / 1024.0);
   return 0;

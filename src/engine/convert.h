@@ -22,7 +22,9 @@ struct ConvertOptions {
 };
 
 struct ConvertStats {
-  uint64_t bytes_in = 0;               // input tensor bytes read
+  uint64_t bytes_in = 0;               // input tensor bytes of the whole checkpoint
+  uint64_t bytes_converted = 0;        // of them, in shards converted by this run (not reused): the
+                                       // bytes the rates divide
   uint64_t bytes_out = 0;              // output tensor bytes written
   int n_tensors_out = 0;
   int n_quantized = 0;                 // weights quantised (or kept quantised)

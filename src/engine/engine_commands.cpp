@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/median.h"
 #include "engine/bench_reference.h"
 
 namespace qeval {
@@ -63,7 +64,7 @@ nlohmann::json bench_to_json(const BenchResult& r, const Engine& e) {
           {"gen_tokens", r.gen_tokens},
           {"prefill_tokens_per_s", r.prefill_tokens_per_s},
           {"decode_tokens_per_s", r.decode_tokens_per_s},
-          {"weight_bytes_per_token", r.weight_bytes_per_token},
+          {"weight_bytes_per_step", r.weight_bytes_per_token},  // every sequence's step: per token at batch 1
           {"decode_weight_gb_per_s", r.decode_weight_gb_per_s},
           {"prefill_s", r.prefill_s},
           {"decode_s", r.decode_s}};
@@ -108,20 +109,19 @@ int run_bench_command(const BenchCommand& c, std::ostream& out) {
     }
     bw.insert(bw.end(), probes.begin(), probes.end());
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
-  // The median run by decode speed stands for the bench; its prefill is replaced by the median
-  // prefill (the two medians may come from different runs).
+  // Medians over the runs (each figure its own: a bench of 2 runs reports the mean of the two).
   std::vector<double> dec, pre;
-  for (const BenchResult& r : runs) {
-    dec.push_back(r.decode_tokens_per_s);
-    pre.push_back(r.prefill_tokens_per_s);
+  for (const BenchResult& x : runs) {
+    dec.push_back(x.decode_tokens_per_s);
+    pre.push_back(x.prefill_tokens_per_s);
   }
-  BenchResult r = *std::find_if(runs.begin(), runs.end(),
-                                [&](const BenchResult& x) { return x.decode_tokens_per_s == median(dec); });
+  BenchResult r = runs.front();
   r.prefill_tokens_per_s = median(pre);
+  r.decode_tokens_per_s = median(dec);
+  // The times and the weight rate follow from the medians, so every printed figure agrees.
+  r.prefill_s = r.prefill_tokens_per_s > 0 ? static_cast<double>(r.prompt_tokens * r.batch) / r.prefill_tokens_per_s : 0;
+  r.decode_s = r.decode_tokens_per_s > 0 ? static_cast<double>(r.gen_tokens * r.batch) / r.decode_tokens_per_s : 0;
+  r.decode_weight_gb_per_s = r.decode_tokens_per_s / r.batch * static_cast<double>(r.weight_bytes_per_token) / 1e9;
   if (c.json) {
     nlohmann::json j = bench_to_json(r, *e);
     j["repeat"] = c.repeat;

@@ -381,7 +381,7 @@ void BpeTokenizer::encode_segment(std::string_view text, bool first_segment,
   if (m_.mode == BpeMode::kSentencePiece) {
     norm.reserve(text.size() + 16);
     if (m_.add_space_prefix && (first_segment || !m_.prefix_only_first) &&
-        !(m_.prefix_unless_space && !text.empty() && text[0] == ' '))
+        !(m_.prefix_unless_space && (starts_with(text, " ") || starts_with(text, kSpmSpace))))
       norm += kSpmSpace;
     for (char c : text) {
       if (c == ' ') norm += kSpmSpace;

@@ -99,8 +99,12 @@ class AnswerLineStep : public FilterStep {
   AnswerLineStep(const std::string& letters, const std::string& where) {
     // The non-Latin letters stand for A-D only.
     const std::string alt = letters == "ABCD" ? "|[أ-د]|[অ]|[ব]|[ড]|[ঢ]|[Ａ]|[Ｂ]|[Ｃ]|[Ｄ]" : "";
-    for (const char* marker : kMarkers)
-      res_.push_back(std::make_unique<Regex>(std::string("(?i)") + marker + "[ \\t]*([" + letters + "]" + alt + ")", where));
+    for (const char* marker : kMarkers) {
+      // Python's \s (str patterns) is Unicode whitespace; RE2's is ASCII only.
+      std::string m = marker;
+      for (size_t at; (at = m.find("\\s")) != std::string::npos;) m.replace(at, 2, kPySpace);
+      res_.push_back(std::make_unique<Regex>("(?i)" + m + "[ \\t]*([" + letters + "]" + alt + ")", where));
+    }
   }
   bool apply(std::string_view in, std::string& out) const override {
     const std::string text = normalize(in);
@@ -114,6 +118,9 @@ class AnswerLineStep : public FilterStep {
   }
 
  private:
+  static constexpr const char* kPySpace =
+      "[\\t\\n\\v\\f\\r\\x1c-\\x20\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]";
+
   // MULTILINGUAL_ANSWER_REGEXES of simple-evals' common.py, in its order (its second entry, an
   // "Answer" with an invisible Korean character, is left out).
   static constexpr const char* kMarkers[] = {

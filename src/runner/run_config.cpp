@@ -57,9 +57,11 @@ int get_int_in(const nlohmann::json& v, long long lo, long long hi, const std::s
   return static_cast<int>(v.get<long long>());
 }
 
-// A name that becomes a directory and appears in markdown, SVG and JUnit XML.
-bool bad_name(const std::string& s) {
-  if (s.empty() || s == "." || s == ".." || s.find_first_of("/\\ ") != std::string::npos) return true;
+// A name that becomes a directory and appears in markdown, SVG and JUnit XML (a variant's name
+// also has no spaces).
+bool bad_name(const std::string& s, bool space_ok = false) {
+  if (s.empty() || s == "." || s == ".." || s.find_first_of(space_ok ? "/\\" : "/\\ ") != std::string::npos)
+    return true;
   for (unsigned char ch : s)
     if (ch < 0x20 || ch == 0x7f) return true;
   return false;
@@ -73,8 +75,8 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: the run config must be a mapping with name, tasks and variants", source);
   check_keys(j, {"name", "tasks", "limit", "baseline", "variants", "gates", "fidelity_text", "fidelity_prompts"}, source);
   c.name = get_string(j, "name", source, true);
-  if (bad_name(c.name))
-    fail("{}: name: '{}' must be a file name without '/', '\\', spaces or control characters, not '.' or '..' "
+  if (bad_name(c.name, true))
+    fail("{}: name: '{}' must be a file name without '/', '\\' or control characters, not '.' or '..' "
          "(it names the output directory)", source, c.name);
 
   if (!j.contains("tasks")) fail("{}: missing required key 'tasks' (e.g. tasks: [gsm8k, mmlu])", source);

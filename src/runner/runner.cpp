@@ -146,28 +146,46 @@ fs::path identity_path(const fs::path& out, const std::string& variant) {
   return out / "samples" / variant / "variant.json";
 }
 
-// Refuses to resume a variant whose samples were answered by another model or config; records
-// the identity of a variant about to run.
+// True when the variant has a logged answer (an error line holds none: it is asked again).
+bool has_answers(const fs::path& out, const std::string& vname) {
+  std::error_code ec;
+  const fs::path dir = out / "samples" / vname;
+  if (!fs::is_directory(dir, ec)) return false;
+  for (const auto& f : fs::directory_iterator(dir, ec)) {
+    if (f.path().extension() != ".jsonl") continue;
+    for (const auto& [doc, line] : read_sample_log(f.path()))
+      if (line.contains("error") && line["error"].is_null()) return true;
+  }
+  return false;
+}
+
+// Refuses to resume a variant whose logged answers came from another model or config. A variant
+// with no answer yet (never run, or every request failed) may change freely.
 void check_identity(const fs::path& out, const std::string& vname, const json& id, const std::string& where) {
   fs::path p = identity_path(out, vname);
   std::error_code ec;
-  if (fs::exists(p, ec)) {
-    json old = json::parse(read_file(p), nullptr, false);
-    if (old.is_discarded() || !old.is_object() || !old.contains("identity"))
-      fail("{}: not a variant record (hint: it was edited; move the variant's samples away, or --overwrite)", p.string());
-    const json& was = old["identity"];
-    if (was == id) return;
-    std::string diff;
-    for (const auto& [k, v] : id.items())
-      if (!was.contains(k) || was[k] != v)
-        diff += fmt::format("{}{}: {} -> {}", diff.empty() ? "" : ", ", k, was.contains(k) ? was[k].dump() : "(unset)", v.dump());
-    for (const auto& [k, v] : was.items())
-      if (!id.contains(k)) diff += fmt::format("{}{}: {} -> (unset)", diff.empty() ? "" : ", ", k, v.dump());
-    fail("{}: variant '{}' changed since its samples in {} were answered ({}) (hint: --overwrite to discard the "
-         "earlier run, or --out DIR for a new one; only name, base_url, concurrency, api_key_env, timeout_s, "
-         "max_retries, threads, max_batch and kv_cache_mb may change on --resume)",
-         where, vname, p.parent_path().string(), diff);
-  }
+  if (!fs::exists(p, ec) || !has_answers(out, vname)) return;
+  json old = json::parse(read_file(p), nullptr, false);
+  if (old.is_discarded() || !old.is_object() || !old.contains("identity"))
+    fail("{}: not a variant record (hint: it was edited; move the variant's samples away, or --overwrite)", p.string());
+  const json& was = old["identity"];
+  if (was == id) return;
+  std::string diff;
+  for (const auto& [k, v] : id.items())
+    if (!was.contains(k) || was[k] != v)
+      diff += fmt::format("{}{}: {} -> {}", diff.empty() ? "" : ", ", k, was.contains(k) ? was[k].dump() : "(unset)", v.dump());
+  for (const auto& [k, v] : was.items())
+    if (!id.contains(k)) diff += fmt::format("{}{}: {} -> (unset)", diff.empty() ? "" : ", ", k, v.dump());
+  fail("{}: variant '{}' changed since its samples in {} were answered ({}) (hint: --overwrite to discard the "
+       "earlier run, or --out DIR for a new one; only name, base_url, concurrency, api_key_env, timeout_s, "
+       "max_retries, threads, max_batch and kv_cache_mb may change on --resume)",
+       where, vname, p.parent_path().string(), diff);
+}
+
+// Records the identity of a variant about to run.
+void record_identity(const fs::path& out, const std::string& vname, const json& id) {
+  const fs::path p = identity_path(out, vname);
+  std::error_code ec;
   fs::create_directories(p.parent_path(), ec);
   write_file_atomic(p, json{{"identity", id}}.dump(2) + "\n");
 }
@@ -526,11 +544,17 @@ int run_eval(const RunOptions& opts) {
   fs::create_directories(out / "samples", ec);
   if (ec) fail("{}: cannot create the output directory: {}", out.string(), ec.message());
 
-  for (size_t v = 0; v < cfg.variants.size(); ++v)
-    check_identity(out, cfg.variants[v]["name"].get<std::string>(), variant_identity(cfg.variants[v], backends[v]->info()),
+  std::vector<json> identities;
+  for (size_t v = 0; v < cfg.variants.size(); ++v) {
+    identities.push_back(variant_identity(cfg.variants[v], backends[v]->info()));
+    check_identity(out, cfg.variants[v]["name"].get<std::string>(), identities.back(),
                    fmt::format("{}: variants[{}]", cfg.path.string(), v));
-  for (size_t v = 0; v < cfg.variants.size(); ++v)
-    run_variant(cfg.variants[v]["name"].get<std::string>(), *backends[v], tasks, out);
+  }
+  for (size_t v = 0; v < cfg.variants.size(); ++v) {
+    const std::string vname = cfg.variants[v]["name"].get<std::string>();
+    record_identity(out, vname, identities[v]);
+    run_variant(vname, *backends[v], tasks, out);
+  }
 
   json r = build_results(cfg, tasks, backends, out);
   json fid = run_fidelity(cfg, fidelity);

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/median.h"
 #include "core/text.h"
 #include "core/thread_pool.h"
 
@@ -84,6 +85,14 @@ TEST_CASE("py_strip is Python's str.strip()") {
   CHECK(py_rstrip_size(" a") == 2);
   CHECK(py_rstrip_size("a\xe3\x80") == 3);
   CHECK(py_rstrip_size("") == 0);
+}
+
+TEST_CASE("median: the middle value, or the mean of the two middle ones") {
+  CHECK(median({}) == 0.0);
+  CHECK(median({3.0}) == 3.0);
+  CHECK(median({3.0, 1.0, 2.0}) == 2.0);
+  CHECK(median({4.0, 1.0, 3.0, 2.0}) == 2.5);  // not 3: the upper middle is a best-of-two at n = 2
+  CHECK(median({10.0, 20.0}) == 15.0);
 }
 
 TEST_CASE("sha256 of known strings") {

@@ -316,8 +316,10 @@ TEST_CASE("convert: resumes per shard and --verify catches a corrupted shard", "
   ConvertStats a = convert_checkpoint(o);
   REQUIRE(a.n_shards >= 3);
   CHECK(a.n_shards_skipped == 0);
+  CHECK(a.bytes_converted == a.bytes_in);
   ConvertStats b = convert_checkpoint(o);
   CHECK(b.n_shards_skipped == a.n_shards);
+  CHECK(b.bytes_converted == 0);  // the rates divide only what this run converted
   // A missing shard (and a leftover partial file) is rewritten; the others are reused.
   auto idx = read_safetensors_index(dir / "out" / "model.safetensors.index.json");
   auto files = idx.files();
@@ -325,6 +327,8 @@ TEST_CASE("convert: resumes per shard and --verify catches a corrupted shard", "
   write_file_atomic(dir / "out" / (files[1] + ".partial"), "junk");
   ConvertStats c = convert_checkpoint(o);
   CHECK(c.n_shards_skipped == a.n_shards - 1);
+  CHECK(c.bytes_converted > 0);
+  CHECK(c.bytes_converted < a.bytes_in);
   CHECK(fs::exists(dir / "out" / files[1]));
   CHECK(!fs::exists(dir / "out" / (files[1] + ".partial")));
   // Another target, another shard size or changed inputs into the same directory are refused,
@@ -456,8 +460,8 @@ TEST_CASE("convert throughput and peak RSS", "[convert][.bench]") {
     o.shard_bytes = 5ull << 30;
     ConvertStats st = convert_checkpoint(o);
     WARN(fmt::format("{}: {:.2f} GB in {:.2f} s = {:.2f} GB/s input ({:.2f} GB per CPU-second); peak RSS {:.0f} MiB",
-                     to, st.bytes_in / 1e9, st.seconds, st.bytes_in / 1e9 / st.seconds,
-                     st.bytes_in / 1e9 / st.cpu_seconds, st.peak_rss_kb / 1024.0));
+                     to, st.bytes_converted / 1e9, st.seconds, st.bytes_converted / 1e9 / st.seconds,
+                     st.bytes_converted / 1e9 / st.cpu_seconds, st.peak_rss_kb / 1024.0));
     fs::remove_all(dir / to);
   }
   fs::remove_all(dir);

@@ -463,7 +463,10 @@ TEST_CASE("engine commands: generate prints the completion, bench prints JSON", 
   auto j = nlohmann::json::parse(os.str());
   CHECK(j["prefill_tokens_per_s"].get<double>() > 0);
   CHECK(j["decode_tokens_per_s"].get<double>() > 0);
-  CHECK(j["weight_bytes_per_token"].get<size_t>() > 0);
+  CHECK(j["weight_bytes_per_step"].get<size_t>() > 0);
+  // Times and rates are one set of figures.
+  CHECK(j["prefill_s"].get<double>() * j["prefill_tokens_per_s"].get<double>() == Approx(20.0 * 2));
+  CHECK(j["decode_s"].get<double>() * j["decode_tokens_per_s"].get<double>() == Approx(4.0 * 2));
   b.batch = 0;
   CHECK_THROWS_AS(run_bench_command(b, os), Error);
 
@@ -480,6 +483,7 @@ TEST_CASE("engine commands: generate prints the completion, bench prints JSON", 
   CHECK(jr["prefill_tokens_per_s_best"].get<double>() >= jr["prefill_tokens_per_s"].get<double>());
   CHECK(jr["read_gb_per_s"].get<double>() > 0.1);
   CHECK(jr["decode_bw_fraction"].get<double>() > 0);
+  CHECK(jr["prefill_s"].get<double>() * jr["prefill_tokens_per_s"].get<double>() == Approx(20.0));
   // No decode steps: no fraction (null, not 0).
   b.gen_tokens = 0;
   std::ostringstream none;

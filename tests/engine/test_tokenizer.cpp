@@ -260,6 +260,12 @@ TEST_CASE("Split behaviors: Removed and MergedWithPrevious", "[tokenizer][unit]"
   CHECK(load("MergedWithPrevious")->encode("ab-ab", false) == Ids{256, '-', 256});
   CHECK(load("MergedWithPrevious")->encode("b-b", false) == Ids{257, 'b'});
   CHECK(load("MergedWithNext")->encode("b-b", false) == Ids{'b', '-', 'b'});
+  // Consecutive matches (HF): only the match beside a non-match joins it. With "--" merged
+  // first, a "b--" or "--b" pre-token would give 258.
+  tj["model"]["merges"] = json::array({"- -", "a b", "b -"});
+  tj["model"]["vocab"]["--"] = 258;
+  CHECK(load("MergedWithPrevious")->encode("b--b", false) == Ids{257, '-', 'b'});   // "b-" "-" "b"
+  CHECK(load("MergedWithNext")->encode("b--b", false) == Ids{'b', '-', '-', 'b'});  // "b" "-" "-b"
 }
 
 TEST_CASE("Metaspace pre-tokenizer: split (HF's default) and no prefix before a leading space", "[tokenizer][unit]") {
@@ -282,6 +288,7 @@ TEST_CASE("Metaspace pre-tokenizer: split (HF's default) and no prefix before a 
   auto split = load(json::parse(R"({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"})"));
   CHECK(split->encode("a  b", false) == Ids{1, 2, 1, 5});
   CHECK(split->encode(" b", false) == Ids{5});  // already starts with a space: no prefix
+  CHECK(split->encode("\u2581b", false) == Ids{5});  // or with a U+2581
   auto whole = load(json::parse(R"({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": false})"));
   CHECK(whole->encode("a  b", false) == Ids{1, 2, 4, 3});
   CHECK(whole->encode(" b", false) == Ids{5});

@@ -89,6 +89,10 @@ TEST_CASE("answer_line is simple-evals' MMLU extraction", "[extract]") {
   CHECK(run(c, "Answer: \\(\\mathbf{A}\\)") == "A");
   CHECK(run(c, "Answer:\nC") == "[invalid]");    // only spaces or tabs after the colon
   CHECK(run(c, "Answer \t:\tD") == "D");
+  // Python's \s is Unicode whitespace: NBSP, \v, U+202F before the colon.
+  CHECK(run(c, "Answer\xc2\xa0: B") == "B");
+  CHECK(run(c, "Answer\v: B") == "B");
+  CHECK(run(c, "R\xc3\xa9ponse\xe2\x80\xaf: C") == "C");
   CHECK(run(c, "Answer: E") == "[invalid]");
   CHECK(run(c, "Antwort: C") == "C");            // a translated marker
   CHECK(run(c, "Antwort: C\nAnswer: B") == "B");  // markers in simple-evals' order, English first

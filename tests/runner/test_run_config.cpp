@@ -57,6 +57,10 @@ TEST_CASE("yaml scalars: quoted stay strings, plain become numbers and bools") {
   CHECK(k["d"] == -0.5);
   CHECK(k["e"] == 3);
   CHECK(k["f"] == 1000.0);
+  auto signs = parse_yaml("a: +-5\nb: +-.5\nc: ++1\n", "x");
+  CHECK(signs["a"] == "+-5");
+  CHECK(signs["b"] == "+-.5");
+  CHECK(signs["c"] == "++1");
 }
 
 TEST_CASE("bad configs give one clear error naming the key") {

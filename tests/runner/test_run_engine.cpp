@@ -75,6 +75,12 @@ gates:
   std::string md = read_file(tmp.path() / "out" / "report.md");
   CHECK(md.find("| task | metric | ref (baseline) | same | int8 | hf |") != std::string::npos);
   CHECK(md.find("## Fidelity against the baseline") != std::string::npos);
+
+  // A fidelity_text too short to score fails the run before any variant is asked anything.
+  testfx::write_text(tmp.path() / "text.txt", "Once upon a time.");
+  o.out = tmp.path() / "short";
+  CHECK_THROWS_WITH(run_eval(o), Catch::Contains("fidelity_text:") && Catch::Contains("fewer than one chunk"));
+  CHECK_FALSE(std::filesystem::exists(tmp.path() / "short" / "samples" / "ref"));
 }
 
 TEST_CASE("one run mixing an engine variant and an openai variant gives one table") {

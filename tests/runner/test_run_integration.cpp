@@ -607,6 +607,26 @@ TEST_CASE("run_eval: --resume refuses a changed variant, scores logged answers a
   CHECK(run_eval(opts) == 1);
   CHECK(s->total_requests() == 24);
 
+  // A variant with no answer logged (here: every line an error) may change on --resume: the
+  // fix for what failed is often in the variant's config.
+  {
+    fs::path log = tmp.path() / "out" / "samples" / "a" / "mygsm.jsonl";
+    std::string failed;
+    for (json line : read_lines(log)) {
+      line["error"] = "HTTP 400: bad extra_body";
+      line["scores"] = nullptr;
+      failed += line.dump() + "\n";
+    }
+    write_text(log, failed);
+  }
+  config(", extra_body: {top_k: 5}");
+  opts.overwrite = false;
+  opts.resume = true;
+  CHECK(run_eval(opts) == 1);
+  CHECK(s->total_requests() == 36);
+  CHECK(json::parse(read_file(tmp.path() / "out" / "samples" / "a" / "variant.json"))["identity"]["extra_body"] ==
+        json{{"top_k", 5}});
+
   // A task file named like a subtask of another task of the run would share its sample file.
   task_yaml.replace(task_yaml.find("task: mygsm\n"), 12, "task: mmlu_anatomy\n");
   write_text(dir / "anat.yaml", task_yaml);

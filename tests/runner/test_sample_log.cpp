@@ -90,6 +90,11 @@ TEST_CASE("aggregation counts errors apart and compares paired samples") {
   CHECK(je["metrics"]["acc,none"]["value"].is_null());
   CHECK(je["metrics"]["acc,none"]["stderr"].is_null());
   CHECK(je["first_error"] == "HTTP 404 (2)");  // of the lowest doc id
+  // No doc scored on both sides: no difference and no p-value (not 0 and 1).
+  json none = compare_samples({&a}, {&e}, "acc,none");
+  CHECK(none["n_paired"] == 0);
+  CHECK(none["delta"].is_null());
+  CHECK(none["mcnemar_p"].is_null());
 }
 
 TEST_CASE("throughput counts busy time only: a pause between runs (kill + resume) is excluded") {
