@@ -398,7 +398,18 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
     lm_head_ = linear("lm_head", V, D, false, QuantScheme::None);
   }
 
-  // RoPE inverse frequencies theta^(-2i/E), with HF's rope_scaling rules.
+  // RoPE inverse frequencies theta^(-2i/E), with HF's rope_scaling rules. A GGUF converted by
+  // llama.cpp from a rope_type llama3 model holds its scaling as the tensor rope_freqs.weight
+  // (one factor per frequency, the angle divided by it) instead of metadata.
+  std::vector<float> freq_factors;
+  if (find("rope_freqs.weight")) {
+    freq_factors = to_f32(need(find, "rope_freqs.weight", {E / 2}));
+    if (!cfg.rope_scaling_type.empty())
+      fail("model: both rope_scaling ({}) and a rope_freqs.weight tensor: the RoPE frequencies would be scaled twice",
+           cfg.rope_scaling_type);
+    for (float x : freq_factors)
+      if (!(x > 0) || !std::isfinite(x)) fail("model: rope_freqs.weight holds {}, not a positive factor", x);
+  }
   inv_freq_.resize(E / 2);
   for (int64_t i = 0; i < E / 2; ++i) {
     double f = 1.0 / std::pow(cfg.rope_theta, static_cast<double>(2 * i) / static_cast<double>(E));
@@ -420,6 +431,7 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
       fail("model config: rope_scaling type '{}' is not supported (hint: linear or llama3)",
            cfg.rope_scaling_type);
     }
+    if (!freq_factors.empty()) f /= freq_factors[static_cast<size_t>(i)];
     inv_freq_[i] = f;
   }
 }

@@ -405,6 +405,7 @@ inline void write_tiny_gguf(const fs::path& file, const FixtureModel& m) {
   }
   put("output_norm.weight", "model.norm.weight", 0);
   if (!s.tied) put("output.weight", "lm_head.weight", 0);
+  if (m.tensors.count("rope_freqs.weight")) put("rope_freqs.weight", "rope_freqs.weight", 0);  // llama3 scaling
 
   out = "GGUF";
   u32(3);

@@ -116,6 +116,17 @@ TEST_CASE("HF config parsing: rope scaling, defaults, errors", "[checkpoint][uni
   j["hidden_size"] = 64;
   j["quantization_config"] = {{"quant_method", "w8a8_int8"}};
   CHECK(parse_hf_config(j, "c.json").quantization_config["quant_method"] == "w8a8_int8");
+  // Sliding-window attention: the context is the window (full attention equals it only there);
+  // Qwen2's use_sliding_window false keeps the full context.
+  j["sliding_window"] = 1024;
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 1024);
+  j["use_sliding_window"] = false;
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 32768;
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
+  j["sliding_window"] = nullptr;
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
 }
 
 TEST_CASE("Checkpoint::tokenizer loads the HF tokenizer or the GGUF vocabulary", "[checkpoint][unit]") {

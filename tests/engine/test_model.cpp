@@ -285,6 +285,33 @@ TEST_CASE("model: GGUF copy of a llama fixture gives the HF logits", "[engine-mo
   CHECK(rel_err(a, reference_logits(fm, tokens)) <= 1e-5);
 }
 
+TEST_CASE("model: a GGUF's rope_freqs.weight (llama.cpp's llama3 scaling) scales the RoPE frequencies", "[engine-model]") {
+  auto dir = fx::temp_dir("model-rope-freqs");
+  fx::ModelSpec spec;
+  spec.arch = "llama";
+  spec.rope_theta = 500000.0;
+  spec.rope_scaling = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  auto fm = fx::write_hf_model(dir, spec);
+  // llama.cpp's convert_hf_to_gguf: one factor per frequency, by which the angle is divided
+  // (factor in the low band, 1 in the high band, 1 / ((1 - smooth) / factor + smooth) between).
+  // head_dim 16: wavelengths 6.3 (kept), 32.6 (smoothed), 167 and up (divided by 8).
+  fx::FixtureTensor rf{"rope_freqs.weight", {8}, std::vector<float>(8), "", {}};
+  for (int i = 0; i < 8; ++i) {
+    const double f = std::pow(500000.0, -2.0 * i / 16.0), wl = 2 * std::numbers::pi / f;
+    const double lo_wl = 64.0 / 1.0, hi_wl = 64.0 / 4.0;
+    rf.values[i] = wl < hi_wl ? 1.0f : wl > lo_wl ? 8.0f : static_cast<float>(1.0 / ((1 - (64.0 / wl - 1.0) / 3.0) / 8.0 + (64.0 / wl - 1.0) / 3.0));
+  }
+  fm.tensors["rope_freqs.weight"] = rf;
+  fx::write_tiny_gguf(dir / "m.gguf", fm);  // no scaling metadata: the tensor carries it
+  auto gg = Checkpoint::open(dir / "m.gguf");
+  ThreadPool pool(2);
+  auto tokens = some_tokens(70, static_cast<int>(spec.vocab), 4);
+  double e = rel_err(model_logits(*load_model(*gg, ComputeType::F32), tokens, 70, pool), reference_logits(fm, tokens));
+  INFO("rel err " << e);
+  CHECK(e <= 1e-5);
+}
+
 TEST_CASE("model: bad tensor shape is an Error naming the tensor", "[engine-model]") {
   ModelConfig c;
   c.arch = "llama";
