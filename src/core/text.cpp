@@ -152,6 +152,4 @@ std::vector<std::string> split(std::string_view s, char sep) {
   return out;
 }
 
-const char* git_revision() { return QEVAL_GIT_REV; }
-
 }  // namespace qeval

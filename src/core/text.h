@@ -44,7 +44,8 @@ bool starts_with(std::string_view s, std::string_view p);
 bool ends_with(std::string_view s, std::string_view p);
 std::vector<std::string> split(std::string_view s, char sep);
 
-// Git revision the binary was built from ("unknown" outside a checkout).
+// Git revision the binary was built from ("unknown" outside a checkout, "-dirty" appended when
+// tracked files differed from it).
 const char* git_revision();
 
 }  // namespace qeval
