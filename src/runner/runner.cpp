@@ -586,11 +586,28 @@ int run_eval(const RunOptions& opts) {
 void print_prompts(const fs::path& config, const std::string& task, std::optional<int> limit) {
   RunConfig cfg = load_run_config(config);
   int lim = limit ? *limit : cfg.limit.value_or(-1);
-  // A subtask name ("mmlu_anatomy", "mmlu_chat_anatomy") selects one subtask of the longest
-  // built-in task name it extends.
+  // A task of the config (a task file too, by its `task:` name or the path the config gives),
+  // or one of its subtasks; else a built-in task, or a subtask name ("mmlu_anatomy",
+  // "mmlu_chat_anatomy") of the longest built-in task name it extends.
+  std::optional<TaskSpec> from_config;
   std::string parent = task, only;
+  for (const auto& entry : cfg.tasks) {
+    TaskSpec s = load_task(entry);
+    if (entry == task || s.name == task || fs::path(entry) == config.parent_path() / task) {
+      from_config = std::move(s);
+      break;
+    }
+    if (task.rfind(s.name + "_", 0) == 0) {
+      for (const auto& sub : expand_task(s))
+        if (sub.name == task) only = task;
+      if (!only.empty()) {
+        from_config = std::move(s);
+        break;
+      }
+    }
+  }
   const std::vector<std::string> builtins = builtin_task_names();
-  if (std::find(builtins.begin(), builtins.end(), task) == builtins.end()) {
+  if (!from_config && std::find(builtins.begin(), builtins.end(), task) == builtins.end()) {
     for (const auto& name : builtins) {
       if (task.rfind(name + "_", 0) == 0 && (only.empty() || name.size() > parent.size())) {
         parent = name;
@@ -598,7 +615,8 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
       }
     }
   }
-  TaskSpec spec = load_task(parent);
+  TaskSpec spec = from_config ? std::move(*from_config) : load_task(parent);
+  parent = spec.name;
   bool found = false;
   // Every prompt is built before the first is printed: a bad file prints nothing but its error.
   std::vector<Instance> all;

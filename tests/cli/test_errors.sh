@@ -5,7 +5,8 @@
 # `qeval prompts` prints one JSON line per doc (57 subjects x limit for --task mmlu).
 # Run by CTest as: bash test_errors.sh <path-to-qeval> <source-dir>
 set -u
-QEVAL=${1:?usage: test_errors.sh QEVAL SOURCE_DIR}
+QEVAL=$(realpath "${1:?usage: test_errors.sh QEVAL SOURCE_DIR}")
+SRC=$(realpath "${2:?usage: test_errors.sh QEVAL SOURCE_DIR}")
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 FAILS=0
@@ -257,6 +258,20 @@ else
   fail "prompts --task mmlu_anatomy exited non-zero: $(cat "$TMP/stderr")"
 fi
 expect_error "prompts with an unknown subtask" "mmlu_bogus" - "$QEVAL" prompts "$C/good.yaml" --task mmlu_bogus
+# A config's own task file, by its task: name or by the path the config gives (beside the config).
+sed 's/^task: gsm8k$/task: mygsm/' "$SRC/configs/tasks/gsm8k.yaml" > "$C/mygsm.yaml"
+write_config "$C/own_task.yaml" "name: t
+tasks: [mygsm.yaml]
+limit: 2
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
+for t in mygsm mygsm.yaml; do
+  if (cd "$TMP" && "$QEVAL" prompts "$C/own_task.yaml" --task "$t") > "$TMP/p_own.jsonl" 2> "$TMP/stderr"; then
+    check_json_lines "$TMP/p_own.jsonl" 2 prompt 1 || fail "prompts --task $t (a config's task file): bad output"
+  else
+    fail "prompts --task $t (a config's task file) exited non-zero: $(cat "$TMP/stderr")"
+  fi
+done
 
 # A damaged data file: one error naming the file, and no prompt printed before it (the last
 # subject's dev file is short, so every other subject would have been printed first).
