@@ -6,7 +6,10 @@ execute_process(COMMAND git rev-parse --short=12 HEAD WORKING_DIRECTORY ${SRC}
 if(NOT rc EQUAL 0 OR NOT rev)
   set(rev "unknown")
 else()
-  execute_process(COMMAND git diff --quiet HEAD WORKING_DIRECTORY ${SRC} RESULT_VARIABLE dirty ERROR_QUIET)
+  # --no-optional-locks: no index refresh (a build running beside a `git commit` must not take
+  # .git/index.lock from it).
+  execute_process(COMMAND git --no-optional-locks diff --quiet HEAD WORKING_DIRECTORY ${SRC} RESULT_VARIABLE dirty
+                  ERROR_QUIET)
   if(NOT dirty EQUAL 0)
     set(rev "${rev}-dirty")
   endif()

@@ -56,7 +56,7 @@ struct BenchCommand {
 int run_bench_command(const BenchCommand& c, std::ostream& out);
 
 // {"model", "dtype", "quantization", "threads", "batch", "prompt_tokens", "gen_tokens",
-//  "prefill_tokens_per_s", "decode_tokens_per_s", "weight_bytes_per_token",
+//  "prefill_tokens_per_s", "decode_tokens_per_s", "weight_bytes_per_step",
 //  "decode_weight_gb_per_s", "prefill_s", "decode_s"}
 nlohmann::json bench_to_json(const BenchResult& r, const Engine& e);
 

@@ -65,10 +65,19 @@ ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& src) {
   c.n_kv_heads = get_int("num_key_value_heads", c.n_heads);
   c.head_dim = get_int("head_dim", c.n_heads > 0 ? c.hidden_size / c.n_heads : 0);
   c.max_position_embeddings = get_int("max_position_embeddings", 2048);
-  // Sliding-window attention (Mistral-7B-v0.1: 4096; Qwen2 sets use_sliding_window false). The
-  // engine's attention is full, which equals the window's only while a sequence fits in it: the
-  // context is cut to the window (a longer prompt is left-truncated and counted as such).
-  if (auto sw = j.find("sliding_window"); sw != j.end() && sw->is_number_integer() && j.value("use_sliding_window", true) &&
+  // Sliding-window attention (Mistral-7B-v0.1: 4096). The engine's attention is full, which
+  // equals the window's only while a sequence fits in it: the context is cut to the window (a
+  // longer prompt is left-truncated and counted as such). Qwen2 uses the window only with
+  // use_sliding_window true (its default is false), and then only from layer max_window_layers.
+  bool windowed = c.arch != "qwen2";
+  if (auto u = j.find("use_sliding_window"); u != j.end() && !u->is_null()) {
+    if (!u->is_boolean()) fail("{}: use_sliding_window must be true or false, got {}", src, u->dump());
+    windowed = u->get<bool>();
+  }
+  if (auto mw = j.find("max_window_layers");
+      c.arch == "qwen2" && windowed && mw != j.end() && mw->is_number_integer() && mw->get<int64_t>() >= c.n_layers)
+    windowed = false;
+  if (auto sw = j.find("sliding_window"); windowed && sw != j.end() && sw->is_number_integer() &&
                                           sw->get<int64_t>() > 0 && sw->get<int64_t>() < c.max_position_embeddings)
     c.max_position_embeddings = sw->get<int64_t>();
   c.rms_norm_eps = get_num(j, "rms_norm_eps", 1e-6, "");

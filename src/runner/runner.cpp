@@ -591,9 +591,21 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
   // "mmlu_chat_anatomy") of the longest built-in task name it extends.
   std::optional<TaskSpec> from_config;
   std::string parent = task, only;
+  std::error_code ec;
+  auto same_file = [&](const fs::path& a, const fs::path& b) { return fs::equivalent(a, b, ec); };
   for (const auto& entry : cfg.tasks) {
-    TaskSpec s = load_task(entry);
-    if (entry == task || s.name == task || fs::path(entry) == config.parent_path() / task) {
+    if (entry == task || same_file(entry, task) || same_file(entry, config.parent_path() / task)) {
+      from_config = load_task(entry);
+      break;
+    }
+    // A task file that does not load is reported when it is asked for, not when another is.
+    TaskSpec s;
+    try {
+      s = load_task(entry);
+    } catch (const Error&) {
+      continue;
+    }
+    if (s.name == task) {
       from_config = std::move(s);
       break;
     }

@@ -260,18 +260,20 @@ fi
 expect_error "prompts with an unknown subtask" "mmlu_bogus" - "$QEVAL" prompts "$C/good.yaml" --task mmlu_bogus
 # A config's own task file, by its task: name or by the path the config gives (beside the config).
 sed 's/^task: gsm8k$/task: mygsm/' "$SRC/configs/tasks/gsm8k.yaml" > "$C/mygsm.yaml"
+printf 'task: draft\nbogus: 1\n' > "$C/draft.yaml"  # a broken task file beside it: not in the way
 write_config "$C/own_task.yaml" "name: t
-tasks: [mygsm.yaml]
+tasks: [./mygsm.yaml, draft.yaml]
 limit: 2
 variants:
   - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
-for t in mygsm mygsm.yaml; do
+for t in mygsm mygsm.yaml ./mygsm.yaml; do
   if (cd "$TMP" && "$QEVAL" prompts "$C/own_task.yaml" --task "$t") > "$TMP/p_own.jsonl" 2> "$TMP/stderr"; then
     check_json_lines "$TMP/p_own.jsonl" 2 prompt 1 || fail "prompts --task $t (a config's task file): bad output"
   else
     fail "prompts --task $t (a config's task file) exited non-zero: $(cat "$TMP/stderr")"
   fi
 done
+expect_error "prompts of a broken task file" "draft.yaml" - "$QEVAL" prompts "$C/own_task.yaml" --task draft.yaml
 
 # A damaged data file: one error naming the file, and no prompt printed before it (the last
 # subject's dev file is short, so every other subject would have been printed first).

@@ -127,6 +127,19 @@ TEST_CASE("HF config parsing: rope scaling, defaults, errors", "[checkpoint][uni
   CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
   j["sliding_window"] = nullptr;
   CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
+  j["sliding_window"] = 1024;
+  j["use_sliding_window"] = "yes";
+  CHECK_THROWS_WITH(parse_hf_config(j, "c.json"), Catch::Contains("c.json: use_sliding_window must be true or false"));
+  j["use_sliding_window"] = nullptr;  // as absent: a llama config's window applies
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 1024);
+  // Qwen2: the window is off by default, and unused when max_window_layers covers every layer.
+  j["architectures"] = {"Qwen2ForCausalLM"};
+  j.erase("use_sliding_window");
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
+  j["use_sliding_window"] = true;
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 1024);
+  j["max_window_layers"] = 2;
+  CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
 }
 
 TEST_CASE("Checkpoint::tokenizer loads the HF tokenizer or the GGUF vocabulary", "[checkpoint][unit]") {
