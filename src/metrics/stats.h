@@ -28,7 +28,8 @@ MeanStat micro_average(std::span<const MeanStat> parts);
 // e.g. `mmlu`): the micro-average value, and lm-eval's pooled_sample_stderr,
 //   sqrt( Σ_i (n_i - 1) · se_i² · n_i / (N - k) / N ),   N = Σ n_i over the k parts with n_i ≥ 1,
 // which pools the within-subtask variances and leaves out the spread between subtask means.
-// A part with n_i == 1 adds no variance; NaN when N - k <= 0.
+// A part with n_i == 1 adds no variance; NaN when N - k <= 0. One part: mean_stat's value and
+// stderr (up to rounding).
 MeanStat group_stat(std::span<const MeanStat> parts);
 
 struct Interval {

@@ -35,8 +35,7 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
   long out_tokens = 0;
   std::vector<std::pair<double, double>> spans;  // [start, end] of each request
   std::vector<double> latencies;
-  std::map<std::string, std::vector<double>> values;
-  std::map<std::string, std::vector<MeanStat>> part_stats;  // per part, for a group's stderr
+  std::map<std::string, std::vector<MeanStat>> part_stats;  // per metric, one per part
   std::string first_error;  // of the lowest doc id, so it does not depend on the order of parts
   long first_error_doc = -1;
   for (const auto* p : parts) {
@@ -60,10 +59,7 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
       ++n;
       n_invalid += s.value("invalid", false);
       n_trunc += s.value("truncated", false);
-      for (const auto& m : metrics) {
-        values[m].push_back(score_of(s, m));
-        part_values[m].push_back(values[m].back());
-      }
+      for (const auto& m : metrics) part_values[m].push_back(score_of(s, m));
     }
     for (const auto& m : metrics) part_stats[m].push_back(mean_stat(part_values[m]));
   }
@@ -72,8 +68,9 @@ json aggregate_samples(const std::vector<const SampleMap*>& parts, const std::ve
   if (n_err > 0) j["first_error"] = first_error;
   j["metrics"] = json::object();
   for (const auto& m : metrics) {
-    // A group of subtasks (MMLU's subjects) has lm-eval's pooled stderr; one task its sample stderr.
-    MeanStat st = parts.size() > 1 ? group_stat(part_stats[m]) : mean_stat(values[m]);
+    // A group of subtasks (MMLU's subjects) has lm-eval's pooled stderr; for one part that is
+    // its sample stderr.
+    MeanStat st = group_stat(part_stats[m]);
     // No scored sample (every request failed): no value, not 0.
     j["metrics"][m] = {{"value", n > 0 ? json(st.value) : json(nullptr)},
                        {"stderr", n > 0 && std::isfinite(st.std_err) ? json(st.std_err) : json(nullptr)},

@@ -89,6 +89,9 @@ TEST_CASE("group_stat: micro-average value, lm-eval's pooled stderr", "[stats]")
   CHECK(g.std_err != Approx(micro_average(parts).std_err).epsilon(1e-3));  // not the concatenated one
   std::vector<MeanStat> singles = {mean_stat(c), mean_stat(c)};
   CHECK(std::isnan(group_stat(singles).std_err));  // N - k = 0
+  std::vector<MeanStat> one = {mean_stat(b)};  // one part: its own mean and sample stderr
+  CHECK(group_stat(one).value == Approx(mean_stat(b).value).epsilon(1e-15));
+  CHECK(group_stat(one).std_err == Approx(mean_stat(b).std_err).epsilon(1e-15));
 }
 
 TEST_CASE("Wilson interval", "[stats]") {
