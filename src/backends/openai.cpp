@@ -111,19 +111,20 @@ class OpenAIBackend final : public Backend {
 
   void check_ready() override {
     const auto& urls = client_.options().base_urls;
-    std::vector<std::string> reachable;
+    std::vector<size_t> reachable, unreachable;
     std::vector<std::string> problems;
     for (size_t i = 0; i < urls.size(); ++i) {
       openai::HttpResult r = client_.get(i, "/models", std::min(config_.timeout_s, 10.0));
       if (r.curl_code != 0) {
         problems.push_back(fmt::format("{}: {}", r.url, scrub(r.curl_error)));
+        unreachable.push_back(i);
         continue;
       }
       if (r.status == 401 || r.status == 403) {
         fail("{}: {} answered HTTP {} ({}) (hint: {})", where_, r.url, r.status,
              scrub(openai::error_message(r.body)), key_hint());
       }
-      reachable.push_back(urls[i]);
+      reachable.push_back(i);
       if (r.status == 404)
         fmt::print(stderr, "warning: {}: {} answered HTTP 404; some servers lack /models, but if every request "
                    "fails, check base_url (it usually ends in /v1)\n", where_, r.url);
@@ -143,10 +144,12 @@ class OpenAIBackend final : public Backend {
       fail("{}: cannot reach the server: {} (hint: is it running? check base_url)", where_,
            fmt::join(problems, "; "));
     }
+    // A replica down at start-up may come back in a run of hours: it is benched, not dropped,
+    // and tried again after 30 s (then after each failure, 30 s later).
     if (!problems.empty()) {
-      fmt::print(stderr, "warning: {}: skipping unreachable replicas: {}\n", where_,
+      fmt::print(stderr, "warning: {}: replicas not answering now, benched (tried again in 30 s): {}\n", where_,
                  fmt::join(problems, "; "));
-      client_.set_base_urls(std::move(reachable));
+      for (size_t i : unreachable) client_.bench_replica(i, std::chrono::seconds(30));
     }
   }
 

@@ -101,12 +101,9 @@ HttpClient::~HttpClient() {
   curl_slist_free_all(static_cast<curl_slist*>(headers_));
 }
 
-void HttpClient::set_base_urls(std::vector<std::string> base_urls) {
-  if (base_urls.empty()) fail("openai: no base_url left");
-  options_.base_urls = std::move(base_urls);
-  in_flight_per_replica_.assign(options_.base_urls.size(), 0);
-  failures_in_a_row_.assign(options_.base_urls.size(), 0);
-  benched_until_.assign(options_.base_urls.size(), Clock::time_point{});
+void HttpClient::bench_replica(size_t r, std::chrono::milliseconds for_how_long) {
+  failures_in_a_row_.at(r) = 6;  // the next failure benches it for the longest (30 s)
+  benched_until_.at(r) = Clock::now() + for_how_long;
 }
 
 HttpClient::Slot* HttpClient::acquire_slot() {

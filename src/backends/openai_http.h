@@ -54,8 +54,9 @@ class HttpClient {
 
   const HttpClientOptions& options() const { return options_; }
 
-  // Replaces the replica list (e.g. without the unreachable ones); must not be empty.
-  void set_base_urls(std::vector<std::string> base_urls);
+  // Benches replica r for `for_how_long` (one that did not answer at start-up): it gets no
+  // request until then, and a failure after it benches it for the longest time again.
+  void bench_replica(size_t r, std::chrono::milliseconds for_how_long);
 
   // Sends n requests. make(i, path, body) fills request i's path (appended to a base URL,
   // e.g. "/completions") and JSON body; it is called once per attempt. on_result(i, result,
