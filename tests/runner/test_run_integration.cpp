@@ -307,10 +307,8 @@ const char* kGatesFail =
 }  // namespace
 
 TEST_CASE("run_eval end to end: faults, exact accuracy, comparisons, gates, errors, resume") {
-  TempDir tmp("integ");
   DatasetSizes z;
-  write_datasets(tmp.path() / "data", z);
-  EnvGuard data_env("QEVAL_DATA", (tmp.path() / "data").string());
+  DataDir tmp("integ", z);
 
   auto plan_a = std::make_shared<FaultPlan>();
   auto plan_b = std::make_shared<FaultPlan>();
@@ -447,9 +445,7 @@ TEST_CASE("run_eval end to end: faults, exact accuracy, comparisons, gates, erro
 }
 
 TEST_CASE("run_eval: an unreachable server is an Error before anything is written") {
-  TempDir tmp("unreach");
-  write_datasets(tmp.path() / "data");
-  EnvGuard data_env("QEVAL_DATA", (tmp.path() / "data").string());
+  DataDir tmp("unreach");
   // A port nobody listens on: bind one, then close it.
   int port = 0;
   {
@@ -471,9 +467,7 @@ TEST_CASE("run_eval: an unreachable server is an Error before anything is writte
 // that task: exit 2 after writing the results (nothing computed is lost), with no value (not
 // 0) for its metrics, even without gates.
 TEST_CASE("run_eval: a task of which a variant got no answer at all exits 2") {
-  TempDir tmp("allfail");
-  write_datasets(tmp.path() / "data");
-  EnvGuard data_env("QEVAL_DATA", (tmp.path() / "data").string());
+  DataDir tmp("allfail");
   auto good = make_server(0, "m", nullptr);
   testing::FakeOptions o;
   o.fault = [](const std::string&, int) { return Fault::k500; };
@@ -497,9 +491,7 @@ TEST_CASE("run_eval: a task of which a variant got no answer at all exits 2") {
 }
 
 TEST_CASE("run_eval: --overwrite discards earlier samples; --limit overrides the config") {
-  TempDir tmp("overwrite");
-  write_datasets(tmp.path() / "data");
-  EnvGuard data_env("QEVAL_DATA", (tmp.path() / "data").string());
+  DataDir tmp("overwrite");
   auto s = make_server(0, "m", nullptr);
   const fs::path cfg = tmp.path() / "run.yaml";
   write_text(cfg, "name: o\ntasks: [gsm8k]\nlimit: 20\nvariants:\n"
@@ -542,9 +534,7 @@ TEST_CASE("run_eval: --overwrite discards earlier samples; --limit overrides the
 }
 
 TEST_CASE("run_eval: --resume refuses a changed variant, scores logged answers as the task now says; one variant is gated") {
-  TempDir tmp("identity");
-  write_datasets(tmp.path() / "data");
-  EnvGuard data_env("QEVAL_DATA", (tmp.path() / "data").string());
+  DataDir tmp("identity");
   auto s = make_server(0, "m", nullptr);
   // A task file beside the config (found from there, whatever the working directory): the
   // built-in gsm8k under its own name.
