@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <tuple>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -62,6 +63,7 @@ struct OutTensor {
   const TensorView* src_scale = nullptr;  // FP8 input: its weight_scale_inv
   const SafetensorsFile* src_file = nullptr;
   std::shared_ptr<std::vector<float>> scales;  // Quantize writes, Scales reads
+  const SafetensorsFile* src_scale_file = nullptr;  // the file of src_scale (may be another shard)
 };
 
 struct Shard {
@@ -90,17 +92,28 @@ nlohmann::json quant_config_for(QuantScheme s) {
   return nullptr;
 }
 
-// Decodes rows [r0, r1) of an FP8 block-scaled weight [N, K] to f32, rounded to bf16 values.
-void fp8_rows_to_bf16_values(const TensorView& w, const TensorView& s, int64_t r0, int64_t r1, float* out) {
-  const int64_t K = w.shape[1], kb = s.shape[1];
-  const auto* q = static_cast<const uint8_t*>(w.data);
+// Decodes `rows` rows of FP8 block-scaled weight bytes `q` ([rows, K], rows <= 128, one block
+// row) with that block row's `kb` scales (raw f32 bytes) to f32, rounded to bf16 values.
+void fp8_rows_to_bf16_values(const uint8_t* q, const uint8_t* scale_bytes, int64_t rows, int64_t K, int64_t kb,
+                             float* out) {
   const float* table = e4m3_table();
   std::vector<float> srow(static_cast<size_t>(kb));
-  for (int64_t n = r0; n < r1; ++n) {
-    std::memcpy(srow.data(), static_cast<const uint8_t*>(s.data) + (n / 128) * kb * 4, kb * 4);
-    float* o = out + (n - r0) * K;
+  std::memcpy(srow.data(), scale_bytes, static_cast<size_t>(kb) * 4);
+  for (int64_t n = 0; n < rows; ++n) {
+    float* o = out + n * K;
     for (int64_t k = 0; k < K; ++k) o[k] = bf16_round(table[q[n * K + k]] * srow[k / 128]);
   }
+}
+
+// The bytes [p, p+n) of a tensor of `file`: read with pread into `buf` (see MappedFile::read:
+// mapped pages are slow to touch first on VMs and would grow RSS), or the memory itself for a
+// file parsed from memory.
+const uint8_t* fetch(const SafetensorsFile* file, const void* p, size_t n, std::vector<uint8_t>& buf) {
+  const MappedFile* m = file ? file->mapping() : nullptr;
+  if (!m) return static_cast<const uint8_t*>(p);
+  buf.resize(n);
+  m->read(static_cast<size_t>(static_cast<const uint8_t*>(p) - m->data()), buf.data(), n);
+  return buf.data();
 }
 
 // Streams output tensor `t` into `sink`. Reads at most one 128-row slab (or 4 Mi elements)
@@ -110,16 +123,23 @@ void produce(const OutTensor& t, QuantScheme scheme, const Sink& sink, bool chec
   switch (t.op) {
     case Op::Copy: {
       const auto* p = static_cast<const uint8_t*>(src.data);
-      for (size_t off = 0; off < src.nbytes; off += (64u << 20)) sink(p + off, std::min<size_t>(64u << 20, src.nbytes - off));
+      const size_t chunk = 8u << 20;
+      std::vector<uint8_t> buf;
+      for (size_t off = 0; off < src.nbytes; off += chunk) {
+        const size_t m = std::min(chunk, src.nbytes - off);
+        sink(fetch(t.src_file, p + off, m, buf), m);
+      }
       return;
     }
     case Op::ToBf16: {
-      const size_t n = static_cast<size_t>(src.numel()), chunk = 1u << 22, es = dtype_size(src.dtype);
+      const size_t n = static_cast<size_t>(src.numel()), chunk = 1u << 21, es = dtype_size(src.dtype);
       std::vector<float> f(std::min(n, chunk));
       std::vector<uint16_t> b(f.size());
+      std::vector<uint8_t> buf;
       for (size_t i = 0; i < n; i += chunk) {
         size_t m = std::min(chunk, n - i);
-        to_f32_into(src.dtype, static_cast<const uint8_t*>(src.data) + i * es, m, f.data());
+        to_f32_into(src.dtype, fetch(t.src_file, static_cast<const uint8_t*>(src.data) + i * es, m * es, buf), m,
+                    f.data());
         bf16_from_f32_n(f.data(), static_cast<int64_t>(m), b.data());
         sink(b.data(), m * 2);
       }
@@ -130,15 +150,21 @@ void produce(const OutTensor& t, QuantScheme scheme, const Sink& sink, bool chec
       const int64_t N = src.shape[0], K = src.shape[1];
       std::vector<float> slab(static_cast<size_t>(std::min<int64_t>(N, kQuantBlock) * K));
       std::vector<uint16_t> b;
+      std::vector<uint8_t> buf, sbuf;
       if (t.op == Op::Fp8ToBf16) b.resize(slab.size());
       if (t.scales) t.scales->clear();
       for (int64_t r0 = 0; r0 < N; r0 += kQuantBlock) {
         const int64_t r1 = std::min(N, r0 + kQuantBlock), rows = r1 - r0;
+        const size_t in_bytes = static_cast<size_t>(rows * K) * dtype_size(src.dtype);
+        const uint8_t* in = fetch(t.src_file, static_cast<const uint8_t*>(src.data) + r0 * K * dtype_size(src.dtype),
+                                  in_bytes, buf);
         if (t.src_scale) {
-          fp8_rows_to_bf16_values(src, *t.src_scale, r0, r1, slab.data());
+          const int64_t kb = t.src_scale->shape[1];
+          const uint8_t* sc = fetch(t.src_scale_file, static_cast<const uint8_t*>(t.src_scale->data) + (r0 / 128) * kb * 4,
+                                    static_cast<size_t>(kb) * 4, sbuf);
+          fp8_rows_to_bf16_values(in, sc, rows, K, kb, slab.data());
         } else {
-          to_f32_into(src.dtype, static_cast<const uint8_t*>(src.data) + r0 * K * dtype_size(src.dtype),
-                      static_cast<size_t>(rows * K), slab.data());
+          to_f32_into(src.dtype, in, static_cast<size_t>(rows * K), slab.data());
         }
         if (t.op == Op::Fp8ToBf16) {
           bf16_from_f32_n(slab.data(), rows * K, b.data());  // values are bf16 already: exact
@@ -239,9 +265,10 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
         fail("{}: tensor {}: input already carries per-channel/activation scales; not a supported input",
              file->source(), t.name);
       const TensorView* scale = nullptr;
+      const SafetensorsFile* scale_file = nullptr;
       if (ends_with(t.name, ".weight")) {
         auto s = by_name.find(t.name + "_scale_inv");
-        if (s != by_name.end()) scale = s->second.first;
+        if (s != by_name.end()) std::tie(scale, scale_file) = s->second;
       }
       if (t.dtype == DType::F8_E4M3 || scale) {
         if (!fp8_in || !scale || t.dtype != DType::F8_E4M3 || t.shape.size() != 2)
@@ -255,19 +282,19 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
       const bool quantize = scheme != QuantScheme::None && (scale || (is_float(t.dtype) && is_quantizable_weight(t.name, t.shape.size())));
       if (quantize && scale && scheme == QuantScheme::Fp8Block) {  // FP8 -> FP8: keep as it is
         outs.push_back({{t.name, t.dtype, t.shape}, Op::Copy, &t, nullptr, f, nullptr});
-        outs.push_back({{t.name + "_scale_inv", DType::F32, scale->shape}, Op::Copy, scale, nullptr, f, nullptr});
+        outs.push_back({{t.name + "_scale_inv", DType::F32, scale->shape}, Op::Copy, scale, nullptr, scale_file, nullptr});
       } else if (quantize) {
         auto scales = std::make_shared<std::vector<float>>();
         const std::string base = t.name.substr(0, t.name.size() - 7);  // strip ".weight"
         DType qd = scheme == QuantScheme::Fp8Block ? DType::F8_E4M3 : DType::I8;
-        outs.push_back({{t.name, qd, t.shape}, Op::Quantize, &t, scale, f, scales});
+        outs.push_back({{t.name, qd, t.shape}, Op::Quantize, &t, scale, f, scales, scale_file});
         if (scheme == QuantScheme::Int8Channel)
           outs.push_back({{base + ".weight_scale", DType::F32, {t.shape[0], 1}}, Op::Scales, &t, nullptr, f, scales});
         else
           outs.push_back({{base + ".weight_scale_inv", DType::F32, {(t.shape[0] + 127) / 128, (t.shape[1] + 127) / 128}},
                           Op::Scales, &t, nullptr, f, scales});
       } else if (scale) {
-        outs.push_back({{t.name, DType::BF16, t.shape}, Op::Fp8ToBf16, &t, scale, f, nullptr});
+        outs.push_back({{t.name, DType::BF16, t.shape}, Op::Fp8ToBf16, &t, scale, f, nullptr, scale_file});
       } else if (scheme == QuantScheme::None && is_float(t.dtype) && t.dtype != DType::BF16) {
         outs.push_back({{t.name, DType::BF16, t.shape}, Op::ToBf16, &t, nullptr, f, nullptr});
       } else {
@@ -553,12 +580,6 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
   const QuantScheme scheme = target_scheme(opt.to);
   claim_output_dir(opt.out, plan.hash);
   Progress progress(opt.progress, plan.bytes_in);
-  // Drops the input pages of a tensor once read, so RSS stays bounded.
-  auto release_input = [](const OutTensor& t) {
-    if (t.op == Op::Scales || !t.src_file->mapping()) return;
-    const uint8_t* base = t.src_file->mapping()->data();
-    t.src_file->mapping()->release(static_cast<const uint8_t*>(t.src->data) - base, t.src->nbytes);
-  };
   st.n_shards = static_cast<int>(plan.shards.size());
   for (const auto& shard : plan.shards) {
     const auto path = opt.out / shard.file;
@@ -575,7 +596,6 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
     SafetensorsWriter w(path, specs, {{"format", "pt"}, {"qeval_convert", plan.hash}});
     for (const auto& t : shard.tensors) {
       produce(t, scheme, [&](const void* p, size_t n) { w.append(p, n); }, false);
-      release_input(t);
       if (t.op != Op::Scales) progress.add(t.src->nbytes + (t.src_scale ? t.src_scale->nbytes : 0), t.spec.name);
     }
     w.finish();
@@ -603,14 +623,14 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
           if (!v || v->dtype != t.spec.dtype || v->shape != t.spec.shape)
             fail("verify: {}: tensor {} missing or with the wrong dtype/shape", f->source(), t.spec.name);
           size_t off = 0;
+          std::vector<uint8_t> buf;
           produce(t, scheme, [&](const void* p, size_t n) {
-            if (off + n > v->nbytes || std::memcmp(static_cast<const uint8_t*>(v->data) + off, p, n) != 0)
+            if (off + n > v->nbytes ||
+                std::memcmp(fetch(f.get(), static_cast<const uint8_t*>(v->data) + off, n, buf), p, n) != 0)
               fail("verify: {}: tensor {} differs from the re-computed value near byte {}", f->source(), t.spec.name, off);
             off += n;
           }, true);
           if (off != v->nbytes) fail("verify: {}: tensor {} has extra bytes", f->source(), t.spec.name);
-          f->mapping()->release(static_cast<const uint8_t*>(v->data) - f->mapping()->data(), v->nbytes);
-          release_input(t);
         }
       } catch (const Error&) {
         std::filesystem::remove(path, ec);

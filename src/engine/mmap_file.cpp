@@ -37,35 +37,48 @@ MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
     }
     data_ = static_cast<uint8_t*>(p);
   }
-  ::close(fd);
+  fd_ = fd;
+  ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
 }
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(data_, size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept
-    : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    : path_(std::move(o.path_)),
+      data_(std::exchange(o.data_, nullptr)),
+      size_(std::exchange(o.size_, 0)),
+      fd_(std::exchange(o.fd_, -1)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this != &o) {
     if (data_) ::munmap(data_, size_);
+    if (fd_ >= 0) ::close(fd_);
     path_ = std::move(o.path_);
     data_ = std::exchange(o.data_, nullptr);
     size_ = std::exchange(o.size_, 0);
+    fd_ = std::exchange(o.fd_, -1);
   }
   return *this;
 }
 
-void MappedFile::release(size_t offset, size_t len) const {
-  if (!data_ || offset >= size_) return;
-  len = std::min(len, size_ - offset);
-  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  size_t begin = (offset + page - 1) / page * page;  // only whole pages inside the range
-  size_t end = (offset + len) / page * page;
-  if (offset + len == size_) end = (size_ + page - 1) / page * page;
-  if (end <= begin) return;
-  ::madvise(data_ + begin, end - begin, MADV_DONTNEED);
+void MappedFile::read(size_t offset, void* dst, size_t len) const {
+  if (offset > size_ || len > size_ - offset)
+    fail("{}: cannot read bytes [{}, {}): the file has {} bytes (hint: was it changed while being read?)", path_.string(),
+         offset, offset + len, size_);
+  auto* d = static_cast<uint8_t*>(dst);
+  while (len > 0) {
+    ssize_t r = ::pread(fd_, d, len, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0)
+      fail("{}: read failed at byte {}: {} (hint: was the file truncated while being read?)", path_.string(), offset,
+           r < 0 ? std::strerror(errno) : "unexpected end of file");
+    d += r;
+    offset += static_cast<size_t>(r);
+    len -= static_cast<size_t>(r);
+  }
 }
 
 }  // namespace qeval

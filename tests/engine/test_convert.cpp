@@ -309,6 +309,47 @@ TEST_CASE("convert: FP8 -> BF16 -> INT8 chain and FP8 -> INT8 agree", "[convert]
   fs::remove_all(dir);
 }
 
+TEST_CASE("convert: an FP8 weight whose weight_scale_inv lies in another shard", "[convert][unit]") {
+  // The index may put a weight and its scale in different files; the converter must read each
+  // from its own file. Re-shard a one-file FP8 checkpoint so every scale is in the second file.
+  auto dir = fx::temp_dir("conv");
+  write_moe_fixture(dir / "in", "F32", 1);
+  auto o1 = opts(dir / "in", dir / "fp8", "fp8-block");
+  o1.shard_bytes = 1ull << 30;
+  convert_checkpoint(o1);
+  auto fp8 = read_out(dir / "fp8");
+  fs::create_directories(dir / "split");
+  std::vector<TensorSpec> a, b;
+  nlohmann::json wm;
+  for (const auto& [name, v] : fp8.t) {
+    const bool scale = name.size() > 10 && name.compare(name.size() - 10, 10, "_scale_inv") == 0;
+    (scale ? b : a).push_back({name, v.dtype, v.shape});
+    wm[name] = scale ? "model-00002-of-00002.safetensors" : "model-00001-of-00002.safetensors";
+  }
+  for (auto [file, specs] : {std::pair{"model-00001-of-00002.safetensors", a}, std::pair{"model-00002-of-00002.safetensors", b}}) {
+    SafetensorsWriter w(dir / "split" / file, specs);
+    for (const auto& sp : specs) w.append(fp8.t.at(sp.name).data, fp8.t.at(sp.name).nbytes);
+    w.finish();
+  }
+  write_file_atomic(dir / "split" / "model.safetensors.index.json", nlohmann::json{{"weight_map", wm}}.dump());
+  fs::copy_file(dir / "fp8" / "config.json", dir / "split" / "config.json");
+  for (std::string to : {"bf16", "int8-block", "int8-channel", "fp8-block"}) {
+    INFO(to);
+    auto x = opts(dir / "fp8", dir / ("x" + to), to), y = opts(dir / "split", dir / ("y" + to), to);
+    y.verify = true;
+    convert_checkpoint(x);
+    convert_checkpoint(y);
+    auto ox = read_out(dir / ("x" + to)), oy = read_out(dir / ("y" + to));
+    REQUIRE(ox.t.size() == oy.t.size());
+    for (const auto& [name, v] : ox.t) {
+      INFO(name);
+      REQUIRE(oy.t.count(name));
+      CHECK(bytes_of(oy.t.at(name)) == bytes_of(v));
+    }
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("convert: resumes per shard and --verify catches a corrupted shard", "[convert][unit]") {
   auto dir = fx::temp_dir("conv");
   write_moe_fixture(dir / "in", "BF16", 1);
