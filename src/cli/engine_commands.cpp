@@ -78,7 +78,8 @@ void register_engine_commands(CLI::App& app, int& rc) {
       ->required()
       ->check(CLI::IsMember({"bf16", "int8-block", "int8-channel", "fp8-block"}));
   c->add_flag("--verify", conv.verify, "Re-read the output and check every tensor");
-  c->add_option("--shard-size-gb", shard_gb, "Maximum output shard size in GB (default 5)")->check(at_least(0, true));
+  c->add_option("--shard-size-gb", shard_gb, "Maximum output shard size in GB (default 5)")
+      ->check(CLI::Range(0.001, 1e6));
   c->callback([&rc] {
     conv.shard_bytes = static_cast<uint64_t>(shard_gb * 1e9);
     if (std::string why = conv.validate(); !why.empty()) fail("convert: {}", why);

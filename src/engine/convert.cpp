@@ -116,8 +116,8 @@ const uint8_t* fetch(const SafetensorsFile* file, const void* p, size_t n, std::
   return buf.data();
 }
 
-// Streams output tensor `t` into `sink`. Reads at most one 128-row slab (or 4 Mi elements)
-// of input at a time. `check` runs the formula checks of the verify pass on quantised slabs.
+// Streams output tensor `t` into `sink`. Reads (pread, see fetch) at most one 128-row slab,
+// 2 Mi elements or 8 MiB of input at a time. `check` runs the formula checks of the verify pass on quantised slabs.
 void produce(const OutTensor& t, QuantScheme scheme, const Sink& sink, bool check) {
   const TensorView& src = *t.src;
   switch (t.op) {
@@ -255,11 +255,17 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
   for (const auto& file : inputs) {
     for (const auto& t : file->tensors()) {
       auto owner = by_name.find(t.name);
-      if (owner == by_name.end() || owner->second.second != file.get()) continue;  // listed in another shard
+      if (owner == by_name.end())
+        fail("{}: tensor {} is not in the index's weight_map, so it would be dropped (hint: the index does not "
+             "match its shards; fix or regenerate model.safetensors.index.json)",
+             file->source(), t.name);
+      if (owner->second.second != file.get()) continue;  // the index takes its copy from another shard
       plan.bytes_in += t.nbytes;
       if (ends_with(t.name, ".weight_scale_inv") && fp8_in) {
         std::string w = t.name.substr(0, t.name.size() - 10);  // "...weight"
         if (by_name.count(w)) continue;  // consumed with its weight
+        fail("{}: tensor {} has no weight {} (hint: the checkpoint is incomplete; a scale without its weight "
+             "cannot be converted)", file->source(), t.name, w);
       }
       if (ends_with(t.name, ".weight_scale") || ends_with(t.name, ".input_scale"))
         fail("{}: tensor {}: input already carries per-channel/activation scales; not a supported input",
@@ -279,7 +285,15 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
           fail("{}: tensor {}_scale_inv: expected F32 [{}, {}]", file->source(), t.name, es[0], es[1]);
       }
       const SafetensorsFile* f = file.get();
-      const bool quantize = scheme != QuantScheme::None && (scale || (is_float(t.dtype) && is_quantizable_weight(t.name, t.shape.size())));
+      if (!fp8_in && !is_float(t.dtype) && is_quantizable_weight(t.name, t.shape.size()))
+        fail("{}: tensor {} has dtype {}, but config.json has no quantization_config (hint: an unquantised "
+             "checkpoint's weights are BF16, F16 or F32; a quantised one must say how in config.json)",
+             file->source(), t.name, dtype_name(t.dtype));
+      // What is quantised: in a DeepSeek FP8 checkpoint exactly the weights that have a scale (its
+      // BF16 tensors stay as they are); otherwise the float 2-D weights that is_quantizable_weight
+      // names (not embeddings, lm_head, norms, routers).
+      const bool quantize = scheme != QuantScheme::None &&
+                            (fp8_in ? scale != nullptr : is_float(t.dtype) && is_quantizable_weight(t.name, t.shape.size()));
       if (quantize && scale && scheme == QuantScheme::Fp8Block) {  // FP8 -> FP8: keep as it is
         outs.push_back({{t.name, t.dtype, t.shape}, Op::Copy, &t, nullptr, f, nullptr});
         outs.push_back({{t.name + "_scale_inv", DType::F32, scale->shape}, Op::Copy, scale, nullptr, scale_file, nullptr});
@@ -295,7 +309,9 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
                           Op::Scales, &t, nullptr, f, scales});
       } else if (scale) {
         outs.push_back({{t.name, DType::BF16, t.shape}, Op::Fp8ToBf16, &t, scale, f, nullptr, scale_file});
-      } else if (scheme == QuantScheme::None && is_float(t.dtype) && t.dtype != DType::BF16) {
+      } else if (scheme == QuantScheme::None && !fp8_in && is_float(t.dtype) && t.dtype != DType::BF16) {
+        // F32/F16 -> bf16. From FP8 only the FP8 weights change (the F32 router bias stays F32), as
+        // DeepSeek's fp8_cast_bf16 does.
         outs.push_back({{t.name, DType::BF16, t.shape}, Op::ToBf16, &t, nullptr, f, nullptr});
       } else {
         outs.push_back({{t.name, t.dtype, t.shape}, Op::Copy, &t, nullptr, f, nullptr});
@@ -325,7 +341,9 @@ Plan make_plan(const ConvertOptions& opt, const std::vector<std::unique_ptr<Safe
     std::error_code ec;
     const auto size = std::filesystem::file_size(file->source(), ec);
     const auto mtime = std::filesystem::last_write_time(file->source(), ec).time_since_epoch().count();
-    hash_src += fmt::format("\n{}:{}:{}:{}", file->source(), file->data_start(), size, mtime);
+    // The absolute path, so `--in m`, `--in ./m/` and `--in /abs/m` resume the same conversion.
+    const auto abs = std::filesystem::weakly_canonical(file->source(), ec);
+    hash_src += fmt::format("\n{}:{}:{}:{}", ec ? file->source() : abs.string(), file->data_start(), size, mtime);
   }
   hash_src += fmt::format("\nshard_bytes {}", opt.shard_bytes);
   plan.hash = sha256_hex(hash_src).substr(0, 16);
@@ -365,7 +383,8 @@ bool shard_done(const std::filesystem::path& path, const Shard& s, const std::st
 // then resumed. Anything else (another conversion, other inputs, other files) is refused, so
 // two conversions never mix in one directory.
 constexpr const char* kMarker = ".qeval_convert";
-void claim_output_dir(const std::filesystem::path& out, const std::string& hash) {
+// Returns whether it created the directory (or found it empty).
+bool claim_output_dir(const std::filesystem::path& out, const std::string& hash) {
   std::error_code ec;
   const auto marker = out / kMarker;
   if (std::filesystem::exists(out, ec) && !std::filesystem::is_empty(out, ec)) {
@@ -374,7 +393,7 @@ void claim_output_dir(const std::filesystem::path& out, const std::string& hash)
     while (!held.empty() && (held.back() == '\n' || held.back() == ' ')) held.pop_back();
     if (held == hash) {  // resume; the index (written last) comes back when this run completes
       std::filesystem::remove(out / "model.safetensors.index.json", ec);
-      return;
+      return false;
     }
     if (!held.empty())
       fail("{}: holds a conversion of other inputs, to another target or with another shard size ({} says {}, "
@@ -384,7 +403,35 @@ void claim_output_dir(const std::filesystem::path& out, const std::string& hash)
   std::filesystem::create_directories(out, ec);
   if (ec) fail("{}: cannot create output directory: {}", out.string(), ec.message());
   write_file_atomic(marker, hash + "\n");
+  return true;
 }
+
+// Removes a freshly claimed output directory when the conversion fails before any shard of it
+// is complete, so a failed first run (a NaN in the input, a full disk) leaves nothing behind and
+// the rerun after the fix is not refused. Finished shards are kept: a rerun resumes from them.
+class OutputDirGuard {
+ public:
+  OutputDirGuard(std::filesystem::path out, bool fresh, std::function<bool()> any_complete)
+      : out_(std::move(out)), fresh_(fresh), any_complete_(std::move(any_complete)), n_(std::uncaught_exceptions()) {}
+  ~OutputDirGuard() {
+    if (!fresh_ || std::uncaught_exceptions() <= n_) return;
+    try {
+      if (any_complete_()) return;
+    } catch (...) {
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(out_, ec);
+  }
+  OutputDirGuard(const OutputDirGuard&) = delete;
+  OutputDirGuard& operator=(const OutputDirGuard&) = delete;
+
+ private:
+  std::filesystem::path out_;
+  bool fresh_;
+  std::function<bool()> any_complete_;
+  int n_;
+};
 
 class Progress {
  public:
@@ -409,6 +456,7 @@ class Progress {
   void end() {
     if (on_) fmt::print(stderr, "\n");
   }
+  bool bar() const { return on_; }
 
  private:
   bool on_, lines_;
@@ -502,7 +550,7 @@ bool quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_
     for (int64_t n = 0; n < rows; ++n) {
       const uint32_t amax = amax_bits(w + n * K, K);
       if (amax >= kInfBits) return false;
-      const float s = amax > 0 ? std::bit_cast<float>(amax) / qmax : 1.0f;  // all-zero row: s = 1
+      const float s = weight_scale(std::bit_cast<float>(amax), qmax);  // all-zero row: s = 1
       scales[n] = s;
       quantize_span(w + n * K, K, s, false, q + n * K);
     }
@@ -513,7 +561,7 @@ bool quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_
     uint32_t amax = 0;
     for (int64_t n = 0; n < rows; ++n) amax = std::max(amax, amax_bits(w + n * K + k0, kw));
     if (amax >= kInfBits) return false;
-    const float s = amax > 0 ? std::bit_cast<float>(amax) / qmax : 1.0f;  // all-zero block: s = 1
+    const float s = weight_scale(std::bit_cast<float>(amax), qmax);  // all-zero block: s = 1
     scales[k0 / kQuantBlock] = s;
     for (int64_t n = 0; n < rows; ++n) quantize_span(w + n * K + k0, kw, s, fp8, q + n * K + k0);
   }
@@ -523,6 +571,7 @@ bool quantize_rows(const float* w, int64_t rows, int64_t K, int scheme_i, uint8_
 bool is_quantizable_weight(const std::string& name, size_t rank) {
   if (rank != 2 || !ends_with(name, ".weight")) return false;
   if (name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos) return false;
+  if (name.find("shared_head.head") != std::string::npos) return false;  // DeepSeek's MTP output head
   if (name.find("norm") != std::string::npos) return false;
   // MoE routers: mlp.gate (DeepSeek, Qwen-MoE), block_sparse_moe.gate (Mixtral), shared_expert_gate,
   // and any *.router.weight.
@@ -541,6 +590,43 @@ std::string ConvertOptions::validate() const {
   if (shard_bytes == 0) return "shard size must be positive";
   return "";
 }
+
+namespace {
+
+// Copies every file of `in` that the conversion does not rewrite into `out`, subfolders
+// included (DeepSeek ships inference/ and figures/), streaming (copy_file: no file is read into
+// memory) to a fixed temp name and renamed, so a killed run leaves nothing that a resumed one
+// does not overwrite. Skipped: the top-level weights, index and config.json (rewritten), a
+// converter marker and leftover temp files of an earlier conversion, and .git / .cache.
+void copy_other_files(const std::filesystem::path& in, const std::filesystem::path& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(in); it != fs::recursive_directory_iterator(); ++it) {
+    const fs::path rel = fs::relative(it->path(), in);
+    const std::string name = it->path().filename().string();
+    if (it->is_directory()) {
+      if (name == ".git" || name == ".cache") it.disable_recursion_pending();
+      continue;
+    }
+    const bool top = rel == rel.filename();
+    if (!it->is_regular_file() || name == kMarker || ends_with(name, ".partial") || ends_with(name, ".qeval-tmp") ||
+        name.find(".tmp.") != std::string::npos ||
+        (top && (ends_with(name, ".safetensors") || name == "model.safetensors.index.json" || name == "config.json")))
+      continue;
+    const fs::path dst = out / rel, tmp = fs::path(dst) += ".qeval-tmp";
+    fs::create_directories(dst.parent_path(), ec);
+    fs::copy_file(it->path(), tmp, fs::copy_options::overwrite_existing, ec);
+    if (!ec) fs::rename(tmp, dst, ec);
+    if (ec) {
+      const std::string why = ec.message();
+      fs::remove(tmp, ec);
+      fail("{}: cannot copy to {}: {} (hint: is the output disk full or read-only?)", it->path().string(),
+           dst.string(), why);
+    }
+  }
+}
+
+}  // namespace
 
 ConvertStats convert_checkpoint(const ConvertOptions& opt) {
   if (std::string e = opt.validate(); !e.empty()) fail("convert: {}", e);
@@ -578,7 +664,12 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
 
   Plan plan = make_plan(opt, inputs, by_name);
   const QuantScheme scheme = target_scheme(opt.to);
-  claim_output_dir(opt.out, plan.hash);
+  const bool fresh = claim_output_dir(opt.out, plan.hash);
+  OutputDirGuard guard(opt.out, fresh, [&] {
+    for (const auto& shard : plan.shards)
+      if (shard_done(opt.out / shard.file, shard, plan.hash)) return true;
+    return false;
+  });
   Progress progress(opt.progress, plan.bytes_in);
   st.n_shards = static_cast<int>(plan.shards.size());
   for (const auto& shard : plan.shards) {
@@ -600,6 +691,7 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
     }
     w.finish();
     st.bytes_converted += shard_in;
+    if (!progress.bar()) progress.line(fmt::format("{}: written ({} tensors)", shard.file, shard.tensors.size()));
   }
   progress.end();
   for (const auto& shard : plan.shards)
@@ -644,13 +736,7 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
   nlohmann::json wm = nlohmann::json::object();
   for (const auto& shard : plan.shards)
     for (const auto& t : shard.tensors) wm[t.spec.name] = shard.file;
-  for (const auto& entry : std::filesystem::directory_iterator(opt.in)) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file() || ends_with(name, ".safetensors") || name == "model.safetensors.index.json" ||
-        name == "config.json")
-      continue;
-    write_file_atomic(opt.out / name, read_file(entry.path()));
-  }
+  copy_other_files(opt.in, opt.out);
   write_file_atomic(opt.out / "config.json", plan.config.dump(2) + "\n");
   write_file_atomic(opt.out / "model.safetensors.index.json",
                     nlohmann::json{{"metadata", {{"total_size", plan.bytes_out}}}, {"weight_map", wm}}.dump(2) + "\n");

@@ -127,7 +127,7 @@ QuantizedWeight quantize_weight(const float* w, int64_t N, int64_t K, QuantSchem
   if (scheme == QuantScheme::Int8Channel) {
     for (int64_t n = 0; n < N; ++n) {
       const float amax = amax_of(w + n * K, K);
-      const float s = amax > 0.0f ? amax / qmax : 1.0f;  // all-zero row: s = 1, not NaN
+      const float s = weight_scale(amax, qmax);  // all-zero row: s = 1, not NaN
       out.scale[n] = s;
       for (int64_t k = 0; k < K; ++k)
         out.q[n * K + k] = static_cast<uint8_t>(int8_rne(w[n * K + k] / s));
@@ -142,7 +142,7 @@ QuantizedWeight quantize_weight(const float* w, int64_t N, int64_t K, QuantSchem
       const int64_t k0 = bk * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);  // partial edge
       float amax = 0.0f;
       for (int64_t n = n0; n < n1; ++n) amax = std::max(amax, amax_of(w + n * K + k0, k1 - k0));
-      const float s = amax > 0.0f ? amax / qmax : 1.0f;  // all-zero block: s = 1
+      const float s = weight_scale(amax, qmax);  // all-zero block: s = 1
       out.scale[bn * kb + bk] = s;
       for (int64_t n = n0; n < n1; ++n)
         for (int64_t k = k0; k < k1; ++k) {

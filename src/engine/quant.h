@@ -21,6 +21,15 @@ namespace qeval {
 constexpr int64_t kQuantBlock = 128;   // block edge (weights) and group width (activations)
 constexpr float kE4m3Max = 448.0f;     // largest finite float8_e4m3fn
 constexpr float kInt8Max = 127.0f;     // symmetric int8 range [-127, 127]
+
+// The scale of a weight row/block with largest magnitude `amax`: amax / qmax in f32. An
+// all-zero block gets 1 (not NaN), and so does a block whose amax / qmax underflows to 0 (amax
+// below ~qmax * 2^-149, possible only from F32 input): its values then quantise to 0 instead of
+// dividing by zero. Every weight quantiser uses this one function.
+inline float weight_scale(float amax, float qmax) {
+  const float s = amax / qmax;
+  return s > 0.0f ? s : 1.0f;
+}
 constexpr float kFp8ActAmaxFloor = 1e-4f;    // activation amax floor, FP8 groups
 constexpr float kInt8ActAmaxFloor = 1e-10f;  // activation amax floor, INT8 groups/tokens
 

@@ -290,8 +290,11 @@ TEST_CASE("convert: FP8 -> BF16 -> INT8 chain and FP8 -> INT8 agree", "[convert]
     CHECK(floats_of(bf.t.at(name)) == expect);
     CHECK(!bf.t.count(name + "_scale_inv"));
   }
-  // F32 non-quantised tensors became BF16 in the bf16 output.
-  CHECK(bf.t.at("model.embed_tokens.weight").dtype == DType::BF16);
+  // From FP8 only the FP8 weights become BF16; the other tensors stay as they are (F32 here),
+  // as DeepSeek's fp8_cast_bf16 leaves them.
+  CHECK(bf.t.at("model.embed_tokens.weight").dtype == DType::F32);
+  CHECK(bytes_of(bf.t.at("model.layers.3.mlp.gate.e_score_correction_bias")) ==
+        bytes_of(fp8.t.at("model.layers.3.mlp.gate.e_score_correction_bias")));
   convert_checkpoint(opts(dir / "bf16", dir / "int8a", "int8-block"));
   convert_checkpoint(opts(dir / "fp8", dir / "int8b", "int8-block"));
   auto a = read_out(dir / "int8a"), b = read_out(dir / "int8b");
@@ -348,6 +351,96 @@ TEST_CASE("convert: an FP8 weight whose weight_scale_inv lies in another shard",
     }
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("convert: FP8 input quantises exactly its scaled weights; checks the index and dtypes", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  write_moe_fixture(dir / "in", "F32", 1);
+  convert_checkpoint(opts(dir / "in", dir / "fp8", "fp8-block"));
+  // Make a DeepSeek-like FP8 checkpoint with a BF16 weight that has no scale (an MTP eh_proj)
+  // and DeepSeek's MTP output head: neither is quantised by any target.
+  auto fp8 = read_out(dir / "fp8");
+  std::vector<float> extra(130 * 200, 0.25f);
+  extra[7] = -1.5f;
+  fx::FixtureTensor eh{"model.layers.61.eh_proj.weight", {130, 200}, extra, "", {}};
+  fx::FixtureTensor hd{"model.layers.61.shared_head.head.weight", {130, 200}, extra, "", {}};
+  fx::write_safetensors(dir / "fp8" / "extra.safetensors", {&eh, &hd}, "BF16");
+  auto idx = nlohmann::json::parse(read_file(dir / "fp8" / "model.safetensors.index.json"));
+  idx["weight_map"][eh.name] = "extra.safetensors";
+  idx["weight_map"][hd.name] = "extra.safetensors";
+  write_file_atomic(dir / "fp8" / "model.safetensors.index.json", idx.dump());
+  for (std::string to : {"int8-block", "int8-channel", "fp8-block"}) {
+    INFO(to);
+    convert_checkpoint(opts(dir / "fp8", dir / to, to));
+    auto out = read_out(dir / to);
+    for (const auto* t : {&eh, &hd}) {
+      CHECK(out.t.at(t->name).dtype == DType::BF16);
+      CHECK(!out.t.count(t->name.substr(0, t->name.size() - 7) + ".weight_scale_inv"));
+      CHECK(!out.t.count(t->name.substr(0, t->name.size() - 7) + ".weight_scale"));
+    }
+    CHECK(out.t.at("model.layers.0.self_attn.q_proj.weight").dtype ==
+          (to == "fp8-block" ? DType::F8_E4M3 : DType::I8));
+  }
+  CHECK(!is_quantizable_weight("model.layers.61.shared_head.head.weight", 2));
+  // A tensor of a shard that the index does not list is an error, not silently dropped.
+  idx["weight_map"].erase(hd.name);
+  write_file_atomic(dir / "fp8" / "model.safetensors.index.json", idx.dump());
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "fp8", dir / "o1", "bf16")),
+                    Catch::Contains("shared_head.head.weight is not in the index"));
+  CHECK(!fs::exists(dir / "o1"));
+  // An integer weight in an unquantised checkpoint is an error, not copied without a scale.
+  fx::FixtureTensor iw{"model.layers.0.mlp.up_proj.weight", {4, 8}, {}, "I8", std::vector<uint8_t>(32, 1)};
+  fs::create_directories(dir / "i8");
+  fx::write_safetensors(dir / "i8" / "model.safetensors", {&iw}, "F32");
+  write_file_atomic(dir / "i8" / "config.json", "{}");
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "i8", dir / "o2", "int8-block")), Catch::Contains("dtype I8"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("convert: other files, subfolders included, are copied; a failed first run leaves no output", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  write_moe_fixture(dir / "in", "BF16", 2);
+  write_file_atomic(dir / "in" / "inference" / "model.py", "print(1)\n");
+  write_file_atomic(dir / "in" / ".qeval_convert", "0123456789abcdef\n");  // an earlier conversion's marker
+  write_file_atomic(dir / "in" / "vocab.json.tmp.1.2", "junk");
+  convert_checkpoint(opts(dir / "in", dir / "out", "int8-block"));
+  CHECK(read_file(dir / "out" / "inference" / "model.py") == "print(1)\n");
+  CHECK(!fs::exists(dir / "out" / "vocab.json.tmp.1.2"));
+  CHECK(read_file(dir / "out" / ".qeval_convert") != "0123456789abcdef\n");
+  // The same command again (say with --verify) resumes its own output; `--in` spelled another
+  // way is the same conversion.
+  auto again = opts(dir / "in" / "." , dir / "out", "int8-block");
+  again.verify = true;
+  ConvertStats st = convert_checkpoint(again);
+  CHECK(st.n_shards_skipped == st.n_shards);
+  for (const auto& e : fs::recursive_directory_iterator(dir / "out"))
+    CHECK(e.path().filename().string().find("qeval-tmp") == std::string::npos);
+  // A NaN in a weight: the first run fails before any shard is complete and removes its output.
+  fx::FixtureTensor bad{"model.layers.0.mlp.up_proj.weight", {4, 8}, std::vector<float>(32, 1.0f), "", {}};
+  bad.values[5] = std::numeric_limits<float>::quiet_NaN();
+  fs::create_directories(dir / "nan");
+  fx::write_safetensors(dir / "nan" / "model.safetensors", {&bad}, "F32");
+  write_file_atomic(dir / "nan" / "config.json", "{}");
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "nan", dir / "o3", "int8-channel")), Catch::Contains("not finite"));
+  CHECK(!fs::exists(dir / "o3"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("quantisers give scale 1, not 0, when amax / Q underflows", "[convert][unit]") {
+  // amax = 2^-149 (the least subnormal): amax / 127 rounds to 0 in f32.
+  std::vector<float> w(40, 0.0f);
+  w[3] = std::ldexp(1.0f, -149);
+  for (QuantScheme sc : {QuantScheme::Fp8Block, QuantScheme::Int8Block, QuantScheme::Int8Channel}) {
+    INFO(quant_scheme_name(sc));
+    QuantizedWeight ref = quantize_weight(w.data(), 1, 40, sc);
+    CHECK(ref.scale[0] == 1.0f);
+    for (uint8_t q : ref.q) CHECK(q == 0);
+    std::vector<uint8_t> q(40);
+    std::vector<float> s(1);
+    CHECK(quantize_rows(w.data(), 1, 40, static_cast<int>(sc), q.data(), s.data()));
+    CHECK(q == ref.q);
+    CHECK(s[0] == 1.0f);
+  }
 }
 
 TEST_CASE("convert: resumes per shard and --verify catches a corrupted shard", "[convert][unit]") {
