@@ -77,15 +77,6 @@ MeanStat group_stat(std::span<const MeanStat> parts) {
   return s;
 }
 
-Interval wilson_interval(int64_t successes, int64_t n, double z) {
-  if (n <= 0) return {0.0, 1.0};
-  double nn = double(n), p = double(successes) / nn, z2 = z * z;
-  double denom = 1.0 + z2 / nn;
-  double center = (p + z2 / (2.0 * nn)) / denom;
-  double half = z * std::sqrt(p * (1.0 - p) / nn + z2 / (4.0 * nn * nn)) / denom;
-  return {std::max(0.0, center - half), std::min(1.0, center + half)};
-}
-
 double mcnemar_exact_p(int64_t b, int64_t c) {
   int64_t n = b + c;
   if (n <= 0) return 1.0;
@@ -124,7 +115,21 @@ PairedComparison paired_difference(std::span<const double> baseline, std::span<c
   r.variant_mean = mean_stat(variant).value;
   MeanStat ds = mean_stat(d);
   r.delta = ds.value;
-  r.ci95 = {ds.value - kZ95 * ds.std_err, ds.value + kZ95 * ds.std_err};
+  const bool binary = std::all_of(baseline.begin(), baseline.end(), [](double x) { return x == 0.0 || x == 1.0; }) &&
+                      std::all_of(variant.begin(), variant.end(), [](double x) { return x == 0.0 || x == 1.0; });
+  if (binary && !baseline.empty()) {
+    // 0/1 scores: Bonett & Price's adjusted Wald interval for a difference of paired
+    // proportions (one added to each discordant count, two to n). The plain Wald interval
+    // collapses to zero width when no doc flips (claiming certainty from three docs) and can
+    // leave [-1, 1] at small n; this one does neither.
+    const double n2 = static_cast<double>(baseline.size()) + 2.0;
+    const double p12 = (static_cast<double>(r.wrong_to_right) + 1.0) / n2;
+    const double p21 = (static_cast<double>(r.right_to_wrong) + 1.0) / n2;
+    const double c = p12 - p21, half = kZ95 * std::sqrt((p12 + p21 - c * c) / n2);
+    r.ci95 = {std::max(-1.0, c - half), std::min(1.0, c + half)};
+  } else {
+    r.ci95 = {ds.value - kZ95 * ds.std_err, ds.value + kZ95 * ds.std_err};
+  }
   r.mcnemar_p = mcnemar_exact_p(r.right_to_wrong, r.wrong_to_right);
   return r;
 }

@@ -1,6 +1,6 @@
 // Statistics for reporting and comparing accuracies: means with lm-eval's standard error,
-// Wilson intervals, paired differences between two variants on the same samples (CI, flips,
-// exact McNemar test) and group micro-averages. Pure functions, thread-safe.
+// paired differences between two variants on the same samples (CI, flips, exact McNemar test)
+// and group micro-averages. Pure functions, thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -36,10 +36,6 @@ struct Interval {
   double lo = 0.0, hi = 0.0;
 };
 
-// Wilson score interval for `successes` out of `n` at normal quantile z (default 95%).
-// n == 0 gives [0, 1].
-Interval wilson_interval(int64_t successes, int64_t n, double z = kZ95);
-
 // Exact two-sided McNemar p-value from the discordant counts b and c:
 // min(1, 2 * P[X <= min(b, c)]) with X ~ Binomial(b + c, 1/2); 1.0 when b + c == 0.
 double mcnemar_exact_p(int64_t b, int64_t c);
@@ -48,8 +44,10 @@ struct PairedComparison {
   int64_t n_paired = 0;
   double baseline_mean = 0.0, variant_mean = 0.0;
   double delta = 0.0;         // variant_mean - baseline_mean
-  Interval ci95;              // delta -/+ z * sd(d) / sqrt(n) over d_i = variant_i - baseline_i
-                              // (sample sd, n-1); NaN bounds when n < 2
+  Interval ci95;              // 0/1 scores: Bonett-Price adjusted Wald interval for paired
+                              // proportions (discordant counts + 1, n + 2), within [-1, 1].
+                              // Other scores: delta -/+ z * sd(d) / sqrt(n) over d_i = variant_i -
+                              // baseline_i (sample sd, n-1); NaN bounds when n < 2
   int64_t right_to_wrong = 0; // baseline right (score > 0.5), variant wrong
   int64_t wrong_to_right = 0; // baseline wrong, variant right
   double mcnemar_p = 1.0;     // mcnemar_exact_p(right_to_wrong, wrong_to_right)

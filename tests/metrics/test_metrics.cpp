@@ -94,24 +94,6 @@ TEST_CASE("group_stat: micro-average value, lm-eval's pooled stderr", "[stats]")
   CHECK(group_stat(one).std_err == Approx(mean_stat(b).std_err).epsilon(1e-15));
 }
 
-TEST_CASE("Wilson interval", "[stats]") {
-  // python3: z=1.959963984540054; p=s/n; d=1+z*z/n; c=(p+z*z/(2*n))/d; h=z*sqrt(p*(1-p)/n+z*z/(4*n*n))/d
-  auto w = wilson_interval(7, 10);
-  CHECK(w.lo == Approx(0.39677814746114537).epsilon(1e-12));
-  CHECK(w.hi == Approx(0.8922087325936989).epsilon(1e-12));
-  w = wilson_interval(0, 20);
-  CHECK(w.lo == 0.0);
-  CHECK(w.hi == Approx(0.16112515805281938).epsilon(1e-12));
-  w = wilson_interval(20, 20);
-  CHECK(w.lo == Approx(0.8388748419471806).epsilon(1e-12));
-  CHECK(w.hi == Approx(1.0));
-  w = wilson_interval(550, 1000);
-  CHECK(w.lo == Approx(0.5190327082257413).epsilon(1e-12));
-  CHECK(w.hi == Approx(0.5805846159257033).epsilon(1e-12));
-  w = wilson_interval(0, 0);
-  CHECK((w.lo == 0.0 && w.hi == 1.0));
-}
-
 TEST_CASE("exact McNemar p-values", "[stats]") {
   // python3: n=b+c; k=min(b,c); min(1.0, 2*sum(math.comb(n,i) for i in range(k+1))/2**n)
   struct Case { int64_t b, c; double p; };
@@ -134,14 +116,32 @@ TEST_CASE("exact McNemar p-values", "[stats]") {
 }
 
 TEST_CASE("paired difference, flips and CI", "[stats]") {
-  // python3: d=[y-x for x,y in zip(a,b)]; m, se as above; m -/+ 1.959963984540054*se
+  // 0/1 scores, Bonett-Price adjusted Wald. python3: z=1.959963984540054; n2=n+2;
+  // p12=(wr+1)/n2; p21=(rw+1)/n2; c=p12-p21; h=z*sqrt((p12+p21-c*c)/n2); max(-1,c-h), min(1,c+h)
   std::vector<double> a = {1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0};
   std::vector<double> b = {1, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0};
   auto r = paired_difference(a, b);
   CHECK(r.n_paired == 12);
   CHECK(r.delta == Approx(0.0).margin(1e-15));
-  CHECK(r.ci95.lo == Approx(-0.34118593618632226).epsilon(1e-12));
-  CHECK(r.ci95.hi == Approx(0.34118593618632226).epsilon(1e-12));
+  CHECK(r.ci95.lo == Approx(-0.34292226259680786).epsilon(1e-12));
+  CHECK(r.ci95.hi == Approx(0.34292226259680786).epsilon(1e-12));
+  // No flip in 3 docs is no proof of equality: the interval keeps its width.
+  std::vector<double> three = {1, 0, 1};
+  r = paired_difference(three, three);
+  CHECK(r.ci95.lo == Approx(-0.5543615297398711).epsilon(1e-12));
+  CHECK(r.ci95.hi == Approx(0.5543615297398711).epsilon(1e-12));
+  // Three of three flipped: clamped to -1, not beyond.
+  r = paired_difference(std::vector<double>{1, 1, 1}, std::vector<double>{0, 0, 0});
+  CHECK(r.ci95.lo == -1.0);
+  CHECK(r.ci95.hi == Approx(0.10121803246126504).epsilon(1e-12));
+  // Scores other than 0/1 (F1, ...): the Wald interval on the differences.
+  // python3: d=[y-x for x,y in zip(a,b)]; m=mean(d); se=stdev(d)/sqrt(n); m -/+ z*se
+  std::vector<double> fa = {0.5, 1, 0, 0.25}, fb = {0.75, 1, 0.5, 0};
+  r = paired_difference(fa, fb);
+  CHECK(r.delta == Approx(0.125));
+  CHECK(r.ci95.lo == Approx(-0.191287827970415).epsilon(1e-12));
+  CHECK(r.ci95.hi == Approx(0.441287827970415).epsilon(1e-12));
+  r = paired_difference(a, b);
   CHECK(r.right_to_wrong == 2);
   CHECK(r.wrong_to_right == 2);
   CHECK(r.mcnemar_p == 1.0);
@@ -154,6 +154,8 @@ TEST_CASE("paired difference, flips and CI", "[stats]") {
   CHECK(r.right_to_wrong == 5);
   CHECK(r.wrong_to_right == 0);
   CHECK(r.mcnemar_p == Approx(0.0625));
+  CHECK(r.ci95.lo == Approx(-0.44300192328776095).epsilon(1e-12));
+  CHECK(r.ci95.hi == Approx(-0.011543531257693529).epsilon(1e-12));
   std::vector<double> shorter(3, 1.0);
   CHECK_THROWS_AS(paired_difference(all_right, shorter), Error);
 }
