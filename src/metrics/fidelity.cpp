@@ -7,6 +7,18 @@
 
 namespace qeval {
 
+std::vector<std::vector<int32_t>> perplexity_chunks(std::span<const int32_t> all, int64_t chunk, int64_t max_chunks,
+                                                    std::optional<int32_t> bos) {
+  std::vector<std::vector<int32_t>> out;
+  if (chunk <= 0) return out;
+  for (int64_t b = 0; b + chunk <= static_cast<int64_t>(all.size()) && static_cast<int64_t>(out.size()) < max_chunks;
+       b += chunk) {
+    out.emplace_back(all.begin() + b, all.begin() + b + chunk);
+    if (bos) out.back()[0] = *bos;
+  }
+  return out;
+}
+
 void FidelityAccumulator::add(std::span<const float> logp_ref, std::span<const float> logp_var,
                               int32_t next_token) {
   if (logp_ref.size() != logp_var.size() || logp_ref.empty())
@@ -33,6 +45,8 @@ void FidelityAccumulator::add(std::span<const float> logp_ref, std::span<const f
   if (next_token >= 0 && static_cast<size_t>(next_token) < logp_ref.size()) {
     nll_ref_ -= logp_ref[next_token];
     nll_var_ -= logp_var[next_token];
+    const double d = static_cast<double>(logp_ref[next_token]) - logp_var[next_token];
+    sum_d2_ += d * d;
     ++n_ppl_;
   }
 }
@@ -47,9 +61,13 @@ nlohmann::json FidelityAccumulator::result() const {
   for (double x : kld_) sum += x, sum2 += x * x;
   const double mean = sum / static_cast<double>(n);
   j["kld_mean"] = mean;
-  j["kld_stderr"] = n > 1 ? std::sqrt(std::max(0.0, (sum2 - n * mean * mean) / static_cast<double>(n - 1)) /
-                                      static_cast<double>(n))
-                          : 0.0;
+  // Standard error of a mean from its sums: sample sd / sqrt(n); null below two values.
+  auto stderr_of = [](double sum, double sum_sq, double k) -> nlohmann::json {
+    if (k < 2) return nullptr;
+    const double m = sum / k;
+    return std::sqrt(std::max(0.0, (sum_sq - k * m * m) / (k - 1)) / k);
+  };
+  j["kld_stderr"] = stderr_of(sum, sum2, static_cast<double>(n));
   std::vector<double> s = kld_;
   std::sort(s.begin(), s.end());
   auto pct = [&](double q) {
@@ -60,13 +78,21 @@ nlohmann::json FidelityAccumulator::result() const {
   j["kld_percentiles"] = {{"max", s.back()}, {"99.9", pct(99.9)}, {"99", pct(99)}, {"95", pct(95)},
                           {"90", pct(90)},   {"50", pct(50)},     {"10", pct(10)}, {"5", pct(5)},
                           {"1", pct(1)},     {"0.1", pct(0.1)},   {"min", s.front()}};
-  j["top1_agreement"] = static_cast<double>(same_top_) / static_cast<double>(n);
+  const double top1 = static_cast<double>(same_top_) / static_cast<double>(n);
+  j["top1_agreement"] = top1;
+  j["top1_stderr"] = n > 1 ? nlohmann::json(std::sqrt(top1 * (1 - top1) / static_cast<double>(n - 1))) : nullptr;
   if (n_ppl_ > 0) {
     const double pr = std::exp(nll_ref_ / static_cast<double>(n_ppl_));
     const double pv = std::exp(nll_var_ / static_cast<double>(n_ppl_));
     j["ppl_ref"] = pr;
     j["ppl_variant"] = pv;
     j["ppl_ratio"] = pv / pr;
+    const double k = static_cast<double>(n_ppl_), ln_ratio = (nll_var_ - nll_ref_) / k;
+    j["ln_ppl_ratio"] = ln_ratio;
+    j["ln_ppl_ratio_stderr"] = stderr_of(nll_var_ - nll_ref_, sum_d2_, k);
+    j["ppl_ratio_stderr"] = j["ln_ppl_ratio_stderr"].is_number()
+                                ? nlohmann::json(pv / pr * j["ln_ppl_ratio_stderr"].get<double>())
+                                : nlohmann::json(nullptr);
     j["n_ppl_tokens"] = n_ppl_;
   }
   return j;

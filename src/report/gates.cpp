@@ -30,7 +30,7 @@ json evaluate_gates(const json& r, const std::vector<Gate>& gates) {
     std::vector<std::string> targets = g.variants;
     // Default: every variant but the baseline; a run of one variant gates that variant.
     if (targets.empty())
-      for (const auto& [v, _] : r["variants"].items())
+      for (const auto& [v, _] : r.at("variants").items())
         if (v != base) targets.push_back(v);
     if (targets.empty() && !base.empty()) targets.push_back(base);
     for (const auto& v : targets) {
@@ -56,21 +56,23 @@ json evaluate_gates(const json& r, const std::vector<Gate>& gates) {
       }
       if (needs_metric && !m) {
         fails.push_back(fmt::format("metric {} missing for {}", g.metric, g.task));
-      } else if (m && !(*m)["value"].is_number()) {
+      } else if (m && !m->at("value").is_number()) {
         fails.push_back(fmt::format("no scored sample (n=0, {} errors)", n_errors));
       } else if (m) {
-        double val = (*m)["value"].get<double>();
+        double val = m->at("value").get<double>();
         if (g.min_value) {
           std::string s = fmt::format("value {:.4f} vs min_value {:.4f}", val, *g.min_value);
-          (val >= *g.min_value ? passes : fails).push_back(s);
+          // The same 1e-12 slack as the drop gates: a group's micro average can sit one ulp
+          // below the exact fraction (29/58 as 0.49999999999999994).
+          (val >= *g.min_value - 1e-12 ? passes : fails).push_back(s);
         }
         if (vs_base) {
           if (!bm) {
             fails.push_back(fmt::format("baseline {} has no {} for {}", base, g.metric, g.task));
-          } else if (!(*bm)["value"].is_number()) {
+          } else if (!bm->at("value").is_number()) {
             fails.push_back(fmt::format("baseline {} has no scored sample of {} (n=0)", base, g.task));
           } else {
-            double b = (*bm)["value"].get<double>();
+            double b = bm->at("value").get<double>();
             double drop = b - val;
             if (g.max_drop) {
               std::string s = fmt::format("drop {:.4f} (baseline {:.4f} → {:.4f}) vs max_drop {:.4f}", drop, b, val, *g.max_drop);
@@ -83,14 +85,14 @@ json evaluate_gates(const json& r, const std::vector<Gate>& gates) {
             }
             if (g.significant_drop) {
               const json* c = at(r, {"comparisons", v, g.task, g.metric});
-              if (!c || c->value("n_paired", 0L) == 0 || !(*c)["delta"].is_number()) {
+              if (!c || c->value("n_paired", 0L) == 0 || !c->at("delta").is_number()) {
                 fails.push_back("no paired sample (no doc scored for both the variant and the baseline)");
               } else {
-                double p = (*c)["mcnemar_p"].get<double>();
-                double d = (*c)["delta"].get<double>();
+                double p = c->at("mcnemar_p").get<double>();
+                double d = c->at("delta").get<double>();
                 bool sig = d < 0 && p < *g.significant_drop;
                 std::string s = fmt::format("paired Δ {:+.4f}, McNemar p={:.4g} ({} right→wrong, {} wrong→right) vs α={}",
-                                            d, p, (*c)["right_to_wrong"].get<long>(), (*c)["wrong_to_right"].get<long>(),
+                                            d, p, c->at("right_to_wrong").get<long>(), c->at("wrong_to_right").get<long>(),
                                             *g.significant_drop);
                 (sig ? fails : passes).push_back(s + (sig ? ": significant drop" : ": no significant drop"));
               }

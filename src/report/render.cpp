@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <vector>
 
 #include <fmt/format.h>
@@ -22,24 +23,24 @@ struct Row {
 std::vector<std::string> variant_order(const json& r) {
   std::vector<std::string> v;
   if (r.contains("variant_order"))
-    for (const auto& x : r["variant_order"]) v.push_back(x.get<std::string>());
+    for (const auto& x : r.at("variant_order")) v.push_back(x.get<std::string>());
   else
-    for (const auto& [k, _] : r["variants"].items()) v.push_back(k);
+    for (const auto& [k, _] : r.at("variants").items()) v.push_back(k);
   return v;
 }
 
 std::vector<std::string> top_tasks(const json& r) {
   std::vector<std::string> t;
   if (r.contains("task_order")) {
-    for (const auto& x : r["task_order"]) t.push_back(x.get<std::string>());
+    for (const auto& x : r.at("task_order")) t.push_back(x.get<std::string>());
     return t;
   }
-  for (const auto& [vname, v] : r["variants"].items()) {
-    for (const auto& [k, _] : v["tasks"].items()) {
+  for (const auto& [vname, v] : r.at("variants").items()) {
+    for (const auto& [k, _] : v.at("tasks").items()) {
       bool sub = false;
-      for (const auto& [k2, t2] : v["tasks"].items())
+      for (const auto& [k2, t2] : v.at("tasks").items())
         if (t2.contains("subtasks"))
-          for (const auto& s : t2["subtasks"]) sub |= s.get<std::string>() == k;
+          for (const auto& s : t2.at("subtasks")) sub |= s.get<std::string>() == k;
       if (!sub) t.push_back(k);
     }
     break;
@@ -54,9 +55,9 @@ std::vector<Row> rows(const json& r) {
     std::vector<std::string> metrics;
     for (const auto& v : vs) {
       const json* tj = nullptr;
-      if (r["variants"][v]["tasks"].contains(t)) tj = &r["variants"][v]["tasks"][t];
+      if (r.at("variants").at(v).at("tasks").contains(t)) tj = &r.at("variants").at(v).at("tasks").at(t);
       if (!tj || !tj->contains("metrics")) continue;
-      for (const auto& [m, _] : (*tj)["metrics"].items())
+      for (const auto& [m, _] : tj->at("metrics").items())
         if (std::find(metrics.begin(), metrics.end(), m) == metrics.end()) metrics.push_back(m);
     }
     for (const auto& m : metrics) out.push_back({t, m});
@@ -107,8 +108,13 @@ std::string xml_escape(const std::string& s) {
 
 std::string fmt_p(const json& p) {
   if (!p.is_number()) return "n/a";
-  if (p.get<double>() < 0.001) return "<0.001";
-  return fmt::format("{:.3f}", p.get<double>());
+  const double v = p.get<double>();
+  if (v < 0.001) return "<0.001";
+  // Four significant digits where three decimals would round onto a usual alpha (0.04996 is
+  // not "0.050": a gate at 0.05 fails on it).
+  for (double alpha : {0.01, 0.05, 0.1})
+    if (std::abs(v - alpha) < 0.0005 && v != alpha) return fmt::format("{:.4g}", v);
+  return fmt::format("{:.3f}", v);
 }
 
 // A number at a fixed precision, or "n/a" where the results hold none (null: not finite).
@@ -121,11 +127,11 @@ std::string fixed(const json& x, int digits) {
 void validate_results(const json& r, const std::string& source) {
   if (!r.is_object() || r.value("schema", "") != "qeval.results/1")
     fail("{}: not a qeval results file (expected \"schema\": \"qeval.results/1\")", source);
-  if (!r.contains("variants") || !r["variants"].is_object())
+  if (!r.contains("variants") || !r.at("variants").is_object())
     fail("{}: field 'variants' missing or not an object", source);
-  if (r["variants"].empty()) fail("{}: field 'variants' is empty (hint: pass the results.json a run wrote)", source);
-  for (const auto& [name, v] : r["variants"].items())
-    if (!v.is_object() || !v.contains("tasks") || !v["tasks"].is_object())
+  if (r.at("variants").empty()) fail("{}: field 'variants' is empty (hint: pass the results.json a run wrote)", source);
+  for (const auto& [name, v] : r.at("variants").items())
+    if (!v.is_object() || !v.contains("tasks") || !v.at("tasks").is_object())
       fail("{}: variants.{}.tasks missing or not an object", source, name);
 }
 
@@ -153,15 +159,19 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
         md += " – |";
         continue;
       }
-      std::string cell = fmt::format("{} ± {} (n={})", pct((*m)["value"]),
-                                     pct((*m)["stderr"]), (*m)["n"].get<long>());
+      std::string cell = fmt::format("{} ± {} (n={})", pct(m->at("value")),
+                                     pct(m->at("stderr")), m->at("n").get<long>());
       if (v != base) {
         const json* c = find(r, {"comparisons", v, row.task, row.metric});
         if (c) {
-          cell += fmt::format("<br>Δ {} [{}, {}], flips {}/{}, p={}", signed_pct((*c)["delta"]),
-                              signed_pct((*c)["ci95"][0]), signed_pct((*c)["ci95"][1]),
-                              (*c)["right_to_wrong"].get<long>(), (*c)["wrong_to_right"].get<long>(),
-                              fmt_p((*c)["mcnemar_p"]));
+          cell += fmt::format("<br>Δ {} [{}, {}], flips {}/{}, p={}", signed_pct(c->at("delta")),
+                              signed_pct(c->at("ci95").at(0)), signed_pct(c->at("ci95").at(1)),
+                              c->at("right_to_wrong").get<long>(), c->at("wrong_to_right").get<long>(),
+                              fmt_p(c->at("mcnemar_p")));
+          // Δ covers the docs both variants answered; say so when errors left some out.
+          const json* bm = find(r, {"variants", base, "tasks", row.task, "metrics", row.metric});
+          const long np = c->value("n_paired", 0L);
+          if (np != m->at("n").get<long>() || (bm && np != bm->at("n").get<long>())) cell += fmt::format(" (n={} paired)", np);
         }
       }
       md += " " + cell + " |";
@@ -180,7 +190,7 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
     for (const auto& t : top_tasks(r)) {
       const json* tj = find(r, {"variants", v, "tasks", t});
       if (!tj) continue;
-      const json& th = tj->contains("throughput") ? (*tj)["throughput"] : json::object();
+      const json& th = tj->contains("throughput") ? tj->at("throughput") : json::object();
       const std::string out_tps = th.value("output_tokens", int64_t{0}) > 0
                                       ? fmt::format("{:.1f}", th.value("output_tokens_per_s", 0.0))
                                       : std::string("—");
@@ -200,7 +210,8 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
     md += "\n## Fidelity against the baseline (next-token distributions)\n\n";
     md += "KL divergence of each variant's next-token distribution from the baseline's on the same "
           "tokens (as llama-perplexity --kl-divergence), with percentiles; same top token = top-1 "
-          "agreement; PPL ratio = variant / baseline perplexity of the actual next tokens.\n\n";
+          "agreement; PPL ratio = variant / baseline perplexity of the actual next tokens (± standard errors as "
+          "llama-perplexity computes them).\n\n";
     md += "| variant | source | tokens | mean KLD | max | 99.9% | 99% | 95% | 90% | median | 10% | 5% | 1% | 0.1% | min | same top token | PPL ratio |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     std::string nonfinite;
@@ -212,11 +223,14 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
         md += fmt::format("| {} | {} | {} | {} ± {} |", md_escape(v), md_escape(src), s.value("n_tokens", 0),
                           fixed(at("kld_mean"), 6), fixed(at("kld_stderr"), 6));
         for (const char* p : {"max", "99.9", "99", "95", "90", "50", "10", "5", "1", "0.1", "min"})
-          md += fmt::format(" {} |", fixed(s.contains("kld_percentiles") && s["kld_percentiles"].contains(p)
-                                               ? s["kld_percentiles"][p] : json(), 6));
-        const json top1 = at("top1_agreement");
-        md += fmt::format(" {} | {} |\n", top1.is_number() ? fmt::format("{:.2f}%", 100.0 * top1.get<double>()) : "n/a",
-                          fixed(at("ppl_ratio"), 4));
+          md += fmt::format(" {} |", fixed(s.contains("kld_percentiles") && s.at("kld_percentiles").contains(p)
+                                               ? s.at("kld_percentiles").at(p) : json(), 6));
+        const json top1 = at("top1_agreement"), top1_se = at("top1_stderr");
+        md += fmt::format(" {}{} | {}{} |\n",
+                          top1.is_number() ? fmt::format("{:.2f}%", 100.0 * top1.get<double>()) : "n/a",
+                          top1_se.is_number() ? fmt::format(" ± {:.2f}%", 100.0 * top1_se.get<double>()) : "",
+                          fixed(at("ppl_ratio"), 4),
+                          at("ppl_ratio_stderr").is_number() ? " ± " + fixed(at("ppl_ratio_stderr"), 4) : "");
         if (s.value("n_nonfinite", 0L) > 0)
           nonfinite += fmt::format("\n**{} {}: {} of {} positions had a non-finite (NaN or infinite) log-probability** in "
                                    "the variant or the baseline; they are left out of the statistics above.\n",
@@ -229,11 +243,11 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
 
   // Gates.
   md += "\n## Gates\n\n";
-  if (!r.contains("gates") || r["gates"].empty()) {
+  if (!r.contains("gates") || r.at("gates").empty()) {
     md += "No gates configured.\n";
   } else {
     md += "| gate | variant | result | why |\n|---|---|---|---|\n";
-    for (const auto& g : r["gates"]) {
+    for (const auto& g : r.at("gates")) {
       md += fmt::format("| {} {} | {} | {} | {} |\n", md_escape(g.value("task", "")),
                         md_escape(g.value("metric", "")), md_escape(g.value("variant", "")),
                         g.value("passed", false) ? "PASS" : "**FAIL**", md_escape(g.value("why", "")));
@@ -257,7 +271,7 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
         md += fmt::format("| {} | {} |", md_escape(st), md_escape(m));
         for (const auto& v : vs) {
           const json* x = find(r, {"variants", v, "tasks", st, "metrics", m});
-          md += x ? fmt::format(" {} ± {} |", pct((*x)["value"]), pct((*x)["stderr"]))
+          md += x ? fmt::format(" {} ± {} |", pct(x->at("value")), pct(x->at("stderr")))
                   : " – |";
         }
         md += "\n";
@@ -271,15 +285,15 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
   md += fmt::format("- created: {}\n- git revision: {}\n- config sha256: {}\n", r.value("created", "?"),
                     r.value("git_revision", "?"), r.value("config_sha256", "?"));
   for (const auto& v : vs) {
-    const json& vj = r["variants"][v];
+    const json& vj = r.at("variants").at(v);
     md += fmt::format("- variant `{}`: backend {}, model `{}`", v, vj.value("backend", "?"), vj.value("model", "?"));
-    if (vj.contains("details") && vj["details"].is_object())
-      for (const auto& [k, x] : vj["details"].items())
+    if (vj.contains("details") && vj.at("details").is_object())
+      for (const auto& [k, x] : vj.at("details").items())
         md += fmt::format(", {} {}", k, x.is_string() ? (x.get<std::string>().empty() ? "—" : x.get<std::string>()) : x.dump());
     md += "\n";
   }
   if (r.contains("task_versions"))
-    for (const auto& [t, ver] : r["task_versions"].items())
+    for (const auto& [t, ver] : r.at("task_versions").items())
       md += fmt::format("- task `{}` version {}\n", t, ver.is_string() ? ver.get<std::string>() : ver.dump());
   return md;
 }
@@ -306,9 +320,9 @@ std::string render_svg(const json& r) {
     double gx = left + gap / 2 + group_w * static_cast<double>(ri);
     for (size_t vi = 0; vi < vs.size(); ++vi) {
       const json* m = find(r, {"variants", vs[vi], "tasks", rs[ri].task, "metrics", rs[ri].metric});
-      if (!m || !(*m)["value"].is_number()) continue;  // n = 0: no bar
-      double v = std::clamp((*m)["value"].get<double>(), 0.0, 1.0);
-      double e = 1.96 * num((*m)["stderr"]);
+      if (!m || !m->at("value").is_number()) continue;  // n = 0: no bar
+      double v = std::clamp(m->at("value").get<double>(), 0.0, 1.0);
+      double e = 1.96 * num(m->at("stderr"));
       double x = gx + bar_w * static_cast<double>(vi);
       double y = top + height * (1 - v);
       s += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"{}\"><title>{} {} {}: {:.1f}%</title></rect>\n",
@@ -333,10 +347,13 @@ std::string render_svg(const json& r) {
 
 std::string render_junit(const json& r) {
   std::vector<std::string> cases;
+  std::map<std::string, int> seen;
   int failures = 0;
   if (r.contains("gates")) {
-    for (const auto& g : r["gates"]) {
+    for (const auto& g : r.at("gates")) {
       std::string name = fmt::format("{} {} {}", g.value("task", ""), g.value("metric", ""), g.value("variant", ""));
+      // Two gates on the same task, metric and variant: distinct names, or CI tools merge them.
+      if (const int k = ++seen[name]; k > 1) name += fmt::format(" #{}", k);
       std::string c = fmt::format("    <testcase classname=\"qeval.gates\" name=\"{}\">", xml_escape(name));
       if (!g.value("passed", false)) {
         ++failures;

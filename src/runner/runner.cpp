@@ -468,8 +468,9 @@ FidelityPlan plan_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tas
     auto& text = plan.sources["text"];
     std::vector<int32_t> all = base->tokenizer()->encode(read_file(*cfg.fidelity_text), true);
     const int64_t chunk = std::min<int64_t>(max_len, 512);
-    for (int64_t b = 0; b + chunk <= static_cast<int64_t>(all.size()) && text.size() < 64; b += chunk)
-      text.push_back({std::vector<int32_t>(all.begin() + b, all.begin() + b + chunk), chunk / 2});
+    const Tokenizer& tok = *base->tokenizer();
+    for (auto& c : perplexity_chunks(all, chunk, 64, tok.add_bos ? tok.bos_id : std::nullopt))
+      text.push_back({std::move(c), chunk / 2});
     if (text.empty())
       fail("{}: fidelity_text: {} has {} tokens, fewer than one chunk of {} (hint: use a longer text)",
            cfg.path.string(), cfg.fidelity_text->string(), all.size(), chunk);
@@ -652,8 +653,16 @@ void rerender_report(const fs::path& results, const std::optional<fs::path>& out
   validate_results(r, results.string());
   fs::path md = out_md ? *out_md : results.parent_path() / "report.md";
   fs::path svg = md.parent_path() / (md.stem().string() + ".svg");
-  write_file_atomic(svg, render_svg(r));
-  write_file_atomic(md, render_markdown(r, svg.filename().string()));
+  std::string svg_text, md_text;
+  try {  // render both before writing either
+    svg_text = render_svg(r);
+    md_text = render_markdown(r, svg.filename().string());
+  } catch (const json::exception& e) {
+    fail("{}: a field is missing or has the wrong type: {} (hint: pass a results.json written by qeval run; "
+         "it is the source of truth and should not be edited)", results.string(), e.what());
+  }
+  write_file_atomic(svg, svg_text);
+  write_file_atomic(md, md_text);
 }
 
 }  // namespace qeval

@@ -45,7 +45,8 @@ TEST_CASE("markdown report renders the side-by-side table from results.json") {
   json r = fixed_results();
   std::string md = render_markdown(r, "report.svg");
   CHECK(md.find("| task | metric | a (baseline) | b |") != std::string::npos);
-  CHECK(md.find("| gsm8k | exact_match,strict-match | 55.0 ± 11.4 (n=20) | 45.0 ± 11.4 (n=20)<br>Δ -10.0 [-25.0, +5.0], flips 3/1, p=0.625 |") != std::string::npos);
+  CHECK(md.find("| gsm8k | exact_match,strict-match | 55.0 ± 11.4 (n=20) | 45.0 ± 11.4 (n=20)<br>Δ -10.0 [-25.0, +5.0], flips 3/1, p=0.625 (n=19 paired) |") != std::string::npos);
+  CHECK(md.find("flips 1/1, p=1.000 |") != std::string::npos);  // every doc paired: no note
   CHECK(md.find("| mmlu | acc,none |") != std::string::npos);
   CHECK(md.find("| mmlu_anatomy | acc,none |") > md.find("<details>"));  // subtasks only in details
   CHECK(md.find("<details><summary>mmlu: per-subtask results") != std::string::npos);
@@ -131,6 +132,27 @@ TEST_CASE("junit has one failing testcase per failed gate") {
   std::string x = render_junit(r);
   CHECK(x.find("tests=\"2\" failures=\"1\"") != std::string::npos);
   CHECK(x.find("drop &lt;big&gt;") != std::string::npos);
+  // Two gates on the same task, metric and variant get distinct names.
+  r["gates"].push_back(r["gates"][0]);
+  x = render_junit(r);
+  CHECK(x.find("name=\"gsm8k m b\"") != std::string::npos);
+  CHECK(x.find("name=\"gsm8k m b #2\"") != std::string::npos);
+}
+
+TEST_CASE("report: a p-value just under an alpha is not rounded onto it; min_value allows one ulp") {
+  json r = fixed_results();
+  r["comparisons"]["b"]["gsm8k"]["exact_match,strict-match"]["mcnemar_p"] = 0.04996;
+  CHECK(render_markdown(r, "").find("p=0.04996 (n=19 paired)") != std::string::npos);
+  r["comparisons"]["b"]["gsm8k"]["exact_match,strict-match"]["mcnemar_p"] = 0.3;
+  CHECK(render_markdown(r, "").find("p=0.300") != std::string::npos);
+  // 29/58 as a micro average of 28/55 and 1/3 is 0.49999999999999994: min_value 0.5 passes.
+  r["variants"]["b"]["tasks"]["gsm8k"]["metrics"]["exact_match,strict-match"]["value"] = 0.49999999999999994;
+  std::vector<Gate> g(1);
+  g[0].task = "gsm8k", g[0].metric = "exact_match,strict-match", g[0].min_value = 0.5, g[0].max_errors = 5;
+  g[0].variants = {"b"};
+  CHECK(evaluate_gates(r, g)[0]["passed"].get<bool>());
+  r["variants"]["b"]["tasks"]["gsm8k"]["metrics"]["exact_match,strict-match"]["value"] = 0.4999;
+  CHECK_FALSE(evaluate_gates(r, g)[0]["passed"].get<bool>());
 }
 
 TEST_CASE("validate_results rejects other documents") {

@@ -400,6 +400,17 @@ TEST_CASE("run_eval end to end: faults, exact accuracy, comparisons, gates, erro
   rerender_report(out / "results.json", tmp.path() / "rerender" / "report.md");
   CHECK(read_file(tmp.path() / "rerender" / "report.md") == report);
   CHECK(read_file(tmp.path() / "rerender" / "report.svg") == read_file(out / "report.svg"));
+  // A hand-damaged results.json is one clear error naming the file, and nothing is written.
+  {
+    json bad = json::parse(read_file(out / "results.json"));
+    for (auto& [v, vj] : bad["variants"].items())
+      for (auto& [t, tj] : vj["tasks"].items())
+        for (auto& [m, mj] : tj["metrics"].items()) mj.erase("n");
+    write_file_atomic(tmp.path() / "bad.json", bad.dump());
+    CHECK_THROWS_WITH(rerender_report(tmp.path() / "bad.json", tmp.path() / "bad" / "report.md"),
+                      Catch::Contains("bad.json: a field is missing") && Catch::Contains("'n'"));
+    CHECK(!fs::exists(tmp.path() / "bad" / "report.md"));
+  }
 
   // The output directory holds samples: refused without --resume / --overwrite.
   int req_a = sa->total_requests(), req_b = sb->total_requests();
