@@ -184,6 +184,9 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
   md += "\n## Samples and throughput\n\n";
   // Output tokens/s is "—" for a task that generates nothing (loglikelihood: MMLU); samples/s
   // compares every task.
+  md += "samples/s and output tok/s are over the time requests were in flight (errored samples "
+        "included); latency is per request for remote variants (its last attempt) and, for engine "
+        "variants, from the submission of the task's batch to the doc's result (queueing included).\n\n";
   md += "| variant | task | n | errors | invalid | truncated | prompt truncated | samples/s | output tok/s | latency p50 (s) | latency p99 (s) |\n";
   md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& v : vs) {
