@@ -724,9 +724,11 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
           }, true);
           if (off != v->nbytes) fail("verify: {}: tensor {} has extra bytes", f->source(), t.spec.name);
         }
-      } catch (const Error&) {
+      } catch (const Error& e) {
         std::filesystem::remove(path, ec);
-        throw;
+        const std::string what = e.what();
+        if (what.find(path.string()) != std::string::npos) throw;
+        fail("{}: {} (the shard is removed; run the same command again to rewrite it)", path.string(), what);
       }
     }
     st.verify_seconds = std::chrono::duration<double>(Clock::now() - v0).count();
