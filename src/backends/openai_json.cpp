@@ -225,53 +225,69 @@ ParseError echo_from_json(const json& logprobs, EchoLogprobs& e) {
 ParseError score_echo(const EchoLogprobs& e, std::string_view context, std::string_view continuation,
                       ContinuationScore& out) {
   const size_t n = e.tokens.size();
-  // Offsets in code points from the start of the prompt.
-  std::vector<int64_t> offsets;
-  if (e.offsets_valid && e.offsets.size() == n) {
-    offsets = e.offsets;
-  } else {
-    offsets.assign(n, 0);
-    std::string prompt = std::string(context) + std::string(continuation);
-    std::string_view rest = prompt;
-    int64_t pos = 0;
-    bool leading = true;
-    for (size_t i = 0; i < n; ++i) {
-      const std::string& t = e.tokens[i];
-      offsets[i] = pos;
-      if (leading && !t.empty() && !starts_with(rest, t)) continue;  // BOS-like token
-      leading = false;
-      pos += static_cast<int64_t>(utf8_length(t));
-    }
-  }
-
-  const int64_t ctx_end = static_cast<int64_t>(utf8_length(context));
-  const int64_t prompt_end = ctx_end + static_cast<int64_t>(utf8_length(continuation));
   const bool tops = e.tops_valid && e.top_ok.size() == n;
   out = ContinuationScore{};
   out.is_greedy = tops;
-  for (size_t i = 0; i < n; ++i) {
-    if (offsets[i] >= prompt_end) continue;
-    ++out.n_tokens_prompt;
-    if (offsets[i] < ctx_end) continue;
+  // Adds token i of the continuation to the score.
+  auto take = [&](size_t i) -> ParseError {
     if (!e.lp_is_number[i]) return {fmt::format("token_logprobs[{}] is not a number", i)};
     const double lp = e.lps[i];
     out.logprob += lp;
     ++out.n_tokens_cont;
-    if (!tops) continue;
+    if (!tops) return {};
     if (!e.top_ok[i]) {
       out.is_greedy = false;
-      continue;
+      return {};
     }
     // Greedy: the token is the argmax of the top list, or ties with it.
     if (!(e.top_best_token[i] == e.tokens[i] || lp >= e.top_best[i] - 1e-9)) out.is_greedy = false;
+    return {};
+  };
+
+  if (e.offsets_valid && e.offsets.size() == n) {
+    // text_offset in code points from the start of the prompt (OpenAI, vLLM).
+    const int64_t ctx_end = static_cast<int64_t>(utf8_length(context));
+    const int64_t prompt_end = ctx_end + static_cast<int64_t>(utf8_length(continuation));
+    for (size_t i = 0; i < n; ++i) {
+      if (e.offsets[i] >= prompt_end) continue;
+      ++out.n_tokens_prompt;
+      if (e.offsets[i] < ctx_end) continue;
+      if (ParseError err = take(i)) return err;
+    }
+    if (out.n_tokens_cont == 0) {
+      return {fmt::format("no token starts inside the continuation (code points {}..{} of the "
+                          "prompt); the tokenizer merged it with the context",
+                          ctx_end, prompt_end),
+              false};
+    }
+    return {};
   }
-  if (out.n_tokens_cont == 0) {
-    return {fmt::format("no token starts inside the continuation (code points {}..{} of the "
-                        "prompt); the tokenizer merged it with the context",
-                        ctx_end, prompt_end),
-            false};
+
+  // No usable offsets (SGLang sends -1). Summing token lengths from the start drifts wherever a
+  // token holds part of a character (servers print it as U+FFFD or one char per byte), so the
+  // continuation is found from the end instead: the last `g` tokens are generated (g = 1 for
+  // the max_tokens 1 of an echo request, as lm-eval assumes; 0 for a server that generated
+  // nothing), and the tokens before them must spell the continuation exactly. Only the
+  // continuation's own tokens are read, so fragments in the context do not matter.
+  for (size_t g : {size_t{1}, size_t{0}}) {
+    if (n < g + 1) continue;
+    std::string tail;
+    size_t i = n - g;
+    while (i > 0 && tail.size() < continuation.size()) {
+      --i;
+      tail.insert(0, e.tokens[i]);
+    }
+    if (tail != continuation || (i == 0 && !context.empty())) continue;  // the context needs a token
+    out.n_tokens_prompt = static_cast<int>(n - g);
+    for (size_t k = i; k < n - g; ++k)
+      if (ParseError err = take(k)) return err;
+    return {};
   }
-  return {};
+  return {fmt::format("the echoed tokens do not end with the continuation \"{}\" at a token boundary "
+                      "(the server sent no text_offset, so the continuation is matched from the end); the "
+                      "tokenizer merged it with the context, or the server's token strings differ from the text",
+                      continuation),
+          false};
 }
 
 // A strict pull scanner over JSON text for the hot path of loglikelihood responses (an echoed

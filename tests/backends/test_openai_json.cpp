@@ -154,6 +154,39 @@ TEST_CASE("continuation tokens are chosen by code-point offsets", "[openai][json
   }
 }
 
+TEST_CASE("without text_offset the continuation is matched from the end (SGLang, split characters)", "[openai][json]") {
+  // "∃x ⊃ y. Answer:" where the server split ∃ and ⊃ into byte pieces and printed each as U+FFFD
+  // (or one latin-1 char per byte): summing token lengths from the start would drift past the
+  // continuation and score a context token.
+  const std::string context = "\u2203x \u2283 y. Answer:";
+  const std::string fffd = "\ufffd";
+  for (bool latin1 : {false, true}) {
+    INFO("latin1 " << latin1);
+    const std::string a = latin1 ? "\u00e2\u0088" : fffd, b = latin1 ? "\u0083" : fffd;
+    std::vector<std::string> tokens = {a, b, "x", " ", a, b, " y", ".", " Answer", ":", " B", " the"};
+    std::vector<double> lps = {0, -9, -1, -1, -9, -9, -1, -1, -1, -2, -0.75, -3};
+    ContinuationScore s;
+    REQUIRE_FALSE(score_continuation(logprobs_of(tokens, lps, json(std::vector<int>(tokens.size(), -1))), context,
+                                     " B", s));
+    CHECK(s.logprob == -0.75);
+    CHECK(s.n_tokens_cont == 1);
+    CHECK(s.n_tokens_prompt == 11);
+    CHECK(s.is_greedy);
+    // A server that generated nothing: the last token is the continuation's.
+    tokens.pop_back();
+    lps.pop_back();
+    REQUIRE_FALSE(score_continuation(logprobs_of(tokens, lps, json()), context, " B", s));
+    CHECK(s.logprob == -0.75);
+    CHECK(s.n_tokens_prompt == 11);
+  }
+  // The continuation merged into a context token: an error, not a score of the wrong token.
+  json merged = {{"tokens", {"Answer", ":B", " the"}}, {"token_logprobs", {nullptr, -1.0, -1.0}}};
+  ContinuationScore s;
+  ParseError e = score_continuation(merged, "Answer:", "B", s);
+  CHECK(e);
+  CHECK_FALSE(e.retry);
+}
+
 TEST_CASE("multi-token continuations sum and is_greedy needs every token", "[openai][json]") {
   json lp = {{"tokens", {"Answer", ":", " the", " end", "!"}},
              {"token_logprobs", {nullptr, -0.5, -1.0, -2.0, -4.0}},
