@@ -22,13 +22,13 @@ OpenAIConfig parse_openai_config(const json& variant, const std::string& where) 
   if (!variant.is_object()) fail("{}: a variant must be a mapping of keys", where);
   static const std::set<std::string> kKnown = {
       "name",        "backend",    "model",      "base_url",   "concurrency",
-      "api_key_env", "timeout_s",  "max_retries", "extra_body", "chat_template_kwargs"};
+      "api_key_env", "timeout_s",  "max_retries", "outage_wait_s", "extra_body", "chat_template_kwargs"};
   OpenAIConfig c;
   if (variant.contains("temperature")) fail("{}: {}", where, kTemperatureIsTheTasks);
   for (auto it = variant.begin(); it != variant.end(); ++it) {
     if (!kKnown.count(it.key())) {
       fail("{}: unknown key '{}' for backend openai (hint: known keys are name, backend, model, "
-           "base_url, concurrency, api_key_env, timeout_s, max_retries, extra_body, "
+           "base_url, concurrency, api_key_env, timeout_s, max_retries, outage_wait_s, extra_body, "
            "chat_template_kwargs; a sampling task sends each request a seed of its own)",
            where, it.key());
     }
@@ -79,6 +79,7 @@ OpenAIConfig parse_openai_config(const json& variant, const std::string& where) 
   integer("concurrency", 1, 4096, c.concurrency);
   integer("max_retries", 0, 100, c.max_retries);
   number("timeout_s", 0.001, 86400, c.timeout_s);
+  number("outage_wait_s", 0, 86400, c.outage_wait_s);
   if (auto it = variant.find("api_key_env"); it != variant.end()) {
     if (!it->is_string()) fail("{}: api_key_env: expected the name of an environment variable", where);
     c.api_key_env = it->get<std::string>();
@@ -253,6 +254,8 @@ class OpenAIBackend final : public Backend {
     o.concurrency = config_.concurrency;
     o.timeout_s = config_.timeout_s;
     o.max_retries = config_.max_retries;
+    o.outage_wait_s = config_.outage_wait_s;
+    o.name = where_;
     o.backoff_base_s = config_.backoff_base_s;
     o.backoff_max_s = config_.backoff_max_s;
     return o;

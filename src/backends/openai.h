@@ -22,6 +22,8 @@ namespace qeval {
 //   api_key_env            name of the environment variable holding the API key (Bearer)
 //   timeout_s              per attempt (default 300)
 //   max_retries            retries after the first attempt (default 5)
+//   outage_wait_s          how long to wait for a server that stopped answering, one probe at a
+//                          time, before failed attempts count again (default 600; 0 = never)
 //   extra_body             JSON object merged into every request body (request fields win)
 //   chat_template_kwargs   JSON object sent as chat_template_kwargs on chat requests
 struct OpenAIConfig {
@@ -31,6 +33,7 @@ struct OpenAIConfig {
   std::string api_key_env;             // empty = no key
   double timeout_s = 300.0;
   int max_retries = 5;
+  double outage_wait_s = 600.0;
   nlohmann::json extra_body;           // object or null
   nlohmann::json chat_template_kwargs; // object or null
   // Not YAML keys: backoff of retry k is uniform(0, min(backoff_max_s, backoff_base_s * 2^k)).

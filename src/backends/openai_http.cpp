@@ -89,6 +89,7 @@ HttpClient::HttpClient(HttpClientOptions options) : options_(std::move(options))
   in_flight_per_replica_.assign(options_.base_urls.size(), 0);
   failures_in_a_row_.assign(options_.base_urls.size(), 0);
   benched_until_.assign(options_.base_urls.size(), Clock::time_point{});
+  down_in_a_row_.assign(options_.base_urls.size(), 0);
   rng_.seed(std::random_device{}());
 }
 
@@ -200,7 +201,11 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
       ready.push_back(waiting.top());
       waiting.pop();
     }
-    while (n_busy < options_.concurrency && (!ready.empty() || next_new < n)) {
+    // During an outage one request at a time probes the replicas.
+    const bool probing = outage_since_ != Clock::time_point{} &&
+                         std::chrono::duration<double>(now - outage_since_).count() < options_.outage_wait_s;
+    const int limit = probing ? 1 : options_.concurrency;
+    while (n_busy < limit && (!ready.empty() || next_new < n)) {
       if (!ready.empty()) {
         const Retry r = ready.front();
         ready.pop_front();
@@ -238,7 +243,44 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
       s->busy = false;
       --n_busy;
       --in_flight_per_replica_[replica];
-      const bool last = attempt >= options_.max_retries;
+      // Outage bookkeeping: transport failures and 502/503/504 say the server is not there.
+      const bool down = r.curl_code != 0 || r.status == 502 || r.status == 503 || r.status == 504;
+      down_in_a_row_[replica] = down ? down_in_a_row_[replica] + 1 : 0;
+      // Three in a row on every replica: one dropped connection among answers is no outage.
+      const bool all_down = std::all_of(down_in_a_row_.begin(), down_in_a_row_.end(), [](int d) { return d >= 3; });
+      const auto t_now = Clock::now();
+      // A server that answers GET /models is up: its failures are the requests' own (a prompt
+      // it cannot serve), and they count as usual.
+      auto server_up = [&] {
+        for (size_t k = 0; k < down_in_a_row_.size(); ++k) {
+          HttpResult g = get(k, "/models", std::min(options_.timeout_s, 5.0));
+          if (g.curl_code == 0 && g.status != 502 && g.status != 503 && g.status != 504) return true;
+        }
+        return false;
+      };
+      const bool in_outage = outage_since_ != Clock::time_point{};
+      const bool suspect = down && options_.outage_wait_s > 0 &&
+                           (in_outage ? std::chrono::duration<double>(t_now - outage_since_).count() < options_.outage_wait_s
+                                      : all_down);
+      if (suspect && server_up()) {
+        std::fill(down_in_a_row_.begin(), down_in_a_row_.end(), 0);
+        if (in_outage)
+          fmt::print(stderr, "{}: the server answers again after {:.0f} s\n", options_.name,
+                     std::chrono::duration<double>(t_now - outage_since_).count());
+        outage_since_ = Clock::time_point{};
+      } else if (suspect && !in_outage) {
+        outage_since_ = t_now;
+        fmt::print(stderr, "warning: {}: no replica answers ({}: {}); waiting for it, at most {:.0f} s, one probe at a time\n",
+                   options_.name, r.url, r.curl_code ? r.curl_error : fmt::format("HTTP {}", r.status),
+                   options_.outage_wait_s);
+      } else if (!down && outage_since_ != Clock::time_point{}) {
+        fmt::print(stderr, "{}: {} answers again after {:.0f} s\n", options_.name, options_.base_urls[replica],
+                   std::chrono::duration<double>(t_now - outage_since_).count());
+        outage_since_ = Clock::time_point{};
+      }
+      const bool waiting_out = down && outage_since_ != Clock::time_point{} &&
+                               std::chrono::duration<double>(t_now - outage_since_).count() < options_.outage_wait_s;
+      const bool last = attempt >= options_.max_retries && !waiting_out;
       const Verdict v = on_result(index, std::move(r), attempt, last);
       if (v == Verdict::kRetry) {  // the replica failed this attempt: bench it for a while
         const int f = ++failures_in_a_row_[replica];
@@ -255,9 +297,13 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
         if (retry_after_s >= 0) {
           delay = std::max(delay, std::min(retry_after_s, options_.retry_after_max_s));
         }
+        if (waiting_out) {  // not counted; probe again in a few seconds
+          const double left = options_.outage_wait_s - std::chrono::duration<double>(t_now - outage_since_).count();
+          delay = std::clamp(std::min(2.0, left), 0.0, 2.0);
+        }
         waiting.push({Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                          std::chrono::duration<double>(delay)),
-                       index, attempt + 1, replica});
+                       index, waiting_out ? attempt : attempt + 1, replica});
       } else {
         ++n_done;
       }

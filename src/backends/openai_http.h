@@ -28,6 +28,12 @@ struct HttpClientOptions {
   double backoff_base_s = 0.5;         // retry k waits uniform(0, min(max, base * 2^k)) s
   double backoff_max_s = 30.0;
   double retry_after_max_s = 120.0;    // a Retry-After longer than this is cut to it
+  // An outage: every replica's latest attempt failed at the transport (no connection, reset,
+  // timeout) or with 502/503/504. While it lasts, at most outage_wait_s, one request at a time
+  // probes the replicas and failed attempts do not use up retries, so a server restart does
+  // not turn the rest of the run into errors. 0 = no outage handling.
+  double outage_wait_s = 600.0;
+  std::string name;                    // names the variant in the outage messages
 };
 
 // What one attempt of one request got back.
@@ -63,6 +69,8 @@ class HttpClient {
   // attempt, last) is called on this thread for every attempt (attempt counts from 0; last
   // is true when no retry is left) and returns kRetry to send request i again after
   // backoff, kDone once it has recorded a result. On the last attempt kRetry counts as kDone.
+  // During an outage (see HttpClientOptions::outage_wait_s) one request is in flight and its
+  // failed attempts are not counted.
   // Exceptions thrown by the callbacks end the run (handles in flight are dropped) and
   // propagate.
   void run(size_t n, const std::function<void(size_t, std::string&, std::string&)>& make,
@@ -82,6 +90,8 @@ class HttpClient {
   std::vector<int> in_flight_per_replica_;
   std::vector<int> failures_in_a_row_;                                // per replica
   std::vector<std::chrono::steady_clock::time_point> benched_until_;  // per replica
+  std::vector<int> down_in_a_row_;  // per replica: outage-like failures since its last reply
+  std::chrono::steady_clock::time_point outage_since_{};  // zero: no outage
   size_t rr_next_ = 0;
   std::mt19937_64 rng_;
 };

@@ -134,7 +134,7 @@ bool dir_has_samples(const fs::path& dir) {
 json variant_identity(const json& variant, const BackendInfo& info) {
   static const std::set<std::string> kOperational = {"name",        "base_url",    "concurrency", "api_key_env",
                                                      "timeout_s",   "max_retries", "threads",     "max_batch",
-                                                     "kv_cache_mb"};
+                                                     "kv_cache_mb", "outage_wait_s"};
   json id = json::object();
   for (const auto& [k, v] : variant.items())
     if (!kOperational.count(k)) id[k] = v;
@@ -178,7 +178,7 @@ void check_identity(const fs::path& out, const std::string& vname, const json& i
     if (!id.contains(k)) diff += fmt::format("{}{}: {} -> (unset)", diff.empty() ? "" : ", ", k, v.dump());
   fail("{}: variant '{}' changed since its samples in {} were answered ({}) (hint: --overwrite to discard the "
        "earlier run, or --out DIR for a new one; only name, base_url, concurrency, api_key_env, timeout_s, "
-       "max_retries, threads, max_batch and kv_cache_mb may change on --resume)",
+       "max_retries, outage_wait_s, threads, max_batch and kv_cache_mb may change on --resume)",
        where, vname, p.parent_path().string(), diff);
 }
 

@@ -266,12 +266,62 @@ TEST_CASE("an unreachable server is a run-ending error naming the URL", "[openai
   CHECK_THROWS_WITH(backend->check_ready(),
                     Catch::Contains(url) && Catch::Contains("run.yaml: variants[1]"));
 
-  // Requests to it fail per sample after the retries.
+  // Requests to it fail per sample after the retries (no waiting for it to come back).
   OpenAIConfig c = config_for({url});
   c.max_retries = 2;
+  c.outage_wait_s = 0;
   auto b2 = make_openai_backend(c, "test");
   auto res = run_generate(*b2, completion_requests(2));
   CHECK_THAT(res[0].error, Catch::Contains("connection error") && Catch::Contains("3 attempts"));
+}
+
+// A server that stops answering for a while (a restart): requests wait for it, one probe at a
+// time, without using up their retries, and no sample fails. Past outage_wait_s, attempts
+// count again and the samples fail.
+TEST_CASE("an outage shorter than outage_wait_s costs no sample", "[openai][backend]") {
+  FakeOpenAI::Options o;
+  const auto t_back = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  o.down = [t_back] { return std::chrono::steady_clock::now() < t_back; };
+  o.fault = [t_back](const std::string&, int) {
+    return std::chrono::steady_clock::now() < t_back ? Fault::kCloseNoReply : Fault::kNone;
+  };
+  FakeOpenAI server(o);
+  OpenAIConfig c = config_for({server.base_url()}, 8);
+  c.max_retries = 1;  // without the outage rule every sample would fail within the 2.5 s
+  c.backoff_max_s = 0.5;
+  auto backend = make_openai_backend(c, "test");
+  auto res = run_generate(*backend, completion_requests(20));
+  for (auto& r : res) CHECK(r.error.empty());
+
+  // Down for longer than outage_wait_s: the samples fail after it, not after hours.
+  const std::string url = fmt::format("http://127.0.0.1:{}/v1", dead_port());
+  OpenAIConfig d = config_for({url}, 4);
+  d.max_retries = 1;
+  d.outage_wait_s = 1.0;
+  d.backoff_max_s = 0.2;
+  auto down = make_openai_backend(d, "test");
+  const auto t0 = std::chrono::steady_clock::now();
+  res = run_generate(*down, completion_requests(6));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& r : res) CHECK_THAT(r.error, Catch::Contains("connection error"));
+  CHECK(took >= 1.0);
+  CHECK(took < 10.0);
+
+  // A server that is up (GET /models answers) but refuses some requests is no outage: those
+  // samples fail after their retries, at once.
+  FakeOpenAI::Options p;
+  p.fault = [](const std::string& key, int) { return key.find("Question p 3?") != std::string::npos ? Fault::kCloseNoReply : Fault::kNone; };
+  FakeOpenAI poison(p);
+  OpenAIConfig q = config_for({poison.base_url()}, 4);
+  q.max_retries = 3;
+  q.backoff_max_s = 0.2;
+  auto pb = make_openai_backend(q, "test");
+  const auto t1 = std::chrono::steady_clock::now();
+  res = run_generate(*pb, completion_requests(6));
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() < 10.0);
+  int failed = 0;
+  for (auto& r : res) failed += !r.error.empty();
+  CHECK(failed == 1);
 }
 
 // A replica down at start-up is benched, not dropped: a run of hours may see it come back.

@@ -133,6 +133,7 @@ struct FakeOptions {
   int retry_after_s = 1;         // Retry-After sent with 429 and 503
   std::string api_key;           // when set, requests lacking "Bearer <api_key>" get 401
   int threads = 96;              // server threads: keep >= the client's concurrency
+  std::function<bool()> down;    // while it returns true, GET /v1/models answers 503 (a restart)
 };
 
 class FakeOpenAI {
@@ -152,6 +153,10 @@ class FakeOpenAI {
     server_.set_tcp_nodelay(true);
     server_.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return;
+      if (options_.down && options_.down()) {
+        res.status = 503;
+        return;
+      }
       nlohmann::json j = {{"object", "list"},
                           {"data", {{{"id", options_.model_name}, {"object", "model"}}}}};
       res.set_content(j.dump(), "application/json");
