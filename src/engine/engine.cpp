@@ -79,7 +79,14 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& opt) {
     if (cfg.torch_dtype == "float32" || (cfg.torch_dtype.empty() && embed && embed->dtype == DType::F32))
       def = ComputeType::F32;
     mo.compute = opt.dtype.value_or(def);
-    mo.quant = opt.quantization ? *opt.quantization : checkpoint_scheme(cfg);
+    const QuantScheme held = checkpoint_scheme(cfg);
+    mo.quant = opt.quantization ? *opt.quantization : held;
+    mo.quant_from_checkpoint = !opt.quantization && held != QuantScheme::None;
+    if (opt.quantization && held != QuantScheme::None && *opt.quantization != held &&
+        *opt.quantization != QuantScheme::None)
+      fmt::print(stderr, "note: {} is quantised as {}; quantization: {} dequantises its weights (to bf16, RNE) "
+                 "and quantises them again as {}\n", opt.model, quant_scheme_name(held),
+                 quant_scheme_name(*opt.quantization), quant_scheme_name(*opt.quantization));
     eng->tokenizer_ = ck.tokenizer();
     eng->fingerprint_ = ck.fingerprint();
   }

@@ -307,10 +307,32 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
                     QuantScheme q) {
     const TensorView& w = need(find, base + ".weight", {n, k});
     const TensorView* b = want_bias ? &need(find, base + ".bias", {n}) : find(base + ".bias");
-    const TensorView* s = find(base + ".weight_scale_inv");
-    if (!s) s = find(base + ".weight_scale");
+    const TensorView* s_inv = find(base + ".weight_scale_inv");
+    const TensorView* s_ch = find(base + ".weight_scale");
+    if (s_inv && s_ch)
+      fail("checkpoint: {} has both weight_scale_inv and weight_scale (hint: a weight has one scale: "
+           "weight_scale_inv for block schemes, weight_scale for w8a8_int8)", base);
+    const TensorView* s = s_inv ? s_inv : s_ch;
+    if (opt.quant_from_checkpoint) {
+      // A pre-quantised checkpoint: quantised exactly where a scale exists, as SGLang loads it,
+      // and the scale's kind must be the one config.json names.
+      if (!s) return make_linear(w, b, nullptr, QuantScheme::None, opt_.compute);
+      const QuantScheme held = s_ch ? QuantScheme::Int8Channel
+                               : w.dtype == DType::F8_E4M3 ? QuantScheme::Fp8Block
+                                                           : QuantScheme::Int8Block;
+      if (held != q)
+        fail("checkpoint: {} holds {} weights ({} {}), but config.json's quantization_config says {} (hint: "
+             "fix quant_method in config.json, or set quantization: none to dequantise)",
+             base, quant_scheme_name(held), dtype_name(w.dtype), s->name, quant_scheme_name(q));
+    }
     return make_linear(w, b, s, q, opt_.compute);
   };
+  // Tensors that are never quantised must not come with a scale.
+  for (std::string t : {"model.embed_tokens", "model.norm", "lm_head"})
+    for (const char* suffix : {".weight_scale_inv", ".weight_scale"})
+      if (find(t + suffix))
+        fail("checkpoint: tensor {}{}: {} is not quantised in any scheme (hint: embeddings, norms and lm_head "
+             "stay BF16/F32; reconvert the checkpoint)", t, suffix, t);
   // Concatenation of same-K weights along N as one layer, or nullptr when they cannot be
   // fused without changing any output (checkpoint scales, mixed dtypes, quant blocks that would
   // straddle the seams). interleave > 0: the rows alternate between the parts in runs of that
@@ -326,7 +348,8 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
       if (find(base + ".weight_scale_inv") || find(base + ".weight_scale")) return nullptr;
       if (!ws.empty() && w.dtype != ws[0]->dtype) return nullptr;
       if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16) return nullptr;
-      if (opt.quant != QuantScheme::None && opt.quant != QuantScheme::Int8Channel && n % 128 != 0)
+      if (opt.quant != QuantScheme::None && !opt.quant_from_checkpoint && opt.quant != QuantScheme::Int8Channel &&
+          n % 128 != 0)
         return nullptr;
       if (interleave > 0 && (n % interleave != 0 || n != parts.begin()->second)) return nullptr;
       ws.push_back(&w);
@@ -366,7 +389,9 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
       concat_rows(bsrc, sizeof(float), reinterpret_cast<uint8_t*>(bias.data()));
     }
     TensorView bv{"fused-bias", DType::F32, {n_total}, bias.data(), bias.size() * 4};
-    return make_linear(wv, any_bias ? &bv : nullptr, nullptr, opt.quant, opt_.compute);
+    // Fused parts have no scale: in a pre-quantised checkpoint they stay unquantised.
+    return make_linear(wv, any_bias ? &bv : nullptr, nullptr,
+                       opt.quant_from_checkpoint ? QuantScheme::None : opt.quant, opt_.compute);
   };
   layers_.resize(cfg.n_layers);
   for (int64_t l = 0; l < cfg.n_layers; ++l) {

@@ -40,6 +40,9 @@ using TensorLookup = std::function<const TensorView*(const std::string&)>;
 struct ModelOptions {
   ComputeType compute = ComputeType::F32;
   QuantScheme quant = QuantScheme::None;  // scheme of the q/k/v/o and MLP projections
+  // The scheme is the checkpoint's own (its quantization_config): a projection is quantised
+  // exactly when it has a scale tensor, and that scale must be of `quant`'s layout.
+  bool quant_from_checkpoint = false;
   bool fuse = true;  // q/k/v and gate/up as one layer each where the weights allow (same outputs)
   bool f32_kv = false;  // keep an f32 KV cache under bf16 compute too (not with AMX attention)
 };

@@ -14,6 +14,7 @@
 #include "core/fs.h"
 #include "engine/checkpoint.h"
 #include "engine/convert.h"
+#include "engine/engine.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "engine/safetensors_writer.h"
@@ -546,6 +547,66 @@ TEST_CASE("convert: outputs load back through Checkpoint with their quantization
     CHECK(ck->fingerprint() != Checkpoint::open(dir / "in")->fingerprint());
     CHECK(fs::exists(dir / to / "tokenizer.json"));
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("engine: a pre-quantised checkpoint quantises exactly its scaled weights, of config.json's scheme", "[convert][unit]") {
+  auto dir = fx::temp_dir("conv");
+  fx::write_hf_model(dir / "in", {.arch = "qwen2", .layers = 2, .hidden = 160, .heads = 5, .kv_heads = 1,
+                                  .ffn = 200, .vocab = 300, .dtype = "BF16"});
+  convert_checkpoint(opts(dir / "in", dir / "i8", "int8-channel"));
+  auto in = SafetensorsFile::open(dir / "in" / "model.safetensors");
+  auto i8 = read_out(dir / "i8");
+  // Rewrites the int8 checkpoint into `to` as one file: `drop` left out, `take_bf16` from the input.
+  auto rewrite = [&](const fs::path& to, const std::string& quant_method, std::vector<std::string> drop,
+                     std::vector<std::string> take_bf16, std::vector<std::pair<std::string, TensorView>> add = {}) {
+    fs::create_directories(to);
+    std::vector<TensorSpec> specs;
+    std::vector<const TensorView*> views;
+    for (const auto& [name, v] : i8.t) {
+      if (std::find(drop.begin(), drop.end(), name) != drop.end()) continue;
+      const bool bf = std::find(take_bf16.begin(), take_bf16.end(), name) != take_bf16.end();
+      const TensorView* src = bf ? in->find(name) : &v;
+      specs.push_back({name, src->dtype, src->shape});
+      views.push_back(src);
+    }
+    for (const auto& [name, v] : add) {
+      specs.push_back({name, v.dtype, v.shape});
+      views.push_back(&v);
+    }
+    SafetensorsWriter w(to / "model.safetensors", specs);
+    for (const TensorView* v : views) w.append(v->data, v->nbytes);
+    w.finish();
+    for (const auto& e : fs::directory_iterator(dir / "i8")) {
+      const std::string n = e.path().filename().string();
+      if (n.find("safetensors") == std::string::npos && n != "config.json" && n[0] != '.') fs::copy_file(e.path(), to / n);
+    }
+    auto cfg = i8.config;
+    cfg["quantization_config"] = {{"quant_method", quant_method}};
+    write_file_atomic(to / "config.json", cfg.dump());
+  };
+  auto load = [](const fs::path& p) {
+    EngineOptions o;
+    o.model = p.string();
+    o.threads = 1;
+    return Engine::load(o);
+  };
+  const size_t all_int8 = load(dir / "i8")->model().weight_bytes_per_step();
+  // One projection put back to BF16 without its scale stays BF16: 2 bytes a weight, not 1
+  // (plus the int8 layout's padding and scales, so about 160 x 160 bytes more).
+  const std::string q0 = "model.layers.0.self_attn.q_proj.weight";
+  rewrite(dir / "mixed", "w8a8_int8", {"model.layers.0.self_attn.q_proj.weight_scale"}, {q0});
+  const size_t mixed = load(dir / "mixed")->model().weight_bytes_per_step();
+  CHECK(mixed > all_int8 + 160 * 160 / 2);
+  CHECK(mixed < all_int8 + 160 * 160 * 2);
+  // Tensors of one scheme under a config that names another: an error, not a silent requantisation.
+  rewrite(dir / "wrong", "blockwise_int8", {}, {});
+  CHECK_THROWS_WITH(load(dir / "wrong"), Catch::Contains("holds int8-channel") && Catch::Contains("int8-block"));
+  // A scale on a tensor that is never quantised.
+  std::vector<float> one = {1.0f};
+  TensorView es{"model.embed_tokens.weight_scale", DType::F32, {1, 1}, one.data(), 4};
+  rewrite(dir / "embed", "w8a8_int8", {}, {}, {{es.name, es}});
+  CHECK_THROWS_WITH(load(dir / "embed"), Catch::Contains("model.embed_tokens.weight_scale"));
   fs::remove_all(dir);
 }
 
