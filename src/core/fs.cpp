@@ -13,6 +13,8 @@
 namespace qeval {
 
 std::string read_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) fail("{}: is a directory, not a file (hint: name the file inside it)", path.string());
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open for reading (does it exist? is it readable?)", path.string());
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -38,8 +40,10 @@ void write_file_atomic(const fs::path& path, std::string_view data) {
   }
   fs::rename(tmp, path, ec);
   if (ec) {
+    const std::string why = ec.message();
     fs::remove(tmp, ec);
-    fail("{}: cannot rename temp file into place: {}", path.string(), ec.message());
+    fail("{}: cannot write it (rename of the temp file failed: {}) (hint: is it a directory, or its folder "
+         "read-only?)", path.string(), why);
   }
 }
 

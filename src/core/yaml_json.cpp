@@ -4,10 +4,20 @@
 #include <cstdint>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace qeval {
 
 namespace {
+
+// Strings go into results.json and reports: bytes that are not UTF-8 would be found only when
+// the results are written, after the whole run.
+void check_utf8(const YAML::Node& node, const std::string& source) {
+  const std::string& s = node.Scalar();
+  if (size_t at = utf8_first_invalid(s); at != std::string_view::npos)
+    fail("{}:{}: '{}' holds a byte that is not UTF-8 (0x{:02x} at byte {}) (hint: save the file as UTF-8)", source,
+         node.Mark().line + 1, s.substr(0, at), static_cast<unsigned char>(s[at]), at);
+}
 
 // YAML 1.2 core schema, as far as configs need it: null, booleans, decimal integers and floats.
 // Anything else plain (including "nan", "inf", hex) stays a string, so a numeric field refuses it.
@@ -37,6 +47,7 @@ nlohmann::json yaml_to_json(const YAML::Node& node, const std::string& source) {
     case YAML::NodeType::Undefined:
       return nullptr;
     case YAML::NodeType::Scalar:
+      check_utf8(node, source);
       return scalar_to_json(node);
     case YAML::NodeType::Sequence: {
       nlohmann::json a = nlohmann::json::array();
@@ -48,6 +59,7 @@ nlohmann::json yaml_to_json(const YAML::Node& node, const std::string& source) {
       for (const auto& kv : node) {
         if (!kv.first.IsScalar())
           fail("{}:{}: a key must be a plain name", source, kv.first.Mark().line + 1);
+        check_utf8(kv.first, source);
         const std::string key = kv.first.Scalar();
         // yaml-cpp keeps both; the last would silently win (a second `gates: []` dropping every gate).
         if (o.contains(key))

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include <re2/re2.h>
+
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/text.h"
@@ -47,9 +49,17 @@ std::vector<nlohmann::json> load_gsm8k(const std::filesystem::path& jsonl_file) 
     }
     // The reference answer (and a few-shot example's) ends with "#### <number>": without it
     // there is nothing to score against.
-    if (d["answer"].get_ref<const std::string&>().find("####") == std::string::npos)
+    const std::string& answer = d["answer"].get_ref<const std::string&>();
+    const size_t mark = answer.rfind("####");
+    if (mark == std::string::npos)
       fail("{}:{}: \"answer\" has no \"#### <number>\" final answer (every GSM8K answer ends with one; "
            "hint: the file is damaged or not GSM8K: fetch it again)", jsonl_file.string(), i + 1);
+    // What follows is a number (digits, commas, an optional sign and decimals): anything else
+    // could never be matched by an extracted answer.
+    static const RE2 kNumber(R"(\s*-?[0-9][0-9,]*(\.[0-9]+)?\s*)");
+    if (!RE2::FullMatch(answer.substr(mark + 4), kNumber))
+      fail("{}:{}: \"answer\" ends with \"####{}\", not a number (hint: the file is damaged or not GSM8K: "
+           "fetch it again)", jsonl_file.string(), i + 1, answer.substr(mark + 4, 40));
   }
   return docs;
 }

@@ -111,6 +111,13 @@ TEST_CASE("atomic write replaces the file and leaves no temp files") {
   for (auto& e : fs::directory_iterator(d / "sub")) n += e.is_regular_file();
   CHECK(n == 1);
   CHECK_THROWS_WITH(read_file(d / "missing"), Catch::Contains("missing"));
+  // A directory where a file is expected: one error naming it, with the reason.
+  CHECK_THROWS_WITH(read_file(d / "sub"), Catch::Contains("sub: is a directory"));
+  CHECK_THROWS_WITH(write_file_atomic(d / "sub", "x"), Catch::Contains("sub: cannot write it") &&
+                                                           !Catch::Contains("Success"));
+  n = 0;
+  for (auto& e : fs::directory_iterator(d)) n += e.is_regular_file();
+  CHECK(n == 0);  // no temp file left
   fs::remove_all(d);
 }
 

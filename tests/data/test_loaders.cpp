@@ -70,6 +70,11 @@ TEST_CASE("gsm8k: validation errors name file and line", "[gsm8k]") {
   // An answer without its "#### <number>" line has nothing to score against.
   write_bytes(p, ok + ok + "{\"question\": \"q\", \"answer\": \"She makes 5 dollars.\\n5\"}\n");
   REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ":3: \"answer\" has no \"#### <number>\""));
+  // ... and so has one whose "####" is not followed by a number.
+  write_bytes(p, ok + "{\"question\": \"q\", \"answer\": \"x\\n#### eighteen\"}\n");
+  REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ":2: \"answer\" ends with \"#### eighteen\", not a number"));
+  write_bytes(p, ok + "{\"question\": \"q\", \"answer\": \"x\\n#### -3.5\"}\n");
+  CHECK(qeval::load_gsm8k(p).size() == 2);
   write_bytes(p, "");
   REQUIRE_THROWS_WITH(qeval::load_gsm8k(p), Contains(p.string() + ": no documents") && Contains("qeval fetch"));
 }

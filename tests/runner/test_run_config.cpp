@@ -109,4 +109,10 @@ TEST_CASE("bad configs give one clear error naming the key") {
   CHECK_THAT(err("name: x\ntasks: [gsm8k]\nvariants:\n  - {name: a, backend: openai, model: p, model: q}\n"),
              Catch::Contains("duplicate key 'model'"));
   CHECK_THROWS_WITH(parse_yaml("a: [1, 2\n", "bad.yaml"), Catch::Contains("bad.yaml:"));
+  // A byte that is not UTF-8 (Latin-1 "é") is an error with its line, before anything runs: it
+  // could not be written to results.json.
+  CHECK_THROWS_WITH(parse_yaml("name: x\nvariants:\n  - {name: caf\xe9}\n", "bad.yaml"),
+                    Catch::Contains("bad.yaml:3:") && Catch::Contains("not UTF-8"));
+  CHECK_THROWS_WITH(parse_yaml("caf\xe9: 1\n", "bad.yaml"), Catch::Contains("bad.yaml:1:"));
+  CHECK(parse_yaml("name: caf\xc3\xa9\n", "ok.yaml")["name"] == "caf\xc3\xa9");
 }
