@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/text.h"
+#include "data/datasets.h"
 
 namespace qeval {
 
@@ -367,6 +368,25 @@ void fetch(const std::vector<std::string>& names, const FetchOptions& opt, std::
       log << fmt::format("{}: extracted {} file(s), sha256 verified\n", name, wanted.size());
     }
   }
+}
+
+nlohmann::json check_dataset_files(const std::vector<fs::path>& files) {
+  // The manifest's dataset files by their path under the datasets root.
+  std::map<std::string, std::string> published;
+  const nlohmann::json& m = builtin_manifest();
+  for (const auto& name : fetch_names(m))
+    for (const FetchFile& f : manifest_files(m, name))
+      if (f.path.rfind("datasets/", 0) == 0) published[f.path.substr(9)] = f.sha256;
+  const fs::path root = datasets_root();
+  nlohmann::json out = nlohmann::json::object();
+  for (const fs::path& p : files) {
+    const std::string rel = fs::relative(p, root).generic_string();
+    if (out.contains(rel)) continue;
+    const std::string sha = sha256_file(p);
+    auto it = published.find(rel);
+    out[rel] = {{"sha256", sha}, {"published", it != published.end() && it->second == sha}};
+  }
+  return out;
 }
 
 fs::path models_root() {

@@ -66,6 +66,11 @@ std::vector<std::string> fetch_names(const nlohmann::json& manifest);
 // a malformed entry.
 std::vector<FetchFile> manifest_files(const nlohmann::json& manifest, const std::string& name);
 
+// What a run read: per dataset file (`files` under datasets_root()), its path relative to that
+// root -> {"sha256", "published": whether it equals the file the built-in manifest names (false
+// also for a file the manifest lacks)}. Hashes each file once (the datasets are ~12 MB).
+nlohmann::json check_dataset_files(const std::vector<std::filesystem::path>& files);
+
 // Root of the models tree: $QEVAL_MODELS if set, else cache_dir()/"models".
 std::filesystem::path models_root();
 

@@ -15,6 +15,8 @@
 #include "backends/backend.h"
 #include "backends/engine_backend.h"
 #include "core/error.h"
+#include "data/datasets.h"
+#include "data/fetch.h"
 #include "core/fs.h"
 #include "core/text.h"
 #include "engine/engine.h"
@@ -536,6 +538,23 @@ int run_eval(const RunOptions& opts) {
     backends.push_back(make_backend(cfg.variants[i], fmt::format("{}: variants[{}]", cfg.path.string(), i)));
   for (auto& b : backends) b->check_ready();
   const FidelityPlan fidelity = plan_fidelity(cfg, tasks, backends);
+  // Which dataset files were read, and whether they are the published ones: an edited or cut
+  // file makes the numbers incomparable with anyone else's.
+  std::vector<fs::path> data_files;
+  for (const auto& t : tasks)
+    for (const auto& s : t.subs) {
+      if (!s.test_file.empty()) data_files.push_back(s.test_file);
+      if (!s.fewshot_file.empty()) data_files.push_back(s.fewshot_file);
+    }
+  const json datasets = check_dataset_files(data_files);
+  std::vector<std::string> edited;
+  for (const auto& [rel, d] : datasets.items())
+    if (!d["published"].get<bool>()) edited.push_back(rel);
+  if (!edited.empty())
+    fmt::print(stderr, "warning: {} of {} dataset files under {} differ from the published ones (first: {}): these "
+               "results are not comparable with runs on the real datasets (hint: qeval fetch gsm8k mmlu restores "
+               "them; results.json lists every file's sha256)\n",
+               edited.size(), datasets.size(), datasets_root().string(), edited.front());
 
   std::error_code ec;
   if (opts.overwrite) {
@@ -558,6 +577,7 @@ int run_eval(const RunOptions& opts) {
   }
 
   json r = build_results(cfg, tasks, backends, out);
+  r["datasets"] = datasets;
   json fid = run_fidelity(cfg, fidelity);
   for (const auto& [v, f] : fid.items()) r["variants"][v]["fidelity"] = f;
   write_outputs(r, out, opts.junit);

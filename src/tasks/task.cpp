@@ -225,7 +225,8 @@ std::vector<SubTask> expand_task(const TaskSpec& spec) {
   if (spec.dataset == "gsm8k") {
     SubTask s;
     s.name = spec.name;
-    s.test_docs = load_gsm8k(gsm8k_file(spec.test_split));
+    s.test_file = gsm8k_file(spec.test_split).string();
+    s.test_docs = load_gsm8k(s.test_file);
     if (spec.num_fewshot > 0) {
       s.fewshot_file = gsm8k_file(spec.fewshot_split).string();
       s.fewshot_docs = load_gsm8k(s.fewshot_file);
@@ -237,7 +238,8 @@ std::vector<SubTask> expand_task(const TaskSpec& spec) {
     SubTask s;
     s.name = spec.name + "_" + subject;
     s.group = spec.name;
-    s.test_docs = load_mmlu(mmlu_file(subject, spec.test_split), subject);
+    s.test_file = mmlu_file(subject, spec.test_split).string();
+    s.test_docs = load_mmlu(s.test_file, subject);
     if (spec.num_fewshot > 0) {
       s.fewshot_file = mmlu_file(subject, spec.fewshot_split).string();
       s.fewshot_docs = load_mmlu(s.fewshot_file, subject);

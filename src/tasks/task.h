@@ -93,6 +93,7 @@ struct SubTask {
   std::string name;   // "gsm8k", "mmlu_abstract_algebra", "mmlu_chat_abstract_algebra"
   std::string group;  // "" or the task name ("mmlu")
   std::vector<nlohmann::json> test_docs, fewshot_docs;
+  std::string test_file;     // where test_docs came from
   std::string fewshot_file;  // where fewshot_docs came from (for errors)
 };
 

@@ -522,6 +522,9 @@ TEST_CASE("run_eval: --overwrite discards earlier samples; --limit overrides the
   json r = json::parse(read_file(tmp.path() / "out" / "results.json"));
   CHECK(r["variants"]["a"]["tasks"]["gsm8k"]["n"] == 4);
   CHECK(s->total_requests() == 10);
+  // The fixture's dataset is not the published GSM8K: results.json says so.
+  CHECK(r["datasets"]["gsm8k/test.jsonl"]["published"] == false);
+  CHECK(r["datasets"]["gsm8k/test.jsonl"]["sha256"] == sha256_file(datasets_root() / "gsm8k" / "test.jsonl"));
   opts.resume = true;
   CHECK_THROWS_AS(run_eval(opts), Error);  // --resume with --overwrite
 

@@ -81,4 +81,10 @@ TEST_CASE("run_eval on the real datasets scores an all-knowing fake model at exa
   CHECK(t["mmlu"]["metrics"]["acc,none"]["n"] == 57 * kLimit);
   CHECK(count_lines(tmp.path() / "out" / "samples") == static_cast<size_t>(kLimit + 57 * kLimit));
   CHECK(server.total_answered() == kLimit + 57 * kLimit);
+  // The dataset files read, each the published file.
+  CHECK(r["datasets"]["gsm8k/test.jsonl"]["published"] == true);
+  CHECK(r["datasets"]["gsm8k/train.jsonl"]["published"] == true);
+  CHECK(r["datasets"]["mmlu/test/abstract_algebra_test.csv"]["published"] == true);
+  CHECK(r["datasets"]["mmlu/dev/virology_dev.csv"]["published"] == true);
+  CHECK(r["datasets"].size() == 2 + 2 * 57);
 }
