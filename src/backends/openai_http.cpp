@@ -26,8 +26,15 @@ void global_init() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// A reply larger than this is cut off (the transfer fails with a write error): memory stays
+// bounded at concurrency x this, whatever a runaway server sends. An echoed MMLU prompt's
+// logprobs are well under 1 MiB; a 32k-token completion is a few hundred KiB.
+constexpr size_t kMaxReplyBytes = size_t{64} << 20;
+
 size_t on_body(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
+  auto* body = static_cast<std::string*>(user);
+  if (body->size() + size * n > kMaxReplyBytes) return 0;
+  body->append(data, size * n);
   return size * n;
 }
 
@@ -234,6 +241,8 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
       r.latency_s = total;
       r.curl_code = code;
       if (code != CURLE_OK) r.curl_error = s->error[0] ? s->error : curl_easy_strerror(code);
+      if (code == CURLE_WRITE_ERROR && s->response.size() + CURL_MAX_WRITE_SIZE > kMaxReplyBytes)
+        r.curl_error = fmt::format("the reply is larger than {} MiB, the most qeval reads", kMaxReplyBytes >> 20);
       r.body = std::move(s->response);
       r.retry_after_s = s->retry_after_s;
       r.url = s->url;

@@ -534,6 +534,16 @@ int run_eval(const RunOptions& opts) {
   check_gates(cfg, tasks);
 
   std::vector<std::unique_ptr<Backend>> backends;
+  // --junit is written last: a path that cannot be written is found now, not after the run.
+  if (opts.junit) {
+    std::error_code jec;
+    const fs::path dir = opts.junit->has_parent_path() ? opts.junit->parent_path() : fs::path(".");
+    if (fs::is_directory(*opts.junit, jec))
+      fail("--junit {}: is a directory (hint: name the XML file to write)", opts.junit->string());
+    if (!fs::is_directory(dir, jec) && (fs::exists(dir, jec) || !fs::create_directories(dir, jec)))
+      fail("--junit {}: cannot create its folder {} (hint: is a parent a file, or read-only?)", opts.junit->string(),
+           dir.string());
+  }
   for (size_t i = 0; i < cfg.variants.size(); ++i)
     backends.push_back(make_backend(cfg.variants[i], fmt::format("{}: variants[{}]", cfg.path.string(), i)));
   for (auto& b : backends) b->check_ready();

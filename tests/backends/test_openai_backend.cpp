@@ -359,6 +359,18 @@ TEST_CASE("retries avoid a failing replica while a healthy one remains", "[opena
   CHECK(bad.total_requests() <= 24);
 }
 
+TEST_CASE("a reply larger than 64 MiB is cut off and recorded, not held in memory", "[openai][backend]") {
+  FakeOpenAI::Options o;
+  o.model.complete = [](const std::string&) { return FakeGen{std::string(size_t{65} << 20, 'x')}; };
+  FakeOpenAI server(o);
+  OpenAIConfig c = config_for({server.base_url()});
+  c.max_retries = 0;
+  auto backend = make_openai_backend(c, "test");
+  auto res = run_generate(*backend, completion_requests(1));
+  CHECK_THAT(res[0].error, Catch::Contains("larger than 64 MiB"));
+  CHECK(res[0].text.empty());
+}
+
 TEST_CASE("timeouts are retried and then recorded", "[openai][backend]") {
   FakeOpenAI::Options o;
   o.fault = FakeOpenAI::fail_first(100, Fault::kDelay);

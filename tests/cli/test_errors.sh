@@ -151,6 +151,11 @@ expect_error "missing config file" "nope.yaml" "$TMP/o11" "$QEVAL" run "$C/nope.
 
 write_config "$C/good.yaml" "$GOOD"
 
+# --junit that cannot be written: found before anything runs (the server is not even asked).
+expect_error "--junit is a directory" "--junit" "$TMP/o12j" "$QEVAL" run "$C/good.yaml" --out "$TMP/o12j" --junit "$TMP"
+touch "$TMP/afile"
+expect_error "--junit under a file" "--junit" "$TMP/o12k" "$QEVAL" run "$C/good.yaml" --out "$TMP/o12k" --junit "$TMP/afile/j.xml"
+
 # Missing datasets: an empty QEVAL_DATA names the missing file and hints `qeval fetch`.
 mkdir -p "$TMP/empty"
 QEVAL_DATA=$TMP/empty expect_error "missing dataset" "gsm8k" "$TMP/o12" "$QEVAL" run "$C/good.yaml" --out "$TMP/o12"
@@ -194,7 +199,7 @@ expect_error "bad bench --batch" "--batch: 0 is out of range: give a number >= 1
 expect_error "bad generate --temperature" "--temperature: -1 is out of range: give a number >= 0" - \
   "$QEVAL" generate --model random:tiny --prompt x --temperature -1
 expect_error "bad generate --threads" "--threads: -2 is out of range" - "$QEVAL" generate --model random:tiny --prompt x --threads -2
-expect_error "bad convert --shard-size-gb" "--shard-size-gb: 0 is out of range: give a number > 0" - \
+expect_error "bad convert --shard-size-gb" "--shard-size-gb: Value 0 not in range 0.001000" - \
   "$QEVAL" convert --in "$TMP" --out "$TMP/conv" --to bf16 --shard-size-gb 0
 expect_error "report of a non-results file" "good.yaml" - "$QEVAL" report "$C/good.yaml"
 
