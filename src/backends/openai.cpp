@@ -267,6 +267,7 @@ class OpenAIBackend final : public Backend {
     if (r.curl_code == 28) {  // CURLE_OPERATION_TIMEDOUT
       return {fmt::format("timed out after {} s", config_.timeout_s), true};
     }
+    if (r.curl_code == 63) return {r.curl_error, false};  // CURLE_FILESIZE_EXCEEDED: our reply cap; final
     if (r.curl_code != 0) return {fmt::format("connection error: {}", r.curl_error), true};
     if (r.status >= 200 && r.status < 300) return {};
     const bool retry = r.status == 408 || r.status == 429 || r.status >= 500;

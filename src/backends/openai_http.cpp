@@ -211,7 +211,9 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
     // During an outage one request at a time probes the replicas.
     const bool probing = outage_since_ != Clock::time_point{} &&
                          std::chrono::duration<double>(now - outage_since_).count() < options_.outage_wait_s;
-    const int limit = probing ? 1 : options_.concurrency;
+    // One probe in flight, and at most one started every 2 s.
+    const int limit = probing ? (now >= next_probe_ ? 1 : 0) : options_.concurrency;
+    if (probing && n_busy < limit && (!ready.empty() || next_new < n)) next_probe_ = now + std::chrono::seconds(2);
     while (n_busy < limit && (!ready.empty() || next_new < n)) {
       if (!ready.empty()) {
         const Retry r = ready.front();
@@ -241,8 +243,11 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
       r.latency_s = total;
       r.curl_code = code;
       if (code != CURLE_OK) r.curl_error = s->error[0] ? s->error : curl_easy_strerror(code);
-      if (code == CURLE_WRITE_ERROR && s->response.size() + CURL_MAX_WRITE_SIZE > kMaxReplyBytes)
-        r.curl_error = fmt::format("the reply is larger than {} MiB, the most qeval reads", kMaxReplyBytes >> 20);
+      if (code == CURLE_WRITE_ERROR && s->response.size() + CURL_MAX_WRITE_SIZE > kMaxReplyBytes) {
+        r.curl_code = CURLE_FILESIZE_EXCEEDED;  // not retried, and no sign of an outage
+        r.curl_error = fmt::format("the reply is larger than {} MiB, the most qeval reads (hint: check the "
+                                   "server; a runaway generation ignores max_tokens)", kMaxReplyBytes >> 20);
+      }
       r.body = std::move(s->response);
       r.retry_after_s = s->retry_after_s;
       r.url = s->url;
@@ -253,19 +258,25 @@ void HttpClient::run(size_t n, const std::function<void(size_t, std::string&, st
       --n_busy;
       --in_flight_per_replica_[replica];
       // Outage bookkeeping: transport failures and 502/503/504 say the server is not there.
-      const bool down = r.curl_code != 0 || r.status == 502 || r.status == 503 || r.status == 504;
+      const bool down = (r.curl_code != 0 && r.curl_code != CURLE_FILESIZE_EXCEEDED) || r.status == 502 ||
+                        r.status == 503 || r.status == 504;
       down_in_a_row_[replica] = down ? down_in_a_row_[replica] + 1 : 0;
       // Three in a row on every replica: one dropped connection among answers is no outage.
       const bool all_down = std::all_of(down_in_a_row_.begin(), down_in_a_row_.end(), [](int d) { return d >= 3; });
       const auto t_now = Clock::now();
       // A server that answers GET /models is up: its failures are the requests' own (a prompt
       // it cannot serve), and they count as usual.
+      // Asked at most every 2 s (the answer is kept in between), with a 2 s timeout: a server that
+      // hangs must not stall the loop.
       auto server_up = [&] {
-        for (size_t k = 0; k < down_in_a_row_.size(); ++k) {
-          HttpResult g = get(k, "/models", std::min(options_.timeout_s, 5.0));
-          if (g.curl_code == 0 && g.status != 502 && g.status != 503 && g.status != 504) return true;
+        if (t_now < next_up_check_) return last_up_;
+        last_up_ = false;
+        for (size_t k = 0; k < down_in_a_row_.size() && !last_up_; ++k) {
+          HttpResult g = get(k, "/models", std::min(options_.timeout_s, 2.0));
+          last_up_ = g.curl_code == 0 && g.status != 502 && g.status != 503 && g.status != 504;
         }
-        return false;
+        next_up_check_ = Clock::now() + std::chrono::seconds(2);
+        return last_up_;
       };
       const bool in_outage = outage_since_ != Clock::time_point{};
       const bool suspect = down && options_.outage_wait_s > 0 &&

@@ -92,6 +92,9 @@ class HttpClient {
   std::vector<std::chrono::steady_clock::time_point> benched_until_;  // per replica
   std::vector<int> down_in_a_row_;  // per replica: outage-like failures since its last reply
   std::chrono::steady_clock::time_point outage_since_{};  // zero: no outage
+  std::chrono::steady_clock::time_point next_probe_{};    // during an outage: the next request's start
+  std::chrono::steady_clock::time_point next_up_check_{};  // GET /models is asked again from then
+  bool last_up_ = false;                                   // its last answer
   size_t rr_next_ = 0;
   std::mt19937_64 rng_;
 };

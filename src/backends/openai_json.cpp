@@ -269,6 +269,14 @@ ParseError score_echo(const EchoLogprobs& e, std::string_view context, std::stri
   // the max_tokens 1 of an echo request, as lm-eval assumes; 0 for a server that generated
   // nothing), and the tokens before them must spell the continuation exactly. Only the
   // continuation's own tokens are read, so fragments in the context do not matter.
+  if (continuation.empty()) return {"an empty continuation has no tokens to score", false};
+  // A context that ends with the continuation's text: the last tokens before a generated one
+  // could be the context's own (if the server generated nothing); refuse rather than guess.
+  if (context.ends_with(continuation))
+    return {fmt::format("the context ends with the continuation \"{}\", so without text_offset its tokens "
+                        "cannot be told apart (hint: use a server that sends text_offset, such as vLLM)",
+                        continuation),
+            false};
   for (size_t g : {size_t{1}, size_t{0}}) {
     if (n < g + 1) continue;
     std::string tail;

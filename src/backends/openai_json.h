@@ -65,12 +65,15 @@ struct ContinuationScore {
 };
 
 // Scores the continuation from `logprobs` of an echoed prompt context + continuation.
-// Token i belongs to the continuation when its offset is >= utf8_length(context) and
-// < utf8_length(context + continuation) (offsets count Unicode code points; the generated
-// token, at or after the end of the prompt, is dropped). Offsets come from `text_offset`;
-// when it is missing, null or holds a negative value (SGLang answers -1) they are the
-// cumulative code-point lengths of the token strings, where leading tokens that do not
-// match the start of the prompt (a BOS such as "<s>") count as zero-length.
+// With `text_offset` (OpenAI, vLLM: code points from the start of the prompt), token i belongs
+// to the continuation when its offset is >= utf8_length(context) and < utf8_length(context +
+// continuation); the generated token, at or after the end of the prompt, is dropped. Without
+// usable offsets (missing, null, or negative: SGLang sends -1) the continuation is matched from
+// the end: the last token is the generated one (max_tokens 1), or none was generated, and the
+// tokens before it must spell the continuation exactly; summing token lengths from the start
+// would drift wherever the server prints a split character as U+FFFD or per byte. An empty
+// continuation, or one that is ambiguous (no generated token, and the context ends with the
+// continuation's text), is an error.
 ParseError score_continuation(const nlohmann::json& logprobs, std::string_view context,
                               std::string_view continuation, ContinuationScore& out);
 

@@ -383,8 +383,9 @@ bool shard_done(const std::filesystem::path& path, const Shard& s, const std::st
 // then resumed. Anything else (another conversion, other inputs, other files) is refused, so
 // two conversions never mix in one directory.
 constexpr const char* kMarker = ".qeval_convert";
-// Returns whether it created the directory (or found it empty).
-bool claim_output_dir(const std::filesystem::path& out, const std::string& hash) {
+// Returns how it found the directory: kResumed (this conversion's), kCreated or kWasEmpty.
+enum class Claim { kResumed, kCreated, kWasEmpty };
+Claim claim_output_dir(const std::filesystem::path& out, const std::string& hash) {
   std::error_code ec;
   const auto marker = out / kMarker;
   if (std::filesystem::exists(out, ec) && !std::filesystem::is_empty(out, ec)) {
@@ -393,42 +394,50 @@ bool claim_output_dir(const std::filesystem::path& out, const std::string& hash)
     while (!held.empty() && (held.back() == '\n' || held.back() == ' ')) held.pop_back();
     if (held == hash) {  // resume; the index (written last) comes back when this run completes
       std::filesystem::remove(out / "model.safetensors.index.json", ec);
-      return false;
+      return Claim::kResumed;
     }
     if (!held.empty())
       fail("{}: holds a conversion of other inputs, to another target or with another shard size ({} says {}, "
            "this run is {}) (hint: pass a new --out, or remove that directory)", out.string(), marker.string(), held, hash);
     fail("{}: exists and is not empty (hint: pass a new or empty --out)", out.string());
   }
+  const bool existed = std::filesystem::exists(out, ec);
   std::filesystem::create_directories(out, ec);
   if (ec) fail("{}: cannot create output directory: {}", out.string(), ec.message());
   write_file_atomic(marker, hash + "\n");
-  return true;
+  return existed ? Claim::kWasEmpty : Claim::kCreated;
 }
 
-// Removes a freshly claimed output directory when the conversion fails before any shard of it
-// is complete, so a failed first run (a NaN in the input, a full disk) leaves nothing behind and
-// the rerun after the fix is not refused. Finished shards are kept: a rerun resumes from them.
+// Undoes a fresh claim when the conversion fails before any shard of it is complete, so a failed
+// first run (a NaN in the input, a full disk) leaves nothing behind and the rerun after the fix
+// is not refused: a directory it created is removed, one the user gave empty is emptied again.
+// Finished shards are kept: a rerun resumes from them.
 class OutputDirGuard {
  public:
-  OutputDirGuard(std::filesystem::path out, bool fresh, std::function<bool()> any_complete)
-      : out_(std::move(out)), fresh_(fresh), any_complete_(std::move(any_complete)), n_(std::uncaught_exceptions()) {}
+  OutputDirGuard(std::filesystem::path out, Claim claim, std::function<bool()> any_complete)
+      : out_(std::move(out)), claim_(claim), any_complete_(std::move(any_complete)), n_(std::uncaught_exceptions()) {}
   ~OutputDirGuard() {
-    if (!fresh_ || std::uncaught_exceptions() <= n_) return;
+    if (claim_ == Claim::kResumed || std::uncaught_exceptions() <= n_) return;
     try {
       if (any_complete_()) return;
     } catch (...) {
       return;
     }
     std::error_code ec;
-    std::filesystem::remove_all(out_, ec);
+    if (claim_ == Claim::kCreated) {
+      std::filesystem::remove_all(out_, ec);
+      return;
+    }
+    std::vector<std::filesystem::path> made;
+    for (const auto& e : std::filesystem::directory_iterator(out_, ec)) made.push_back(e.path());
+    for (const auto& p : made) std::filesystem::remove_all(p, ec);
   }
   OutputDirGuard(const OutputDirGuard&) = delete;
   OutputDirGuard& operator=(const OutputDirGuard&) = delete;
 
  private:
   std::filesystem::path out_;
-  bool fresh_;
+  Claim claim_;
   std::function<bool()> any_complete_;
   int n_;
 };
@@ -664,8 +673,8 @@ ConvertStats convert_checkpoint(const ConvertOptions& opt) {
 
   Plan plan = make_plan(opt, inputs, by_name);
   const QuantScheme scheme = target_scheme(opt.to);
-  const bool fresh = claim_output_dir(opt.out, plan.hash);
-  OutputDirGuard guard(opt.out, fresh, [&] {
+  const Claim claim = claim_output_dir(opt.out, plan.hash);
+  OutputDirGuard guard(opt.out, claim, [&] {
     for (const auto& shard : plan.shards)
       if (shard_done(opt.out / shard.file, shard, plan.hash)) return true;
     return false;

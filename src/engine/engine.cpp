@@ -81,7 +81,8 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& opt) {
     mo.compute = opt.dtype.value_or(def);
     const QuantScheme held = checkpoint_scheme(cfg);
     mo.quant = opt.quantization ? *opt.quantization : held;
-    mo.quant_from_checkpoint = !opt.quantization && held != QuantScheme::None;
+    // Naming the checkpoint's own scheme is the same as leaving it out.
+    mo.quant_from_checkpoint = held != QuantScheme::None && (!opt.quantization || *opt.quantization == held);
     if (opt.quantization && held != QuantScheme::None && *opt.quantization != held &&
         *opt.quantization != QuantScheme::None)
       fmt::print(stderr, "note: {} is quantised as {}; quantization: {} dequantises its weights (to bf16, RNE) "

@@ -543,6 +543,13 @@ int run_eval(const RunOptions& opts) {
     if (!fs::is_directory(dir, jec) && (fs::exists(dir, jec) || !fs::create_directories(dir, jec)))
       fail("--junit {}: cannot create its folder {} (hint: is a parent a file, or read-only?)", opts.junit->string(),
            dir.string());
+    const fs::path probe = fs::path(*opts.junit) += ".qeval-check";
+    if (FILE* f = std::fopen(probe.c_str(), "wb")) {
+      std::fclose(f);
+      fs::remove(probe, jec);
+    } else {
+      fail("--junit {}: its folder is not writable (hint: pass a path you can write)", opts.junit->string());
+    }
   }
   for (size_t i = 0; i < cfg.variants.size(); ++i)
     backends.push_back(make_backend(cfg.variants[i], fmt::format("{}: variants[{}]", cfg.path.string(), i)));

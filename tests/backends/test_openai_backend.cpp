@@ -282,8 +282,11 @@ TEST_CASE("an outage shorter than outage_wait_s costs no sample", "[openai][back
   FakeOpenAI::Options o;
   const auto t_back = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
   o.down = [t_back] { return std::chrono::steady_clock::now() < t_back; };
-  o.fault = [t_back](const std::string&, int) {
-    return std::chrono::steady_clock::now() < t_back ? Fault::kCloseNoReply : Fault::kNone;
+  auto while_down = std::make_shared<std::atomic<int>>(0);
+  o.fault = [t_back, while_down](const std::string&, int) {
+    if (std::chrono::steady_clock::now() >= t_back) return Fault::kNone;
+    ++*while_down;
+    return Fault::k503;
   };
   FakeOpenAI server(o);
   OpenAIConfig c = config_for({server.base_url()}, 8);
@@ -292,6 +295,9 @@ TEST_CASE("an outage shorter than outage_wait_s costs no sample", "[openai][back
   auto backend = make_openai_backend(c, "test");
   auto res = run_generate(*backend, completion_requests(20));
   for (auto& r : res) CHECK(r.error.empty());
+  // While down: the first wave and its retries until the outage is seen, then one probe per 2 s.
+  INFO("requests while down: " << while_down->load());
+  CHECK(while_down->load() <= 8 * 2 + 3);
 
   // Down for longer than outage_wait_s: the samples fail after it, not after hours.
   const std::string url = fmt::format("http://127.0.0.1:{}/v1", dead_port());
@@ -365,6 +371,7 @@ TEST_CASE("a reply larger than 64 MiB is cut off and recorded, not held in memor
   FakeOpenAI server(o);
   OpenAIConfig c = config_for({server.base_url()});
   c.max_retries = 0;
+  c.timeout_s = 120;  // the fake server builds a 65 MiB reply: slow on a loaded machine
   auto backend = make_openai_backend(c, "test");
   auto res = run_generate(*backend, completion_requests(1));
   CHECK_THAT(res[0].error, Catch::Contains("larger than 64 MiB"));

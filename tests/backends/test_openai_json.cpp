@@ -185,6 +185,15 @@ TEST_CASE("without text_offset the continuation is matched from the end (SGLang,
   ParseError e = score_continuation(merged, "Answer:", "B", s);
   CHECK(e);
   CHECK_FALSE(e.retry);
+  // An empty continuation, and one the context also ends with when no token was generated
+  // (it could be the context's last token): errors, not guesses.
+  json twice = {{"tokens", {"Answer:", " B", " B"}}, {"token_logprobs", {nullptr, -1.0, -2.0}}};
+  CHECK(score_continuation(twice, "Answer:", "", s));
+  REQUIRE_FALSE(score_continuation(twice, "Answer:", " B", s));  // one generated " B"
+  CHECK(s.logprob == -1.0);
+  // The server generated nothing and the context ends with " B": the last " B" but one is the
+  // context's, yet dropping the last token as generated would score it.
+  CHECK(score_continuation(twice, "Answer: B", " B", s));
 }
 
 TEST_CASE("multi-token continuations sum and is_greedy needs every token", "[openai][json]") {

@@ -424,6 +424,11 @@ TEST_CASE("convert: other files, subfolders included, are copied; a failed first
   write_file_atomic(dir / "nan" / "config.json", "{}");
   CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "nan", dir / "o3", "int8-channel")), Catch::Contains("not finite"));
   CHECK(!fs::exists(dir / "o3"));
+  // An empty --out the user made is emptied again, not removed.
+  fs::create_directories(dir / "o4");
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "nan", dir / "o4", "int8-channel")), Catch::Contains("not finite"));
+  CHECK(fs::is_directory(dir / "o4"));
+  CHECK(fs::is_empty(dir / "o4"));
   fs::remove_all(dir);
 }
 

@@ -3,6 +3,7 @@
 // the parsed choice) on random well-formed responses, and must never accept a body the DOM
 // parser rejects (every truncation of a valid body is an error).
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <random>
 
@@ -119,8 +120,10 @@ ParseError dom_result(const Case& c, LoglikResult& out) {
   out.is_greedy.assign(n, false);
   for (size_t i = 0; i < n; ++i) {
     ContinuationScore s;
-    if (ParseError e = score_continuation((*by_index[i])["logprobs"], c.req.context, c.req.continuations[i], s))
+    if (ParseError e = score_continuation((*by_index[i])["logprobs"], c.req.context, c.req.continuations[i], s)) {
+      e.message = fmt::format("continuation {}: {}", i, e.message);  // as parse_loglik_response names it
       return e;
+    }
     out.logprob[i] = s.logprob;
     out.is_greedy[i] = s.is_greedy;
     out.n_tokens_prompt += s.n_tokens_prompt;
