@@ -289,6 +289,21 @@ void check_bytes(const TensorView& t) {
 
 }  // namespace
 
+QuantScheme stored_scheme(const TensorView& weight, const TensorView& scale) {
+  if (!is_float_dtype(scale.dtype))
+    fail("tensor {}: scale dtype {} is not a float type", scale.name, dtype_name(scale.dtype));
+  const int64_t N = weight.shape.size() == 2 ? weight.shape[0] : 0, K = weight.shape.size() == 2 ? weight.shape[1] : 0;
+  const bool channel_shape = scale.numel() == N && (scale.shape.size() == 1 ||
+                                                    (scale.shape.size() == 2 && scale.shape[1] == 1));
+  const bool block_shape = scale.shape.size() == 2 && scale.shape[0] == n_groups(N) && scale.shape[1] == n_groups(K);
+  if (weight.dtype == DType::F8_E4M3 && block_shape) return QuantScheme::Fp8Block;
+  if (weight.dtype == DType::I8 && block_shape) return QuantScheme::Int8Block;
+  if (weight.dtype == DType::I8 && channel_shape) return QuantScheme::Int8Channel;
+  fail("tensor {}: {} weight [{}, {}] with scale {} of {} elements: not a known layout (hint: "
+       "weight_scale_inv [ceil(N/128), ceil(K/128)] for F8_E4M3/I8, weight_scale [N, 1] for I8)",
+       weight.name, dtype_name(weight.dtype), N, K, scale.name, scale.numel());
+}
+
 std::unique_ptr<Linear> make_linear(const TensorView& weight, const TensorView* bias,
                                     const TensorView* scale, QuantScheme scheme,
                                     ComputeType compute) {
@@ -302,23 +317,8 @@ std::unique_ptr<Linear> make_linear(const TensorView& weight, const TensorView* 
   std::vector<float> stored_scale;
   if (scale) {
     check_bytes(*scale);
-    if (!is_float_dtype(scale->dtype))
-      fail("tensor {}: scale dtype {} is not a float type", scale->name, dtype_name(scale->dtype));
+    stored = stored_scheme(weight, *scale);
     stored_scale = to_f32(*scale);
-    const bool channel_shape = scale->numel() == N && (scale->shape.size() == 1 ||
-                                                       (scale->shape.size() == 2 && scale->shape[1] == 1));
-    const bool block_shape = scale->shape.size() == 2 && scale->shape[0] == n_groups(N) &&
-                             scale->shape[1] == n_groups(K);
-    if (weight.dtype == DType::F8_E4M3 && block_shape)
-      stored = QuantScheme::Fp8Block;
-    else if (weight.dtype == DType::I8 && block_shape)
-      stored = QuantScheme::Int8Block;
-    else if (weight.dtype == DType::I8 && channel_shape)
-      stored = QuantScheme::Int8Channel;
-    else
-      fail("tensor {}: {} weight [{}, {}] with scale {} of {} elements: not a known layout (hint: "
-           "weight_scale_inv [ceil(N/128), ceil(K/128)] for F8_E4M3/I8, weight_scale [N, 1] for I8)",
-           weight.name, dtype_name(weight.dtype), N, K, scale->name, scale->numel());
   } else if (!is_float_dtype(weight.dtype)) {
     fail("tensor {}: dtype {} needs a scale tensor (hint: an I8 weight comes with weight_scale or "
          "weight_scale_inv)", weight.name, dtype_name(weight.dtype));

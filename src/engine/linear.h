@@ -68,6 +68,11 @@ class Linear {
 // (weight_scale_inv [ceil(N/128), ceil(K/128)] or weight_scale [N, 1]), nullptr otherwise.
 // With scheme None the weight is kept in `compute` precision; otherwise it is quantised at
 // load time (or taken as it is when already quantised in that scheme).
+// The scheme a quantised weight is stored in, from its dtype and its scale's shape: F8_E4M3 or
+// I8 with [ceil(N/128), ceil(K/128)] block scales, or I8 with [N, 1] channel scales. Throws
+// Error naming the tensors for any other layout or a scale that is not a float type.
+QuantScheme stored_scheme(const TensorView& weight, const TensorView& scale);
+
 std::unique_ptr<Linear> make_linear(const TensorView& weight, const TensorView* bias,
                                     const TensorView* scale, QuantScheme scheme,
                                     ComputeType compute);

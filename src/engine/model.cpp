@@ -317,9 +317,7 @@ Model::Model(const ModelConfig& cfg, const TensorLookup& find, const ModelOption
       // A pre-quantised checkpoint: quantised exactly where a scale exists, as SGLang loads it,
       // and the scale's kind must be the one config.json names.
       if (!s) return make_linear(w, b, nullptr, QuantScheme::None, opt_.compute);
-      const QuantScheme held = s_ch ? QuantScheme::Int8Channel
-                               : w.dtype == DType::F8_E4M3 ? QuantScheme::Fp8Block
-                                                           : QuantScheme::Int8Block;
+      const QuantScheme held = stored_scheme(w, *s);
       if (held != q)
         fail("checkpoint: {} holds {} weights ({} {}), but config.json's quantization_config says {} (hint: "
              "fix quant_method in config.json, or set quantization: none to dequantise)",
