@@ -47,6 +47,7 @@ struct GenResult {
   int n_tokens_gen = 0;
   bool prompt_truncated = false;   // the engine left-truncated the prompt to fit the context
   double latency_s = 0.0;
+  std::string served_model;        // the reply's `model` field (remote servers); "" when absent
   std::string error;               // empty on success; otherwise why the request failed for good
 };
 
@@ -62,6 +63,7 @@ struct LoglikResult {
   int n_tokens_prompt = 0;
   bool prompt_truncated = false;
   double latency_s = 0.0;
+  std::string served_model;        // the reply's `model` field (remote servers); "" when absent
   std::string error;
 };
 

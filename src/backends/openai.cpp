@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <set>
 
 #include "backends/openai_http.h"
@@ -179,6 +181,7 @@ class OpenAIBackend final : public Backend {
             res.latency_s = r.latency_s;
             res.error = final_error(f, r, attempt);
           }
+          note_served(r.url, res.served_model);
           on_done(i, std::move(res));
           return openai::Verdict::kDone;
         });
@@ -217,6 +220,7 @@ class OpenAIBackend final : public Backend {
             res.latency_s = r.latency_s;
             res.error = final_error(f, r, attempt);
           }
+          note_served(r.url, res.served_model);
           on_done(i, std::move(res));
           return openai::Verdict::kDone;
         });
@@ -234,6 +238,8 @@ class OpenAIBackend final : public Backend {
     if (config_.chat_template_kwargs.is_object()) {
       b.details["chat_template_kwargs"] = config_.chat_template_kwargs;
     }
+    std::lock_guard lock(served_mu_);
+    if (!served_.empty()) b.details["served_models"] = served_;
     return b;
   }
 
@@ -289,6 +295,32 @@ class OpenAIBackend final : public Backend {
     return s;
   }
 
+  // Records which model a replica said answered (`url`: the request's full address); warns once
+  // when the replies behind one variant name more than one model.
+  void note_served(const std::string& url, const std::string& model) {
+    if (model.empty()) return;
+    std::string base = url;
+    for (const std::string& b : config_.base_urls) {
+      if (url.rfind(b, 0) == 0) {
+        base = b;
+        break;
+      }
+    }
+    std::lock_guard lock(served_mu_);
+    auto& names = served_[base];
+    if (!names.insert(model).second) return;
+    std::set<std::string> all;
+    for (const auto& [u, n] : served_) all.insert(n.begin(), n.end());
+    if (all.size() > 1 && !warned_mixed_) {
+      warned_mixed_ = true;
+      std::vector<std::string> parts;
+      for (const auto& [u, n] : served_) parts.push_back(fmt::format("{} -> {}", u, fmt::join(n, " | ")));
+      fmt::print(stderr, "warning: {}: replies name more than one model ({}): the replicas may not serve the same "
+                 "model (hint: results.json lists them under details.served_models)\n",
+                 where_, fmt::join(parts, "; "));
+    }
+  }
+
   std::string key_hint() const {
     if (config_.api_key_env.empty()) return "the server wants an API key: set api_key_env";
     if (api_key_.empty()) {
@@ -302,6 +334,9 @@ class OpenAIBackend final : public Backend {
   std::string api_key_;
   openai::HttpClient client_;
   openai::BodyExtras extras_;
+  mutable std::mutex served_mu_;
+  std::map<std::string, std::set<std::string>> served_;  // base url -> model names replies carried
+  bool warned_mixed_ = false;
 };
 
 }  // namespace

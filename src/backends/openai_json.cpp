@@ -133,6 +133,7 @@ ParseError parse_gen_response(std::string_view body, bool chat, GenResult& out) 
     out.text = text->get<std::string>();
   }
   out.finish_reason = string_or_empty(*choice, "finish_reason");
+  out.served_model = string_or_empty(j, "model");
   read_usage(j, out.n_tokens_prompt, &out.n_tokens_gen);
   return {};
 }
@@ -638,14 +639,21 @@ bool scan_echo(Scanner& sc, EchoLogprobs& e) {
 // The fast path of parse_loglik_response: fills `choices` (by index, the last one wins as in
 // the DOM path) when the body is well-formed and has what it needs; false otherwise.
 bool scan_loglik_response(std::string_view body, size_t n, std::vector<EchoLogprobs>& choices,
-                          std::vector<char>& have) {
+                          std::vector<char>& have, std::string& model) {
   Scanner sc(body);
   choices.assign(n, EchoLogprobs{});
   have.assign(n, 0);
   std::string key, ckey;
   bool seen_choices = false;
   EchoLogprobs tmp;
+  bool seen_model = false;
   bool ok = scan_object(sc, key, [&] {
+    if (key == "model") {
+      if (seen_model) return false;  // repeated key: json keeps the last; let the DOM path decide
+      seen_model = true;
+      if (sc.peek() != '"') return sc.skip();
+      return sc.string(model);
+    }
     if (key != "choices") return sc.skip();
     if (seen_choices) return false;
     seen_choices = true;
@@ -705,7 +713,8 @@ ParseError parse_loglik_response(std::string_view body, const LoglikRequest& req
   {
     std::vector<EchoLogprobs> choices;
     std::vector<char> have;
-    if (scan_loglik_response(body, n, choices, have)) {
+    std::string model;
+    if (scan_loglik_response(body, n, choices, have, model)) {
       LoglikResult r;
       r.logprob.assign(n, 0.0);
       r.is_greedy.assign(n, false);
@@ -724,6 +733,7 @@ ParseError parse_loglik_response(std::string_view body, const LoglikRequest& req
         out.logprob = std::move(r.logprob);
         out.is_greedy = std::move(r.is_greedy);
         out.n_tokens_prompt = r.n_tokens_prompt;
+        out.served_model = std::move(model);
         return {};
       }
     }
@@ -744,6 +754,7 @@ ParseError parse_loglik_response(std::string_view body, const LoglikRequest& req
   out.logprob.assign(n, 0.0);
   out.is_greedy.assign(n, false);
   out.n_tokens_prompt = 0;
+  out.served_model = string_or_empty(j, "model");
   for (size_t i = 0; i < n; ++i) {
     if (!by_index[i]) return {fmt::format("response has no choice for continuation {}", i)};
     auto lp = by_index[i]->find("logprobs");

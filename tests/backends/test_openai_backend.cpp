@@ -424,6 +424,25 @@ TEST_CASE("load is spread over replicas", "[openai][backend]") {
   CHECK(a.max_in_flight() <= 8);
 }
 
+TEST_CASE("the model each replica says answered is recorded", "[openai][backend]") {
+  FakeOpenAI::Options o = mmlu_model();
+  FakeOpenAI a(o);
+  o.model_name = "other-model";
+  FakeOpenAI b(o);
+  auto one = make_openai_backend(config_for({a.base_url()}, 4), "test");
+  CHECK_FALSE(one->info().details.contains("served_models"));
+  for (auto& r : run_generate(*one, completion_requests(4))) CHECK(r.served_model == "fake-model");
+  for (auto& r : run_loglik(*one, mmlu_requests(4))) CHECK(r.served_model == "fake-model");
+  CHECK(one->info().details["served_models"] == json{{a.base_url(), {"fake-model"}}});
+
+  auto two = make_openai_backend(config_for({a.base_url(), b.base_url()}, 4), "test");
+  for (auto& r : run_loglik(*two, mmlu_requests(40))) CHECK(r.error.empty());
+  REQUIRE(a.total_requests() > 8);
+  REQUIRE(b.total_requests() > 0);
+  CHECK(two->info().details["served_models"] ==
+        json{{a.base_url(), {"fake-model"}}, {b.base_url(), {"other-model"}}});
+}
+
 TEST_CASE("the API key is sent but never shown", "[openai][backend]") {
   const std::string key = "sk-test-9f8e7d6c5b4a";
   ::setenv("QEVAL_TEST_OPENAI_KEY", key.c_str(), 1);

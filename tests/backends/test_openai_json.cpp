@@ -62,6 +62,10 @@ TEST_CASE("generation responses decode", "[openai][json]") {
   CHECK(r.finish_reason == "length");
   CHECK(r.n_tokens_prompt == 17);
   CHECK(r.n_tokens_gen == 3);
+  CHECK(r.served_model.empty());
+  GenResult m;
+  REQUIRE_FALSE(parse_gen_response(R"({"model":"Qwen/Qwen2.5-0.5B","choices":[{"text":"x"}]})", false, m));
+  CHECK(m.served_model == "Qwen/Qwen2.5-0.5B");
 
   GenResult c;
   REQUIRE_FALSE(parse_gen_response(
@@ -241,6 +245,23 @@ TEST_CASE("loglikelihood responses decode by choice index", "[openai][json]") {
   CHECK(r.logprob == std::vector<double>{-1.25, -0.5});
   CHECK(r.is_greedy == std::vector<bool>{true, false});
   CHECK(r.n_tokens_prompt == 4);
+
+  // The reply's top-level `model` is kept, by the fast scanner and by the DOM path (an
+  // `index` of 1.0 sends it there); a top_logprobs key "model" is not it.
+  a["top_logprobs"][2] = {{"model", -3.0}, {" the", -1.0}};
+  json named = {{"choices", {{{"index", 0}, {"logprobs", a}}, {{"index", 1}, {"logprobs", b}}}},
+                {"model", "served-x"}};
+  LoglikResult fast;
+  REQUIRE_FALSE(parse_loglik_response(named.dump(), q, fast));
+  CHECK(fast.served_model == "served-x");
+  CHECK(fast.logprob == r.logprob);
+  named["choices"][0]["index"] = 0.0;
+  named["choices"][1]["index"] = 1.0;
+  LoglikResult dom;
+  REQUIRE_FALSE(parse_loglik_response(named.dump(), q, dom));
+  CHECK(dom.served_model == "served-x");
+  CHECK(dom.logprob == r.logprob);
+  CHECK(r.served_model.empty());
 
   json missing = {{"choices", {{{"index", 0}, {"logprobs", a}}}}};
   ParseError e = parse_loglik_response(missing.dump(), q, r);
