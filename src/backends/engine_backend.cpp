@@ -1,7 +1,10 @@
 // Engine backend: variant parsing, chat rendering, request translation to the engine.
 #include "backends/engine_backend.h"
 
+#include <unistd.h>
+
 #include <chrono>
+#include <limits>
 #include <set>
 
 #include "core/error.h"
@@ -15,12 +18,22 @@ const char* const kEngineKeys[] = {"name",      "backend",     "model",       "d
                                    "quantization", "threads",  "chat_format", "max_batch",
                                    "kv_cache_mb",  "seed"};
 
-int64_t get_int(const nlohmann::json& v, const char* key, const std::string& where, int64_t lo) {
+int64_t get_int(const nlohmann::json& v, const char* key, const std::string& where, int64_t lo,
+                int64_t hi = std::numeric_limits<int64_t>::max(), const char* hint = "") {
   const auto& x = v.at(key);
   if (!x.is_number_integer()) fail("{}: {}: expected an integer, got {}", where, key, x.dump());
+  if (x.is_number_unsigned() && x.get<uint64_t>() > static_cast<uint64_t>(hi))
+    fail("{}: {}: must be at most {}, got {}{}", where, key, hi, x.dump(), hint);
   int64_t i = x.get<int64_t>();
   if (i < lo) fail("{}: {}: must be >= {}, got {}", where, key, lo, i);
+  if (i > hi) fail("{}: {}: must be at most {}, got {}{}", where, key, hi, i, hint);
   return i;
+}
+
+// This machine's memory in MiB (0 when unknown): a KV cache budget above it cannot be meant.
+int64_t physical_mib() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>((static_cast<unsigned long long>(pages) * page) >> 20) : 0;
 }
 
 std::string get_str(const nlohmann::json& v, const char* key, const std::string& where) {
@@ -191,11 +204,16 @@ EngineBackendConfig parse_engine_config(const nlohmann::json& v, const std::stri
       fail("{}: quantization: {}", where, e.what());
     }
   }
-  if (v.contains("threads")) c.engine.threads = static_cast<int>(get_int(v, "threads", where, 0));
-  if (v.contains("max_batch")) c.engine.max_batch = static_cast<int>(get_int(v, "max_batch", where, 1));
-  if (c.engine.max_batch > 256) fail("{}: max_batch: at most 256, got {}", where, c.engine.max_batch);
+  if (v.contains("threads"))
+    c.engine.threads = static_cast<int>(get_int(v, "threads", where, 0, kMaxEngineThreads, " (hint: 0 uses every core)"));
+  if (v.contains("max_batch")) c.engine.max_batch = static_cast<int>(get_int(v, "max_batch", where, 1, 256));
   c.engine.max_step_tokens = std::max<int64_t>(512, c.engine.max_batch + 1);
-  if (v.contains("kv_cache_mb")) c.engine.kv_cache_mb = get_int(v, "kv_cache_mb", where, 1);
+  if (v.contains("kv_cache_mb")) {
+    c.engine.kv_cache_mb = get_int(v, "kv_cache_mb", where, 1, int64_t{1} << 40);
+    if (const int64_t ram = physical_mib(); ram > 0 && c.engine.kv_cache_mb > ram)
+      fail("{}: kv_cache_mb: {} MiB is more than this machine's memory ({} MiB) (hint: leave it out for "
+           "max_batch full contexts)", where, c.engine.kv_cache_mb, ram);
+  }
   if (v.contains("seed")) {
     c.seed = static_cast<uint64_t>(get_int(v, "seed", where, 0));
     c.engine.seed = c.seed;

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "data/fetch.h"
 #include "engine/convert.h"
+#include "engine/engine.h"
 #include "engine/engine_commands.h"
 
 namespace qeval {
@@ -28,6 +29,18 @@ CLI::Validator at_least(double lo, bool strict = false) {
       what);
 }
 
+// An integer flag's closed range, in the same words.
+CLI::Validator between(int lo, int hi, const char* hint) {
+  std::string what = fmt::format("an integer from {} to {}", lo, hi);
+  return CLI::Validator(
+      [lo, hi, what, hint](std::string& s) -> std::string {
+        long long v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return fmt::format("{} is not an integer", s);
+        return v >= lo && v <= hi ? std::string() : fmt::format("{} is out of range: give {} ({})", s, what, hint);
+      },
+      what);
+}
+
 }  // namespace
 
 void register_engine_commands(CLI::App& app, int& rc) {
@@ -43,7 +56,8 @@ void register_engine_commands(CLI::App& app, int& rc) {
   g->add_option("--dtype", gen.dtype, "Compute precision")->check(CLI::IsMember({"bf16", "f32"}));
   g->add_option("--quantization", gen.quantization, "Quantization scheme")
       ->check(CLI::IsMember({"none", "fp8-block", "int8-block", "int8-channel"}));
-  g->add_option("--threads", gen.threads, "Threads (0 = all cores, the default)")->check(at_least(0));
+  g->add_option("--threads", gen.threads, "Threads (0 = all cores, the default)")
+      ->check(between(0, kMaxEngineThreads, "0 uses every core"));
   g->callback([&rc] {
     gen.model = resolve_model_name(gen.model);
     rc = run_generate_command(gen, std::cout);
@@ -58,7 +72,8 @@ void register_engine_commands(CLI::App& app, int& rc) {
   b->add_option("--prompt-tokens", bench.prompt_tokens, "Prompt tokens per sequence")->check(at_least(1));
   b->add_option("--gen-tokens", bench.gen_tokens, "Decode steps")->check(at_least(1));
   b->add_option("--batch", bench.batch, "Sequences in the batch")->check(at_least(1));
-  b->add_option("--threads", bench.threads, "Threads (0 = all cores, the default)")->check(at_least(0));
+  b->add_option("--threads", bench.threads, "Threads (0 = all cores, the default)")
+      ->check(between(0, kMaxEngineThreads, "0 uses every core"));
   b->add_flag("--json", bench.json, "Print one JSON object");
   b->add_option("--repeat", bench.repeat, "Run the bench N times; report medians and the best (default 1)")
       ->check(CLI::Range(1, 1000));

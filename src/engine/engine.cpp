@@ -25,6 +25,8 @@ const char* compute_type_name(ComputeType t) { return t == ComputeType::BF16 ? "
 
 std::string EngineOptions::validate() const {
   if (model.empty()) return "model: missing (hint: a HF directory, a .gguf file or random:<shape>)";
+  if (threads > kMaxEngineThreads)
+    return fmt::format("threads must be at most {}, got {} (hint: 0 uses every core)", kMaxEngineThreads, threads);
   if (max_batch < 1) return "max_batch must be >= 1";
   if (max_step_tokens < max_batch + 1) return "max_step_tokens must exceed max_batch";
   return "";

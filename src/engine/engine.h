@@ -27,6 +27,10 @@ namespace qeval {
 class Checkpoint;
 class RandomModel;
 
+// The most threads an engine takes: each is an OS thread, and past the core count they only
+// wait for each other (llama.cpp's own limit is 512).
+inline constexpr int kMaxEngineThreads = 1024;
+
 struct EngineOptions {
   std::string model;                        // HF dir, .gguf file, or "random:<shape>"
                                             // (see random_model.h)

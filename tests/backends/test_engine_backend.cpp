@@ -50,6 +50,14 @@ TEST_CASE("engine backend: variant keys are validated", "[engine-backend]") {
   CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"chat_format", "vicuna"}}).find("chat_format") !=
         std::string::npos);
   CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"max_batch", 0}}).find("max_batch") != std::string::npos);
+  // Upper bounds: no silent int truncation (2^32 + 1 threads was 1), no thread or memory storm.
+  CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"threads", 4294967297LL}}) ==
+        "run.yaml: variants[0]: threads: must be at most 1024, got 4294967297 (hint: 0 uses every core)");
+  CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"threads", 18446744073709551615ULL}}).find("at most 1024") !=
+        std::string::npos);
+  CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"max_batch", 257}}).find("at most 256") != std::string::npos);
+  CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"kv_cache_mb", int64_t{1} << 39}}).find("memory") !=
+        std::string::npos);
   // Sampling belongs to the task: a variant's temperature would be ignored, so it is refused.
   CHECK(error_of({{"backend", "engine"}, {"model", "x"}, {"temperature", 1.5}}).find("set by the task") !=
         std::string::npos);

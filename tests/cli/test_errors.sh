@@ -199,6 +199,8 @@ expect_error "bad bench --batch" "--batch: 0 is out of range: give a number >= 1
 expect_error "bad generate --temperature" "--temperature: -1 is out of range: give a number >= 0" - \
   "$QEVAL" generate --model random:tiny --prompt x --temperature -1
 expect_error "bad generate --threads" "--threads: -2 is out of range" - "$QEVAL" generate --model random:tiny --prompt x --threads -2
+expect_error "too many bench --threads" "--threads: 100000 is out of range: give an integer from 0 to 1024" - \
+  "$QEVAL" bench --model random:tiny --threads 100000
 expect_error "bad convert --shard-size-gb" "--shard-size-gb: Value 0 not in range 0.001000" - \
   "$QEVAL" convert --in "$TMP" --out "$TMP/conv" --to bf16 --shard-size-gb 0
 expect_error "report of a non-results file" "good.yaml" - "$QEVAL" report "$C/good.yaml"
