@@ -480,27 +480,6 @@ class Progress {
 
 namespace {
 
-// max |x| over x[0..n), as the bits of |x| (sign cleared): for non-negative floats the integer
-// order is the float order, so this is the float amax, and bits >= 0x7F800000 (inf, NaN) say
-// that some value is not finite — which a float max would pass over for NaN.
-uint32_t amax_bits(const float* x, int64_t n) {
-  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
-  __m256i m = _mm256_setzero_si256();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    m = _mm256_max_epi32(m, _mm256_and_si256(abs, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
-  alignas(32) uint32_t t[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(t), m);
-  uint32_t a = 0;
-  for (uint32_t v : t) a = std::max(a, v);
-  for (; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, x + i, 4);
-    a = std::max(a, b & 0x7FFFFFFFu);
-  }
-  return a;
-}
-constexpr uint32_t kInfBits = 0x7F800000u;
 
 // 8 lanes of clamp(x / s) -> int32 codes: int8 (RNE, +-127) or e4m3 bits (clamp +-448, then
 // the same bit steps as e4m3_from_f32 for |v| < 480: subnormal add trick or rebias + RNE).

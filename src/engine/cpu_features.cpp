@@ -41,6 +41,7 @@ CpuFeatures detect() {
   f.avx2 = os_avx && (b & (1u << 5));
   f.fma = f.fma && os_avx;
   f.avx512f = os_avx512 && (b & (1u << 16));
+  f.avx512dq = os_avx512 && (b & (1u << 17));
   f.avx512bw = os_avx512 && (b & (1u << 30));
   f.avx512vl = os_avx512 && (b & (1u << 31));
   f.avx512vnni = os_avx512 && (c & (1u << 11));
@@ -66,7 +67,7 @@ const CpuFeatures& cpu_features() {
 
 KernelLevel max_kernel_level() {
   const CpuFeatures& f = cpu_features();
-  const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.fma;
+  const bool avx512 = f.avx512f && f.avx512dq && f.avx512bw && f.avx512vl && f.avx512vnni && f.fma;
   if (avx512 && f.avx512vbmi && f.avx512bf16 && f.amx_tile && f.amx_int8 && f.amx_bf16 && f.amx_permitted)
     return KernelLevel::Amx;
   if (avx512) return KernelLevel::Avx512;

@@ -14,6 +14,7 @@ enum class KernelLevel { Ref = 0, Avx2 = 1, Avx512 = 2, Amx = 3 };
 struct CpuFeatures {
   bool avx2 = false, fma = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false, avx512bf16 = false;
+  bool avx512dq = false;    // VREDUCEPS in the int8 activation quantiser, VEXTRACTF32X8
   bool avx512vbmi = false;  // the AMX level needs it too (vpermi2b in the fp8 weight decode)
   bool amx_tile = false, amx_int8 = false, amx_bf16 = false;
   bool amx_permitted = false;  // the OS granted this process the AMX tile state (arch_prctl)

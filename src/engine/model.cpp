@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -143,6 +144,20 @@ struct Avx2Vec16 {
   // ((l[i] + l[i+8]) for i<8, then halves of 4, 2, 1.
   static float reduce_add(Avx2Vec16 v) { return reduce8_add(_mm256_add_ps(v.lo, v.hi)); }
   static float reduce_max(Avx2Vec16 v) { return reduce8_max(_mm256_max_ps(v.lo, v.hi)); }
+  // acc = max(acc, |x|) keeping NaN (quant.h amax_step: the integer max of the |x| bits).
+  static Avx2Vec16 amax(Avx2Vec16 acc, Avx2Vec16 x) {
+    const Avx2Vec16 a = abs(x);
+    return {_mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(acc.lo), _mm256_castps_si256(a.lo))),
+            _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(acc.hi), _mm256_castps_si256(a.hi)))};
+  }
+  static float reduce_amax(Avx2Vec16 v) {
+    alignas(32) float t[16];
+    _mm256_store_ps(t, v.lo);
+    _mm256_store_ps(t + 8, v.hi);
+    float a = 0.0f;
+    for (float x : t) a = amax_step(a, x);
+    return a;
+  }
   static float reduce8_add(__m256 s8) {
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
     __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
@@ -206,6 +221,16 @@ struct Avx512Vec16 {
   static Avx512Vec16 exp(Avx512Vec16 x) { return {exp16_avx512(x.v)}; }
   static float reduce_add(Avx512Vec16 x) {
     return Avx2Vec16::reduce8_add(_mm256_add_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)));
+  }
+  static Avx512Vec16 amax(Avx512Vec16 acc, Avx512Vec16 x) {  // as Avx2Vec16::amax
+    return {_mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(acc.v), _mm512_castps_si512(abs(x).v)))};
+  }
+  static float reduce_amax(Avx512Vec16 x) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, x.v);
+    float a = 0.0f;
+    for (float v : t) a = amax_step(a, v);
+    return a;
   }
   static float reduce_max(Avx512Vec16 x) {
     // (extract, not _mm512_castps512_ps256: GCC 12 warns about its own header in that cast here)

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "engine/e4m3_table.h"
@@ -28,7 +29,8 @@ float bits_f32(uint32_t b) {
   return x;
 }
 
-// Round to nearest even (the default FP environment) then clamp to +-127.
+// Round to nearest even (the default FP environment) then clamp to +-127. v is finite: a
+// non-finite scale never reaches here (see nonfinite_scale), and a finite one bounds |v|.
 inline int8_t int8_rne(float v) {
   float r = std::nearbyint(v);
   r = std::min(std::max(r, -kInt8Max), kInt8Max);
@@ -42,11 +44,28 @@ inline uint8_t fp8_clamped(float v) {
 
 float amax_of(const float* x, int64_t n) {
   float a = 0.0f;
-  for (int64_t i = 0; i < n; ++i) a = std::max(a, std::fabs(x[i]));
+  for (int64_t i = 0; i < n; ++i) a = amax_step(a, x[i]);
   return a;
 }
 
+// A group's scale from an amax that was inf or NaN: its codes are all 0 (quant.h).
+inline bool nonfinite_scale(float s) { return !(std::fabs(s) <= std::numeric_limits<float>::max()); }
+
 }  // namespace
+
+uint32_t amax_bits(const float* x, int64_t n) {
+  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i m = _mm256_setzero_si256();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    m = _mm256_max_epu32(m, _mm256_and_si256(abs, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
+  alignas(32) uint32_t t[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), m);
+  uint32_t a = 0;
+  for (uint32_t v : t) a = std::max(a, v);
+  for (; i < n; ++i) a = std::max(a, f32_bits(x[i]) & 0x7FFFFFFFu);
+  return a;
+}
 
 // ---- element formats -------------------------------------------------------------------
 
@@ -124,9 +143,18 @@ QuantizedWeight quantize_weight(const float* w, int64_t N, int64_t K, QuantSchem
   out.scale.resize(static_cast<size_t>(out.scale_rows() * out.scale_cols()));
   const float qmax = scheme == QuantScheme::Fp8Block ? kE4m3Max : kInt8Max;
 
+  auto check_finite = [&](float amax, int64_t n0, int64_t n1, int64_t k0, int64_t k1) {
+    if (!nonfinite_scale(amax)) return;
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t k = k0; k < k1; ++k)
+        if (!std::isfinite(w[n * K + k]))
+          fail("row {} col {}: value {} is not finite, so it has no {} code (hint: the checkpoint is damaged; "
+               "check it against its source)", n, k, w[n * K + k], quant_scheme_name(scheme));
+  };
   if (scheme == QuantScheme::Int8Channel) {
     for (int64_t n = 0; n < N; ++n) {
       const float amax = amax_of(w + n * K, K);
+      check_finite(amax, n, n + 1, 0, K);
       const float s = weight_scale(amax, qmax);  // all-zero row: s = 1, not NaN
       out.scale[n] = s;
       for (int64_t k = 0; k < K; ++k)
@@ -141,7 +169,8 @@ QuantizedWeight quantize_weight(const float* w, int64_t N, int64_t K, QuantSchem
     for (int64_t bk = 0; bk < kb; ++bk) {
       const int64_t k0 = bk * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);  // partial edge
       float amax = 0.0f;
-      for (int64_t n = n0; n < n1; ++n) amax = std::max(amax, amax_of(w + n * K + k0, k1 - k0));
+      for (int64_t n = n0; n < n1; ++n) amax = amax_step(amax, amax_of(w + n * K + k0, k1 - k0));
+      check_finite(amax, n0, n1, k0, k1);
       const float s = weight_scale(amax, qmax);  // all-zero block: s = 1
       out.scale[bn * kb + bk] = s;
       for (int64_t n = n0; n < n1; ++n)
@@ -181,7 +210,7 @@ void quantize_act_fp8_group_ref(const float* x, int64_t M, int64_t K, uint8_t* q
       const int64_t k0 = g * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);
       const float sc = std::max(amax_of(x + m * K + k0, k1 - k0), kFp8ActAmaxFloor) / kE4m3Max;
       s[m * G + g] = sc;
-      for (int64_t k = k0; k < k1; ++k) q[m * ldq + k] = fp8_clamped(x[m * K + k] / sc);
+      for (int64_t k = k0; k < k1; ++k) q[m * ldq + k] = nonfinite_scale(sc) ? 0 : fp8_clamped(x[m * K + k] / sc);
     }
 }
 
@@ -193,7 +222,7 @@ void quantize_act_int8_group_ref(const float* x, int64_t M, int64_t K, int8_t* q
       const int64_t k0 = g * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);
       const float sc = std::max(amax_of(x + m * K + k0, k1 - k0), kInt8ActAmaxFloor) / kInt8Max;
       s[m * G + g] = sc;
-      for (int64_t k = k0; k < k1; ++k) q[m * ldq + k] = int8_rne(x[m * K + k] / sc);
+      for (int64_t k = k0; k < k1; ++k) q[m * ldq + k] = nonfinite_scale(sc) ? 0 : int8_rne(x[m * K + k] / sc);
     }
 }
 
@@ -202,7 +231,7 @@ void quantize_act_int8_token_ref(const float* x, int64_t M, int64_t K, int8_t* q
   for (int64_t m = 0; m < M; ++m) {
     const float sc = std::max(amax_of(x + m * K, K), kInt8ActAmaxFloor) / kInt8Max;
     s[m] = sc;
-    for (int64_t k = 0; k < K; ++k) q[m * ldq + k] = int8_rne(x[m * K + k] / sc);
+    for (int64_t k = 0; k < K; ++k) q[m * ldq + k] = nonfinite_scale(sc) ? 0 : int8_rne(x[m * K + k] / sc);
   }
 }
 
@@ -210,20 +239,8 @@ void quantize_act_int8_token_ref(const float* x, int64_t M, int64_t K, int8_t* q
 
 namespace {
 
-// max |x[i]| over n values; NaN elements are ignored, as std::max(a, NaN) does in amax_of.
-float amax_avx2(const float* x, int64_t n) {
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-  __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    acc = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), acc);  // NaN -> acc
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  float a = 0.0f;
-  for (float l : lanes) a = std::max(a, l);
-  for (; i < n; ++i) a = std::max(a, std::fabs(x[i]));
-  return a;
-}
+// max |x[i]| over n values, NaN kept (amax_step; the integer max of the |x| bits).
+float amax_avx2(const float* x, int64_t n) { return bits_f32(amax_bits(x, n)); }
 
 // q[i] = clamp(RNE(x[i] / s), +-127) for n values.
 // The division is the slow part (vdivps: 8 lanes per ~5 cycles), so each vector is first
@@ -236,6 +253,7 @@ float amax_avx2(const float* x, int64_t n) {
 // takes the product, which is NaN as the quotient is. Per-token quantisation of 64 x 4864
 // values in L2, one thread: 1.3x faster than dividing every vector (in memory, 512 rows: 1.15x).
 void int8_quant_avx2(const float* x, int64_t n, float s, int8_t* q) {
+  if (nonfinite_scale(s)) return void(std::memset(q, 0, static_cast<size_t>(n)));
   const __m256 vs = _mm256_set1_ps(s), inv = _mm256_set1_ps(1.0f / s);
   const __m256 lo = _mm256_set1_ps(-kInt8Max), hi = _mm256_set1_ps(kInt8Max);
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), near = _mm256_set1_ps(0.5f - 1e-4f);
@@ -261,6 +279,7 @@ void int8_quant_avx2(const float* x, int64_t n, float s, int8_t* q) {
 
 // q[i] = e4m3(clamp(x[i] / s, +-448)) for n values (PyTorch's cast, vectorised bit for bit).
 void fp8_quant_avx2(const float* x, int64_t n, float s, uint8_t* q) {
+  if (nonfinite_scale(s)) return void(std::memset(q, 0, static_cast<size_t>(n)));
   const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-kE4m3Max), hi = _mm256_set1_ps(kE4m3Max);
   const __m256i sign_mask = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   const __m256i denorm = _mm256_set1_epi32(141 << 23), min_normal = _mm256_set1_epi32(121 << 23);
@@ -294,8 +313,8 @@ void fp8_quant_avx2(const float* x, int64_t n, float s, uint8_t* q) {
 // ---- activations: AVX-512 (the engine's Avx512 and Amx levels) -------------------------------
 // The same results as the AVX2 versions above, bit for bit, in half the instructions: VREDUCEPS
 // gives t - RNE(t) in one step (exact), and VPMOVSDB narrows 16 lanes to bytes. The near-half
-// test, its division fallback, the clamp (NaN to -127 as _mm256_max_ps does it) and the scalar
-// tail are the AVX2 version's. Its share of 0.5B int8-block prefill (perf): 5.6% -> 2.5%; engine
+// test, its division fallback, the clamp, the all-zero codes of a non-finite scale and the
+// scalar tail are the AVX2 version's. Its share of 0.5B int8-block prefill (perf): 5.6% -> 2.5%; engine
 // prefill with it (and the SwiGLU epilogue quantising for the down projection, model.cpp),
 // against neither, one process, alternating, medians of 10 rounds: int8-block +4%,
 // int8-channel +9%.
@@ -310,20 +329,23 @@ void fp8_quant_avx2(const float* x, int64_t n, float s, uint8_t* q) {
 
 namespace {
 
+// amax_avx2's integer max of the |x| bits (NaN kept), 32 lanes at a time.
 float amax_avx512(const float* x, int64_t n) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  const __m512i abs = _mm512_set1_epi32(0x7FFFFFFF);
+  __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {  // NaN -> the accumulator, as in amax_avx2
-    a0 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), a0);
-    a1 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i + 16)), a1);
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_max_epu32(_mm512_and_si512(_mm512_loadu_si512(x + i), abs), a0);
+    a1 = _mm512_max_epu32(_mm512_and_si512(_mm512_loadu_si512(x + i + 16), abs), a1);
   }
-  for (; i + 16 <= n; i += 16) a0 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), a0);
-  float a = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
-  for (; i < n; ++i) a = std::max(a, std::fabs(x[i]));
-  return a;
+  for (; i + 16 <= n; i += 16) a0 = _mm512_max_epu32(_mm512_and_si512(_mm512_loadu_si512(x + i), abs), a0);
+  uint32_t a = _mm512_reduce_max_epu32(_mm512_max_epu32(a0, a1));
+  for (; i < n; ++i) a = std::max(a, f32_bits(x[i]) & 0x7FFFFFFFu);
+  return bits_f32(a);
 }
 
 void int8_quant_avx512(const float* x, int64_t n, float s, int8_t* q) {
+  if (nonfinite_scale(s)) return void(std::memset(q, 0, static_cast<size_t>(n)));
   const __m512 vs = _mm512_set1_ps(s), inv = _mm512_set1_ps(1.0f / s);
   const __m512 lo = _mm512_set1_ps(-kInt8Max), hi = _mm512_set1_ps(kInt8Max), near = _mm512_set1_ps(0.5f - 1e-4f);
   constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
@@ -393,7 +415,7 @@ void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, in
   for (int64_t m = 0; m < M; ++m) {
     float a = 0.0f;
     if (amax)
-      for (int64_t g = 0; g < G; ++g) a = std::max(a, amax[m * G + g]);
+      for (int64_t g = 0; g < G; ++g) a = amax_step(a, amax[m * G + g]);
     else
       a = amax_fn(x + m * K, K);
     const float sc = std::max(a, kInt8ActAmaxFloor) / kInt8Max;

@@ -10,6 +10,7 @@
 // f32 as s = amax / Q (Q = 448 for e4m3, 127 for int8); rounding is round-to-nearest-even.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <vector>
 
@@ -32,6 +33,24 @@ inline float weight_scale(float amax, float qmax) {
 }
 constexpr float kFp8ActAmaxFloor = 1e-4f;    // activation amax floor, FP8 groups
 constexpr float kInt8ActAmaxFloor = 1e-10f;  // activation amax floor, INT8 groups/tokens
+
+// max(a, |v|) for an amax (a >= 0 or NaN) that keeps NaN, as torch's amax does: on the bits of
+// |v| the integer order is the float order for non-negative floats, and puts inf and then NaN
+// above every finite value. (std::max(a, NaN) returns a: a float max would pass NaN over.)
+inline float amax_step(float a, float v) {
+  const uint32_t b = std::bit_cast<uint32_t>(v) & 0x7FFFFFFFu;
+  return b > std::bit_cast<uint32_t>(a) ? std::bit_cast<float>(b) : a;
+}
+// max |x| over x[0, n) as the bits of the amax (sign cleared): >= 0x7F800000 when a value is
+// inf or NaN (AVX2).
+uint32_t amax_bits(const float* x, int64_t n);
+constexpr uint32_t kInfBits = 0x7F800000u;
+
+// Non-finite activations: a group (or token) holding inf or NaN has amax inf or NaN, hence a
+// scale that is not finite; its codes are all 0 and the scale is kept, so every output that
+// group feeds is NaN (0 * inf or NaN), as the reference's NaN scale makes it. Every quantiser
+// below, fast or twin, does exactly this; a float max that dropped the NaN would instead give
+// finite codes and a finite, wrong output (and different ones on different CPUs).
 
 // ---- element formats -------------------------------------------------------------------
 
@@ -75,7 +94,8 @@ struct QuantizedWeight {
 // Quantises w [N, K] f32 in `scheme` (not None). Block schemes use 128x128 blocks (partial at
 // the N/K edges) with s = amax/Q over the block; Int8Channel uses s = amax/Q over each row;
 // an all-zero block/row gets s = 1. q = RNE(w / s), clamped to +-127 (int8) or +-448 before
-// the e4m3 cast (fp8). Pure; thread-safe.
+// the e4m3 cast (fp8). Pure; thread-safe. An inf or NaN weight has no code: Error naming its
+// row and column.
 QuantizedWeight quantize_weight(const float* w, int64_t N, int64_t K, QuantScheme scheme);
 // Dequantises to f32 [N, K]: f32(q) * s.
 std::vector<float> dequantize_weight(const QuantizedWeight& qw);
@@ -107,7 +127,7 @@ float quantize_act_int8_piece(const float* x, int64_t n, float amax, int8_t* q,
 void quantize_act_int8_token(const float* x, int64_t M, int64_t K, int8_t* q, int64_t ldq,
                              float* s, const float* amax = nullptr, KernelLevel level = KernelLevel::Avx2);
 // The group maxima the quantisers take: amax[m * G + g] = max |x| over columns
-// [128 g, min(K, 128 g + 128)) of row m, NaN ignored (as std::max(a, NaN) ignores it).
+// [128 g, min(K, 128 g + 128)) of row m, NaN if one of them is NaN (amax_step).
 void group_amax(const float* x, int64_t M, int64_t K, float* amax);
 
 // Scalar versions of the three quantisers above (the twins the vectorised ones are tested

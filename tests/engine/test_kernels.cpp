@@ -86,6 +86,12 @@ std::vector<KernelLevel> fast_levels() {
   std::vector<KernelLevel> out;
   for (KernelLevel l : {KernelLevel::Avx2, KernelLevel::Avx512, KernelLevel::Amx})
     if (static_cast<int>(l) <= static_cast<int>(max_kernel_level())) out.push_back(l);
+  // Say so once: every kernel test passes here without amx.cpp ever running.
+  static const bool warned = [] {
+    if (max_kernel_level() < KernelLevel::Amx) WARN("no AMX on this CPU: the AMX GEMM kernels are not tested here");
+    return true;
+  }();
+  (void)warned;
   return out;
 }
 
@@ -137,6 +143,38 @@ void check_against_twin(KernelLevel level, const Variant& v, int64_t N, int64_t 
 }
 
 }  // namespace
+
+// A NaN or inf activation makes every output of its row NaN or inf in every scheme and on every
+// path (the quantised ones through the non-finite scale of its group, quant.h), and leaves
+// the other rows as the twin computes them. The fast int8/fp8 paths once turned a NaN into a
+// finite code and a finite, wrong row (and a CPU-dependent one).
+TEST_CASE("a non-finite activation poisons its row on every path, as in the twin", "[kernels]") {
+  ThreadPool pool(2);
+  const int64_t N = 40, K = 300, M = 3;
+  std::vector<float> w = random_vec(N * K, 11, 0.05f);
+  for (const Variant& v : kVariants)
+    for (KernelLevel level : fast_levels())
+      for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
+        for (int64_t pos : {int64_t{3}, int64_t{150}, K - 1}) {
+          INFO(kernel_level_name(level) << " " << v.name << " bad " << bad << " at " << pos);
+          auto fast = build(level, w, N, K, nullptr, v);
+          auto ref = build(KernelLevel::Ref, w, N, K, nullptr, v);
+          std::vector<float> x = random_vec(M * K, 12);
+          x[K + pos] = bad;
+          std::vector<float> y1(M * N), y2(M * N);
+          fast->forward(x.data(), M, y1.data(), pool);
+          ref->forward(x.data(), M, y2.data(), pool);
+          for (int64_t n = 0; n < N; ++n) {
+            CHECK_FALSE(std::isfinite(y1[N + n]));
+            CHECK_FALSE(std::isfinite(y2[N + n]));
+          }
+          for (int64_t r : {int64_t{0}, int64_t{2}})
+            for (int64_t n = 0; n < N; ++n) {
+              CHECK(std::isfinite(y1[r * N + n]));
+              if (v.integer || level != KernelLevel::Amx || v.compute == ComputeType::F32) CHECK(y1[r * N + n] == y2[r * N + n]);
+            }
+        }
+}
 
 TEST_CASE("every fast kernel matches its scalar twin", "[kernels]") {
   ThreadPool pool(2);

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "core/error.h"
 #include "engine/quant.h"
 
 using namespace qeval;
@@ -242,9 +243,9 @@ TEST_CASE("int8 activation quantiser: values next to the rounding boundaries equ
   }
 }
 
-// Where the scalar twin's result is not defined (NaN: its float-to-int cast) or a given maximum
-// is below the true one (x / s past +-127, up to infinity), the AVX-512 int8 quantiser still
-// equals the AVX2 one: the engine's output must not depend on the CPU it runs on.
+// Where a given maximum is below the true one (x / s past +-127, up to infinity; no twin takes
+// such a maximum), the AVX-512 int8 quantiser still equals the AVX2 one: the engine's output
+// must not depend on the CPU it runs on.
 TEST_CASE("int8 activation quantiser: AVX-512 equals AVX2 on NaN, infinities and values past the maximum",
           "[quant]") {
   if (max_kernel_level() < KernelLevel::Avx512) {
@@ -274,18 +275,19 @@ TEST_CASE("int8 activation quantiser: AVX-512 equals AVX2 on NaN, infinities and
 
 // A producer may hand the quantisers the group maxima of its output (the SwiGLU epilogue does):
 // the same scales and codes as when they look for them, for every scheme, with partial last
-// groups, an all-zero row, a NaN (ignored by the maximum) and an outlier.
+// groups, an all-zero row, a NaN (its group's maximum is NaN) and an outlier.
 TEST_CASE("activation quantisers: given group maxima give the same result as found ones", "[quant]") {
   for (int64_t K : {1, 127, 128, 129, 300, 896}) {
     const int64_t M = 3, ldq = K + 5, G = n_groups(K);
     std::vector<float> x = random_vec(M * K, 20 + static_cast<uint32_t>(K), 2.0f);
     for (int64_t k = 0; k < K; ++k) x[K + k] = 0.0f;
     x[2 * K + K / 2] = 1e5f;
-    if (K > 1) x[2 * K] = std::numeric_limits<float>::quiet_NaN();
+    if (K > 1) x[K - 1] = std::numeric_limits<float>::quiet_NaN();
     std::vector<float> amax(M * G);
     group_amax(x.data(), M, K, amax.data());
     CHECK(amax[G] == 0.0f);
     CHECK(amax[2 * G + (K / 2) / 128] == 1e5f);
+    if (K > 1) CHECK(std::isnan(amax[G - 1]));
     INFO("K = " << K);
     // Runs quant(x, ..., amax) with the maxima found and given: same codes and scales.
     auto same = [&](auto code, int64_t n_scales, auto quant) {
@@ -302,5 +304,73 @@ TEST_CASE("activation quantisers: given group maxima give the same result as fou
       same(int8_t{7}, M, [&](auto... a) { quantize_act_int8_token(a..., level); });
     }
     same(uint8_t{7}, M * G, quantize_act_fp8_group);
+  }
+}
+
+// An inf or NaN activation: its group's (int8-channel: its token's) maximum and so its scale are
+// not finite, and the group's codes are all 0, in every quantiser, fast or twin, wherever the
+// value falls (vector body or scalar tail); other groups are untouched. A float max would drop
+// the NaN: the fast quantisers once gave -127 (or e4m3 -448) for it where the twins gave 0.
+TEST_CASE("activation quantisers: a non-finite value zeroes its group and makes its scale non-finite", "[quant]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (int64_t K : {20, 40, 128, 160, 300}) {
+    for (float bad : {nan, -nan, inf, -inf}) {
+      for (int64_t pos : {int64_t{0}, int64_t{17}, K - 1}) {
+        INFO("K = " << K << " bad = " << bad << " at " << pos);
+        const int64_t M = 2, G = n_groups(K), g_bad = pos / kQuantBlock;
+        std::vector<float> x = random_vec(M * K, 5 + static_cast<uint32_t>(K + pos), 3.0f);
+        x[K + pos] = bad;  // row 1
+        std::vector<int8_t> r8(M * K, 7), t8(M * K, 7);
+        std::vector<uint8_t> rf(M * K, 7), tf(M * K, 7);
+        std::vector<float> rs(M * G), ts(M * G), rst(M), tst(M);
+        quantize_act_int8_group_ref(x.data(), M, K, r8.data(), K, rs.data());
+        for (int64_t g = 0; g < G; ++g) {
+          CHECK(std::isfinite(rs[g]));
+          CHECK(std::isfinite(rs[G + g]) == (g != g_bad));
+        }
+        const int64_t k0 = g_bad * kQuantBlock, k1 = std::min(K, k0 + kQuantBlock);
+        for (int64_t k = k0; k < k1; ++k) CHECK(r8[K + k] == 0);
+        quantize_act_int8_token_ref(x.data(), M, K, t8.data(), K, rst.data());
+        CHECK(std::isfinite(rst[0]));
+        CHECK_FALSE(std::isfinite(rst[1]));
+        for (int64_t k = 0; k < K; ++k) CHECK(t8[K + k] == 0);
+        quantize_act_fp8_group_ref(x.data(), M, K, rf.data(), K, rs.data());
+        for (int64_t k = k0; k < k1; ++k) CHECK(rf[K + k] == 0);
+        for (KernelLevel level : int8_quant_levels()) {
+          INFO("level " << kernel_level_name(level));
+          std::vector<int8_t> q(M * K, 9);
+          std::vector<float> s(M * G);
+          quantize_act_int8_group(x.data(), M, K, q.data(), K, s.data(), nullptr, level);
+          CHECK(q == r8);
+          quantize_act_int8_group_ref(x.data(), M, K, r8.data(), K, rs.data());
+          CHECK(std::memcmp(s.data(), rs.data(), s.size() * 4) == 0);
+          std::vector<float> st(M);
+          quantize_act_int8_token(x.data(), M, K, q.data(), K, st.data(), nullptr, level);
+          CHECK(q == t8);
+          CHECK(std::memcmp(st.data(), rst.data(), st.size() * 4) == 0);
+        }
+        quantize_act_fp8_group(x.data(), M, K, tf.data(), K, ts.data());
+        quantize_act_fp8_group_ref(x.data(), M, K, rf.data(), K, rs.data());
+        CHECK(tf == rf);
+        CHECK(std::memcmp(ts.data(), rs.data(), ts.size() * 4) == 0);
+      }
+    }
+  }
+}
+
+// A weight that is inf or NaN has no code: quantising it is an error naming its place, not a
+// silent 0 (NaN) or a whole block of NaN outputs (inf).
+TEST_CASE("quantize_weight refuses inf and NaN weights", "[quant]") {
+  for (QuantScheme sc : {QuantScheme::Fp8Block, QuantScheme::Int8Block, QuantScheme::Int8Channel}) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+      std::vector<float> w = random_vec(4 * 200, 3, 1.0f);
+      w[2 * 200 + 150] = bad;
+      try {
+        quantize_weight(w.data(), 4, 200, sc);
+        FAIL("no error");
+      } catch (const Error& e) {
+        CHECK_THAT(e.what(), Catch::Contains("row 2 col 150") && Catch::Contains("not finite"));
+      }
+    }
   }
 }
