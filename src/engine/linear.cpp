@@ -5,6 +5,7 @@
 #include "engine/linear.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -319,6 +320,11 @@ std::unique_ptr<Linear> make_linear(const TensorView& weight, const TensorView* 
     check_bytes(*scale);
     stored = stored_scheme(weight, *scale);
     stored_scale = to_f32(*scale);
+    // A damaged scale would turn its whole block or row into inf/NaN outputs, silently.
+    for (size_t i = 0; i < stored_scale.size(); ++i)
+      if (!std::isfinite(stored_scale[i]))
+        fail("tensor {}: element {} is {}, not a finite scale (hint: the checkpoint is damaged; check it against "
+             "its source)", scale->name, i, stored_scale[i]);
   } else if (!is_float_dtype(weight.dtype)) {
     fail("tensor {}: dtype {} needs a scale tensor (hint: an I8 weight comes with weight_scale or "
          "weight_scale_inv)", weight.name, dtype_name(weight.dtype));
@@ -356,7 +362,11 @@ std::unique_ptr<Linear> make_linear(const TensorView& weight, const TensorView* 
       wf = to_f32(weight);
     }
     if (scheme != QuantScheme::None) {
-      qw = quantize_weight(wf.data(), N, K, scheme);
+      try {
+        qw = quantize_weight(wf.data(), N, K, scheme);
+      } catch (const Error& e) {
+        fail("tensor {}: {}", weight.name, e.what());
+      }
       wf.clear();
       wf.shrink_to_fit();
     }

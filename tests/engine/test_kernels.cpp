@@ -558,6 +558,19 @@ TEST_CASE("pre-quantised checkpoint tensors load as they are", "[kernels]") {
   REQUIRE_THROWS_WITH(make_linear(wt, nullptr, &st, QuantScheme::Int8Block, ComputeType::BF16),
                       Catch::Contains("up_proj") && Catch::Contains("not a known layout"));
   REQUIRE_THROWS_AS(make_linear(wt, nullptr, nullptr, QuantScheme::Int8Block, ComputeType::BF16), std::exception);
+  // a NaN scale in the checkpoint, and an inf weight quantised at load time, are errors naming
+  // the tensor, not silent NaN rows
+  std::vector<float> good_s(n_groups(N) * n_groups(K), 0.01f);
+  good_s[1] = std::numeric_limits<float>::quiet_NaN();
+  TensorView nan_st = view_f32(good_s, {n_groups(N), n_groups(K)}, "model.layers.0.mlp.up_proj.weight_scale_inv");
+  REQUIRE_THROWS_WITH(make_linear(wt, nullptr, &nan_st, QuantScheme::Int8Block, ComputeType::BF16),
+                      Catch::Contains("weight_scale_inv") && Catch::Contains("element 1") &&
+                          Catch::Contains("not a finite scale"));
+  w[3 * K + 7] = std::numeric_limits<float>::infinity();
+  TensorView inf_w = view_f32(w, {N, K}, "model.layers.1.mlp.down_proj.weight");
+  for (int i = 2; i < 5; ++i)
+    REQUIRE_THROWS_WITH(make_linear(inf_w, nullptr, nullptr, kVariants[i].scheme, ComputeType::BF16),
+                        Catch::Contains("down_proj") && Catch::Contains("row 3 col 7") && Catch::Contains("not finite"));
 }
 
 TEST_CASE("int8 checkpoint weights of -128: every path equals the twin", "[kernels]") {
