@@ -309,6 +309,12 @@ std::vector<FetchFile> manifest_files(const nlohmann::json& manifest, const std:
     if (p.is_absolute() || f.path.find("..") != std::string::npos || std::distance(p.begin(), p.end()) < 2)
       fail("fetch manifest: sets.{}.files[{}].path \"{}\" must be relative, like datasets/gsm8k/test.jsonl", name, i,
            f.path);
+    // effective_url() and the archive temp name take the part after the last '/' as the file name.
+    const size_t host = f.url.find("://");
+    const size_t slash = host == std::string::npos ? std::string::npos : f.url.find('/', host + 3);
+    if (host == std::string::npos || host == 0 || slash == std::string::npos || slash == host + 3 ||
+        f.url.back() == '/')
+      fail("fetch manifest: sets.{}.files[{}].url \"{}\" must be a URL like https://host/path/file", name, i, f.url);
     if (f.sha256.size() != 64 || f.sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
       fail("fetch manifest: sets.{}.files[{}].sha256 must be 64 lowercase hex digits", name, i);
     out.push_back(std::move(f));

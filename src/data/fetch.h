@@ -63,7 +63,7 @@ std::string_view builtin_manifest_text();
 std::vector<std::string> fetch_names(const nlohmann::json& manifest);
 
 // Files of one set in `manifest`. Throws Error on an unknown name (listing the known ones) or
-// a malformed entry.
+// a malformed entry (a url must look like scheme://host/.../file).
 std::vector<FetchFile> manifest_files(const nlohmann::json& manifest, const std::string& name);
 
 // What a run read: per dataset file (`files` under datasets_root()), its path relative to that

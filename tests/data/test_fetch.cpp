@@ -363,11 +363,29 @@ TEST_CASE("manifest: covers GSM8K, all MMLU subjects and splits, stories260K", "
 }
 
 TEST_CASE("manifest: malformed entries are rejected", "[manifest]") {
-  json m = {{"sets", {{"x", {{"files", {{{"path", "/abs/file"}, {"url", "u"}, {"sha256", std::string(64, 'a')}, {"size", 1}}}}}}}}};
+  json m = {{"sets", {{"x", {{"files", {{{"path", "/abs/file"}, {"url", "https://h/u"}, {"sha256", std::string(64, 'a')}, {"size", 1}}}}}}}}};
   REQUIRE_THROWS_WITH(qeval::manifest_files(m, "x"), Contains("must be relative"));
   m["sets"]["x"]["files"][0]["path"] = "datasets/x";
   m["sets"]["x"]["files"][0]["sha256"] = "ABC";
   REQUIRE_THROWS_WITH(qeval::manifest_files(m, "x"), Contains("64 lowercase hex"));
+  m["sets"]["x"]["files"][0]["sha256"] = std::string(64, 'a');
+  // effective_url() and the archive temp name need a '/' before the file name.
+  for (const char* url : {"nourl", "https://host", "https://host/dir/", "//host/f", "https:///f"}) {
+    INFO(url);
+    m["sets"]["x"]["files"][0]["url"] = url;
+    REQUIRE_THROWS_WITH(qeval::manifest_files(m, "x"),
+                        Contains(fmt::format("sets.x.files[0].url \"{}\" must be a URL like https://host/path/file", url)));
+  }
+  m["sets"]["x"]["files"][0]["url"] = "nourl";
+  TempDir dest;
+  qeval::FetchOptions opt;
+  opt.dest_root = dest.path();
+  opt.manifest = m;
+  opt.base_url_override = "http://127.0.0.1:9/files";
+  std::ostringstream log;
+  REQUIRE_THROWS_AS(qeval::fetch({"x"}, opt, log), qeval::Error);  // was an uncaught std::out_of_range
+  m["sets"]["x"]["files"][0]["url"] = "https://host/f";
+  CHECK(qeval::manifest_files(m, "x")[0].url == "https://host/f");
   m["sets"]["x"]["files"][0].erase("size");
   REQUIRE_THROWS_WITH(qeval::manifest_files(m, "x"), Contains("size"));
 }
