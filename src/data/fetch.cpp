@@ -106,8 +106,25 @@ void verify_and_commit(TempFile& tmp, const fs::path& dest, const FetchFile& f, 
 
 // ---- libcurl ----
 
+// Where the write callback puts the body, and the most bytes it accepts: a server (or a proxy
+// or captive portal) that sends more than the manifest lists is cut off there instead of
+// filling the disk before the sha256 check.
+struct DownloadSink {
+  FILE* file = nullptr;
+  uint64_t max_bytes = 0;
+  uint64_t written = 0;
+  bool over_limit = false;
+};
+
 size_t write_to_file(char* data, size_t size, size_t nmemb, void* user) {
-  return std::fwrite(data, size, nmemb, static_cast<FILE*>(user)) * size;
+  auto* sink = static_cast<DownloadSink*>(user);
+  const uint64_t n = static_cast<uint64_t>(size) * nmemb;
+  if (n > sink->max_bytes - sink->written) {
+    sink->over_limit = true;
+    return 0;  // curl stops with CURLE_WRITE_ERROR
+  }
+  sink->written += n;
+  return std::fwrite(data, 1, n, sink->file);
 }
 
 std::string no_proxy_list() {
@@ -117,9 +134,12 @@ std::string no_proxy_list() {
   return list;
 }
 
-// Downloads `url` into the file `out` (created/truncated). Throws Error naming the URL on any
-// network or HTTP failure; `out` may hold partial data then (the caller's TempFile removes it).
-void download(const std::string& url, const fs::path& out, const FetchOptions& opt) {
+// Downloads `url` into the file `out` (created/truncated), accepting at most `max_bytes` bytes
+// (`limit_what` says where that number comes from, for the error). Throws Error naming the URL
+// on any network or HTTP failure or a longer body; `out` may hold partial data then (the
+// caller's TempFile removes it).
+void download(const std::string& url, const fs::path& out, const FetchOptions& opt, uint64_t max_bytes,
+              const std::string& limit_what) {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   FILE* f = std::fopen(out.c_str(), "wb");
@@ -132,6 +152,7 @@ void download(const std::string& url, const fs::path& out, const FetchOptions& o
   char errbuf[CURL_ERROR_SIZE] = {0};
   std::string user_agent = std::string("qeval/") + git_revision();
   std::string no_proxy = no_proxy_list();
+  DownloadSink sink{f, max_bytes, 0, false};
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
@@ -143,8 +164,12 @@ void download(const std::string& url, const fs::path& out, const FetchOptions& o
   curl_easy_setopt(curl, CURLOPT_NOPROXY, no_proxy.c_str());
   curl_easy_setopt(curl, CURLOPT_USERAGENT, user_agent.c_str());
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  // Refuses a Content-Length above the limit before any byte is written (0 would mean "no
+  // limit" to curl; the write callback still holds such a download to 0 bytes).
+  if (max_bytes > 0 && max_bytes <= static_cast<uint64_t>(INT64_MAX))
+    curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(max_bytes));
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_to_file);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, f);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
   CURLcode rc = curl_easy_perform(curl);
   long http_code = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_code);
@@ -152,6 +177,11 @@ void download(const std::string& url, const fs::path& out, const FetchOptions& o
   bool write_ok = std::fflush(f) == 0;
   write_ok = (fsync(fileno(f)) == 0) && write_ok;
   write_ok = (std::fclose(f) == 0) && write_ok;
+  if (rc == CURLE_FILESIZE_EXCEEDED || (rc == CURLE_WRITE_ERROR && sink.over_limit))
+    fail("{}: the server sends more than the {} bytes {}; the download was stopped and nothing was written "
+         "(hint: the upstream file changed, or a proxy or captive portal answered; retry, or use --mirror DIR "
+         "with a verified copy)",
+         url, max_bytes, limit_what);
   if (rc == CURLE_HTTP_RETURNED_ERROR)
     fail("{}: download failed with HTTP {} (check the address, or use --mirror DIR with a local copy)", url,
          http_code);
@@ -176,9 +206,48 @@ std::string normalize_member(std::string name) {
   return name;
 }
 
+// Writes the current member of `a` (the manifest's `f`, at most f.size bytes) to `tmp_path`.
+// The member is streamed, never held in memory, and refused as soon as it is longer than the
+// manifest says: a tar (gzip/xz decompressed on the fly) can hold any number of bytes.
+void extract_member(struct archive* a, struct archive_entry* entry, const std::string& name, const FetchFile& f,
+                    const fs::path& tar_path, const std::string& url, const fs::path& dest,
+                    const fs::path& tmp_path) {
+  auto too_long = [&](const std::string& how) {
+    fail("{}: member {} of {} {}, the manifest lists {} bytes; nothing was written (hint: upstream changed the "
+         "archive; use --mirror DIR with a verified copy)",
+         dest.string(), name, url, how, f.size);
+  };
+  if (archive_entry_size_is_set(entry) && archive_entry_size(entry) != static_cast<la_int64_t>(f.size))
+    too_long(fmt::format("holds {} bytes", static_cast<int64_t>(archive_entry_size(entry))));
+  FILE* out = std::fopen(tmp_path.c_str(), "wb");
+  if (!out) fail("{}: cannot create temp file (is the destination writable?)", tmp_path.string());
+  struct Closer {
+    FILE* f;
+    ~Closer() {
+      if (f) std::fclose(f);
+    }
+  } closer{out};
+  uint64_t total = 0;
+  char buf[1 << 16];
+  for (;;) {
+    la_ssize_t n = archive_read_data(a, buf, sizeof buf);
+    if (n < 0) fail("{} (from {}): cannot read member {}: {}", tar_path.string(), url, name, archive_error_string(a));
+    if (n == 0) break;
+    total += static_cast<uint64_t>(n);
+    if (total > f.size) too_long(fmt::format("holds more than {} bytes", f.size));
+    if (std::fwrite(buf, 1, static_cast<size_t>(n), out) != static_cast<size_t>(n))
+      fail("{}: writing the extracted member failed (disk full?)", tmp_path.string());
+  }
+  bool ok = std::fflush(out) == 0;
+  ok = (fsync(fileno(out)) == 0) && ok;
+  ok = (std::fclose(out) == 0) && ok;
+  closer.f = nullptr;
+  if (!ok) fail("{}: writing the extracted member failed (disk full?)", tmp_path.string());
+}
+
 // Extracts the `wanted` members (member name -> file) of the tar at `tar_path` into
 // <root>/<file.path>, verifying each. Throws Error when the archive is unreadable, a member is
-// missing, or a hash differs.
+// missing, longer than the manifest says, or a hash differs.
 void extract_members(const fs::path& tar_path, const std::string& url, const std::map<std::string, FetchFile>& wanted,
                      const fs::path& root) {
   struct archive* a = archive_read_new();
@@ -201,20 +270,12 @@ void extract_members(const fs::path& tar_path, const std::string& url, const std
     std::string name = normalize_member(archive_entry_pathname(entry));
     auto it = wanted.find(name);
     if (it == wanted.end() || archive_entry_filetype(entry) != AE_IFREG) continue;
-    std::string data;
-    char buf[1 << 16];
-    for (;;) {
-      la_ssize_t n = archive_read_data(a, buf, sizeof buf);
-      if (n < 0) fail("{} (from {}): cannot read member {}: {}", tar_path.string(), url, name, archive_error_string(a));
-      if (n == 0) break;
-      data.append(buf, static_cast<size_t>(n));
-    }
     const FetchFile& f = it->second;
     fs::path dest = root / f.path;
-    std::string actual = sha256_hex(data);
-    if (actual != f.sha256) fail_hash(dest, f, actual, data.size(), url + " member " + name);
     make_dirs(dest.parent_path());
-    write_file_atomic(dest, data);
+    TempFile tmp(temp_path_for(dest));
+    extract_member(a, entry, name, f, tar_path, url, dest, tmp.path());
+    verify_and_commit(tmp, dest, f, url + " member " + name);
     done[name] = true;
   }
   for (const auto& [name, f] : wanted)
@@ -359,7 +420,7 @@ void fetch(const std::vector<std::string>& names, const FetchOptions& opt, std::
       make_dirs(dest.parent_path());
       log << fmt::format("{}: downloading {} ({})\n", name, url, human_size(f.size));
       TempFile tmp(temp_path_for(dest));
-      download(url, tmp.path(), opt);
+      download(url, tmp.path(), opt, f.size, "the manifest lists");
       verify_and_commit(tmp, dest, f, url);
       log << fmt::format("{}: {} verified\n", name, dest.string());
     }
@@ -369,7 +430,7 @@ void fetch(const std::vector<std::string>& names, const FetchOptions& opt, std::
       std::string base = upstream.substr(upstream.rfind('/') + 1);
       TempFile tmp(temp_path_for(root / base));
       log << fmt::format("{}: downloading {} to extract {} file(s)\n", name, url, wanted.size());
-      download(url, tmp.path(), opt);
+      download(url, tmp.path(), opt, opt.max_archive_bytes, "qeval accepts for a tar archive");
       extract_members(tmp.path(), url, wanted, root);
       log << fmt::format("{}: extracted {} file(s), sha256 verified\n", name, wanted.size());
     }

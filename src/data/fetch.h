@@ -36,6 +36,9 @@ struct FetchOptions {
   // Network: seconds to connect; a transfer slower than 1 KiB/s for stall_timeout_s fails.
   long connect_timeout_s = 30;
   long stall_timeout_s = 60;
+  // The most bytes a tar archive may have (the manifest lists its members' sizes, not its own;
+  // MMLU's data.tar is 166 MB). A direct file may have at most its manifest size.
+  uint64_t max_archive_bytes = uint64_t{1} << 30;
 };
 
 // One file of the manifest. `path` is relative to the destination root
@@ -51,8 +54,10 @@ struct FetchFile {
 
 // Fetches the named sets ("gsm8k", "mmlu", "stories260K"; see fetch_names()). Files already
 // present with the right sha256 are skipped. Progress lines go to `log`. Throws Error on an
-// unknown name, a network/HTTP failure, a missing mirror file, or a sha256 mismatch (naming
-// the file, the expected and the actual hash); files fetched before the error stay in place.
+// unknown name, a network/HTTP failure, a missing mirror file, a download or tar member longer
+// than the manifest's size (stopped there, so nothing unbounded reaches disk or memory), or a
+// sha256 mismatch (naming the file, the expected and the actual hash); files fetched before the
+// error stay in place.
 void fetch(const std::vector<std::string>& names, const FetchOptions& opt, std::ostream& log);
 
 // The manifest compiled into the binary (parsed once; thread-safe), and its raw text.

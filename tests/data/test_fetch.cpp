@@ -111,10 +111,14 @@ const std::string kTrain = "{\"question\": \"q1\", \"answer\": \"#### 1\"}\n{\"q
 const std::string kDevCsv = "\"What, is\nit?\",a,b,c,d,A\r\n";
 const std::string kTestCsv = "q,a,b,c,d,C";
 const std::string kModel = std::string("GGUF\x03\0\0\0fake", 12);
+// kTrain and kDevCsv with one byte changed: the manifest's size, another hash.
+const std::string kTrainTampered = "{\"question\": \"q9\", \"answer\": \"#### 1\"}\n{\"question\": \"q2\", \"answer\": \"#### 2\"}\n";
+const std::string kDevCsvTampered = "\"What, is\nit?\",a,b,c,d,B\r\n";
 const std::string kUp = "https://upstream.invalid/some/path/";
 
 // Fixture: a server with a jsonl, a tar with two wanted members and one other, and a manifest.
 struct FetchFixture {
+  std::atomic<uint64_t> endless_sent{0};  // before server: its handler writes here until it stops
   LoopbackServer server;
   TempDir dest;
   json manifest;
@@ -128,7 +132,22 @@ struct FetchFixture {
       server.declare(p);
     server.serve("/files/train.jsonl", kTrain);
     server.serve("/files/data.tar", tar);
-    server.serve("/files/bad.jsonl", kTrain + "{\"question\": \"tampered\", \"answer\": \"x\"}\n");
+    server.serve("/files/bad.jsonl", kTrainTampered);
+    server.serve("/files/long.jsonl", kTrain + "and more");
+    server.serve("/files/bomb.tar", make_tar({{"data/dev/anatomy_dev.csv", std::string(1 << 18, '0')}}));
+    // An endless body without Content-Length (chunked): counts what it could send.
+    server.raw().Get("/files/endless.jsonl", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_chunked_content_provider("application/octet-stream", [this](size_t, httplib::DataSink& sink) {
+        static const std::string chunk(1 << 16, 'x');
+        if (endless_sent >= (uint64_t{64} << 20)) {
+          sink.done();
+          return true;
+        }
+        if (!sink.write(chunk.data(), chunk.size())) return false;
+        endless_sent += chunk.size();
+        return true;
+      });
+    });
     server.raw().Get("/files/moved.jsonl", [](const httplib::Request&, httplib::Response& res) {
       res.set_redirect("/files/train.jsonl");
     });
@@ -156,9 +175,15 @@ struct FetchFixture {
                   {"missing", {{"files", {file_entry("datasets/gsm8k/train.jsonl", kUp + "nope.jsonl", kTrain)}}}},
                   {"truncated",
                    {{"files", {file_entry("models/m/m.gguf", kUp + "truncated.gguf", kModel)}}}},
+                  {"toolong", {{"files", {file_entry("datasets/gsm8k/train.jsonl", kUp + "long.jsonl", kTrain)}}}},
+                  {"endless", {{"files", {file_entry("datasets/gsm8k/train.jsonl", kUp + "endless.jsonl", kTrain)}}}},
                   {"badmember",
                    {{"files",
-                     {file_entry("datasets/mmlu/dev/anatomy_dev.csv", kUp + "data.tar", "other bytes",
+                     {file_entry("datasets/mmlu/dev/anatomy_dev.csv", kUp + "data.tar", kDevCsvTampered,
+                                 "data/dev/anatomy_dev.csv")}}}},
+                  {"bomb",
+                   {{"files",
+                     {file_entry("datasets/mmlu/dev/anatomy_dev.csv", kUp + "bomb.tar", kDevCsv,
                                  "data/dev/anatomy_dev.csv")}}}},
                   {"nomember",
                    {{"files",
@@ -222,7 +247,7 @@ TEST_CASE("fetch: follows redirects", "[fetch]") {
 TEST_CASE("fetch: sha256 mismatch names file and both hashes, leaves nothing", "[fetch]") {
   FetchFixture fx;
   std::ostringstream log;
-  const std::string served = kTrain + "{\"question\": \"tampered\", \"answer\": \"x\"}\n";
+  const std::string served = kTrainTampered;
   const fs::path dest = fx.dest.path() / "datasets/gsm8k/train.jsonl";
   REQUIRE_THROWS_WITH(qeval::fetch({"bad"}, fx.options(), log),
                       Contains(dest.string()) && Contains("sha256 mismatch") &&
@@ -239,6 +264,37 @@ TEST_CASE("fetch: HTTP errors and broken transfers leave no file", "[fetch]") {
                       Contains("nope.jsonl") && Contains("HTTP 404"));
   CHECK(files_below(fx.dest.path()).empty());
   REQUIRE_THROWS_WITH(qeval::fetch({"truncated"}, fx.options(), log), Contains("truncated.gguf"));
+  CHECK(files_below(fx.dest.path()).empty());
+}
+
+TEST_CASE("fetch: a body longer than the manifest's size is cut off there and leaves no file", "[fetch]") {
+  FetchFixture fx;
+  std::ostringstream log;
+  const std::string limit = fmt::format("more than the {} bytes the manifest lists", kTrain.size());
+  // With a Content-Length: refused before the body is written.
+  REQUIRE_THROWS_WITH(qeval::fetch({"toolong"}, fx.options(), log),
+                      Contains(fx.server.base() + "/long.jsonl") && Contains(limit));
+  CHECK(files_below(fx.dest.path()).empty());
+  // Without one (64 MiB, chunked): stopped after the first chunks, not read to the end.
+  REQUIRE_THROWS_WITH(qeval::fetch({"endless"}, fx.options(), log),
+                      Contains(fx.server.base() + "/endless.jsonl") && Contains(limit));
+  CHECK(files_below(fx.dest.path()).empty());
+  CHECK(fx.endless_sent < (uint64_t{16} << 20));
+  // A tar larger than the archive cap.
+  qeval::FetchOptions opt = fx.options();
+  opt.max_archive_bytes = 1000;
+  REQUIRE_THROWS_WITH(qeval::fetch({"mmlu"}, opt, log),
+                      Contains(fx.server.base() + "/data.tar") && Contains("more than the 1000 bytes"));
+  CHECK(files_below(fx.dest.path()).empty());
+}
+
+TEST_CASE("fetch: a tar member longer than the manifest's size is refused before it is read", "[fetch]") {
+  FetchFixture fx;
+  std::ostringstream log;
+  REQUIRE_THROWS_WITH(qeval::fetch({"bomb"}, fx.options(), log),
+                      Contains((fx.dest.path() / "datasets/mmlu/dev/anatomy_dev.csv").string()) &&
+                          Contains("member data/dev/anatomy_dev.csv") && Contains("holds 262144 bytes") &&
+                          Contains(fmt::format("the manifest lists {} bytes", kDevCsv.size())));
   CHECK(files_below(fx.dest.path()).empty());
 }
 
