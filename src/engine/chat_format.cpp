@@ -23,30 +23,139 @@ void check_role(const ChatTurn& m, std::string_view format) {
          m.role);
 }
 
-// The literal default system message a ChatML template writes as
-// '<|im_start|>system\n...<|im_end|>' (with "\n" escaped in the Jinja source); "" if none.
-std::string chatml_default_system(std::string_view tpl) {
-  for (std::string_view head : {std::string_view("<|im_start|>system\\n"), std::string_view("<|im_start|>system\n")}) {
-    for (size_t pos = tpl.find(head); pos != std::string_view::npos; pos = tpl.find(head, pos + 1)) {
-      size_t start = pos + head.size();
-      size_t end = tpl.find("<|im_end|>", start);
-      if (end == std::string_view::npos) break;
-      std::string_view body = tpl.substr(start, end - start);
-      // A literal message: no Jinja expression, no string concatenation or quote in between.
-      if (body.empty() || contains(body, "{") || contains(body, "'") || contains(body, "\"") ||
-          contains(body, "+"))
-        continue;
-      std::string out;
-      for (size_t i = 0; i < body.size(); ++i) {
-        if (body[i] == '\\' && i + 1 < body.size() && body[i + 1] == 'n') {
-          out += '\n';
-          ++i;
-        } else {
-          out += body[i];
-        }
-      }
-      return out;
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// The value of a Jinja string literal's body (the text between its quotes): Jinja's lexer
+// turns "\r\n" and "\r" into "\n", then decodes it as Python's "unicode-escape" codec does
+// after an ASCII backslashreplace (so "\\" -> "\", "\n" -> newline, an unknown escape such as
+// "\q" stays, and a backslash before a non-ASCII character keeps its escaped code point as
+// text). std::nullopt for what this does not decode (\N{...}, a malformed \x, \u or \U, a
+// surrogate), so that the caller ignores the literal rather than guessing.
+std::optional<std::string> jinja_string_value(std::string_view raw) {
+  std::string text;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '\r') {
+      text += '\n';
+      if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
+    } else {
+      text += raw[i];
     }
+  }
+  auto hex = [&](size_t at, size_t n) -> std::optional<uint32_t> {
+    if (at + n > text.size()) return std::nullopt;
+    uint32_t v = 0;
+    for (size_t k = 0; k < n; ++k) {
+      const char c = text[at + k];
+      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (d < 0) return std::nullopt;
+      v = v * 16 + static_cast<uint32_t>(d);
+    }
+    return v;
+  };
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\\' || i + 1 == text.size()) {
+      out += text[i];
+      continue;
+    }
+    const char c = text[++i];
+    switch (c) {
+      case '\n': break;  // line continuation
+      case '\\': out += '\\'; break;
+      case '\'': out += '\''; break;
+      case '"': out += '"'; break;
+      case 'a': out += '\a'; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'v': out += '\v'; break;
+      case 'x':
+      case 'u':
+      case 'U': {
+        const size_t n = c == 'x' ? 2 : c == 'u' ? 4 : 8;
+        auto cp = hex(i + 1, n);
+        if (!cp || *cp > 0x10FFFF || (*cp >= 0xD800 && *cp <= 0xDFFF)) return std::nullopt;
+        append_utf8(out, *cp);
+        i += n;
+        break;
+      }
+      default:
+        if (c >= '0' && c <= '7') {  // octal, one to three digits
+          uint32_t v = static_cast<uint32_t>(c - '0');
+          for (int k = 0; k < 2 && i + 1 < text.size() && text[i + 1] >= '0' && text[i + 1] <= '7'; ++k)
+            v = v * 8 + static_cast<uint32_t>(text[++i] - '0');
+          append_utf8(out, v);
+        } else if (c == 'N') {
+          return std::nullopt;
+        } else if (static_cast<unsigned char>(c) >= 0x80) {
+          // backslashreplace made the character "\xe9" / "\u00..." first: "\\" then its code
+          // point's escape as plain text.
+          size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+          if (len == 0 || i + len > text.size()) return std::nullopt;
+          uint32_t cp = static_cast<unsigned char>(c) & (0xFF >> (len + 1));
+          for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+          out += '\\';
+          out += cp < 0x100 ? fmt::format("x{:02x}", cp) : cp < 0x10000 ? fmt::format("u{:04x}", cp)
+                                                                          : fmt::format("U{:08x}", cp);
+          i += len - 1;
+        } else {
+          out += '\\';
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+// The default system message of a ChatML template: the value of a Jinja string literal that is
+// a whole output expression, {{ '<|im_start|>system\n...<|im_end|>\n' }} (with {{- / -}}), as
+// Qwen2 and Qwen2.5 (and Qwen2.5-Math, whose message holds "\\boxed{}") write it; "" if none.
+// Literals joined with other expressions (the template's own system turn) do not count.
+std::string chatml_default_system(std::string_view tpl) {
+  constexpr std::string_view kHead = "<|im_start|>system\n", kTail = "<|im_end|>\n";
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  for (size_t pos = tpl.find("<|im_start|>system"); pos != std::string_view::npos;
+       pos = tpl.find("<|im_start|>system", pos + 1)) {
+    if (pos == 0 || (tpl[pos - 1] != '\'' && tpl[pos - 1] != '"')) continue;
+    const char quote = tpl[pos - 1];
+    // Before the opening quote: "{{", "{{-" or "{{+" and spaces.
+    size_t b = pos - 1;
+    while (b > 0 && is_space(tpl[b - 1])) --b;
+    if (b > 0 && (tpl[b - 1] == '-' || tpl[b - 1] == '+')) --b;
+    if (b < 2 || tpl.substr(b - 2, 2) != "{{") continue;
+    // The closing quote (a backslash escapes the next character), then spaces and "}}".
+    size_t e = pos;
+    while (e < tpl.size() && tpl[e] != quote) e += tpl[e] == '\\' ? 2 : 1;
+    if (e >= tpl.size()) continue;
+    size_t a = e + 1;
+    while (a < tpl.size() && is_space(tpl[a])) ++a;
+    if (a < tpl.size() && (tpl[a] == '-' || tpl[a] == '+')) ++a;
+    if (tpl.substr(a, 2) != "}}") continue;
+    std::optional<std::string> value = jinja_string_value(tpl.substr(pos, e - pos));
+    if (!value || value->size() <= kHead.size() + kTail.size() || !value->starts_with(kHead) ||
+        !value->ends_with(kTail))
+      continue;
+    std::string body = value->substr(kHead.size(), value->size() - kHead.size() - kTail.size());
+    if (contains(body, "<|im_end|>") || contains(body, "<|im_start|>")) continue;
+    return body;
   }
   return {};
 }

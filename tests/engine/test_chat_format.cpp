@@ -118,6 +118,57 @@ TEST_CASE("detect_chat_format recognises templates by their markers", "[chat][un
   CHECK_FALSE(qeval::chat_format_by_name("mistral"));
 }
 
+TEST_CASE("detect_chat_format reads Qwen2.5-Math's default system message as Jinja does", "[chat][unit]") {
+  // The real template's system branch (Qwen2.5-Math-*-Instruct tokenizer_config.json, after JSON
+  // decoding: the Jinja source holds "\\boxed{}", which Jinja renders as "\boxed{}").
+  const std::string math_tpl =
+      R"({%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'Please reason step by step, and put your final answer within \\boxed{}.' }}
+    {%- endif %}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+)";
+  auto f = qeval::detect_chat_format(math_tpl);
+  REQUIRE(f);
+  CHECK(f->name() == "chatml");
+  CHECK(f->default_system == "Please reason step by step, and put your final answer within \\boxed{}.");
+  // What jinja2 (trim_blocks, lstrip_blocks, as transformers) renders from the whole template.
+  const std::vector<ChatTurn> no_system = {{"user", "a"}, {"system", "s2"}, {"user", "b"}};
+  CHECK(qeval::render_chat(*f, no_system) ==
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>user\na<|im_end|>\n<|im_start|>system\ns2<|im_end|>\n<|im_start|>user\nb<|im_end|>\n"
+        "<|im_start|>assistant\n");
+  CHECK(qeval::render_chat(*f, sys_user()) ==
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
+
+  // Jinja string literals: both quote kinds, Python escapes, "{{-"/"-}}" and spaces.
+  auto default_of = [](const std::string& tpl) { return qeval::detect_chat_format(tpl)->default_system; };
+  CHECK(default_of(R"({{ "<|im_start|>system\nIt's \"x\"\t{y}<|im_end|>\n" }}<|im_end|>)") == "It's \"x\"\t{y}");
+  CHECK(default_of(R"({{-'<|im_start|>system\nA\'b \\\\ \q \x41\u00e9<|im_end|>\n'-}}<|im_end|>)") ==
+        "A'b \\\\ \\q A\xC3\xA9");
+  // A literal joined to an expression, Jinja syntax or an unterminated literal is no default.
+  CHECK(default_of(R"({{ '<|im_start|>system\nA<|im_end|>\n' + x }})").empty());
+  CHECK(default_of(R"({% set s = '<|im_start|>system\nA<|im_end|>\n' %}{{ s }}<|im_end|>)").empty());
+  CHECK(default_of(R"({{ '<|im_start|>system\nA<|im_end|>\n)").empty());
+}
+
 TEST_CASE("llama3 chat prompt tokenizes to Meta's reference ids", "[chat][model]") {
   const char* models = std::getenv("QEVAL_MODELS");
   if (!models || !*models) {
