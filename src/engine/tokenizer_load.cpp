@@ -267,6 +267,9 @@ std::unique_ptr<Tokenizer> load_tiktoken(const fs::path& file, std::string_view 
   m.pre = std::move(*steps);
   size_t line_no = 0;
   std::string bytes;
+  // Ranks may leave gaps, but not unbounded ones (the piece table is as long as the largest
+  // rank, and the special ids follow it).
+  const long max_rank = 2 * static_cast<long>(std::count(data.begin(), data.end(), '\n')) + 1024;
   for (size_t pos = 0; pos < data.size();) {
     size_t nl = data.find('\n', pos);
     if (nl == std::string::npos) nl = data.size();
@@ -284,9 +287,12 @@ std::unique_ptr<Tokenizer> load_tiktoken(const fs::path& file, std::string_view 
         rank = -1;
       }
     }
-    if (sp == std::string_view::npos || rank < 0 || rank > 10'000'000 ||
-        !b64_decode(line.substr(0, sp), bytes) || bytes.empty())
+    if (sp == std::string_view::npos || rank < 0 || !b64_decode(line.substr(0, sp), bytes) || bytes.empty())
       fail("{}:{}: expected \"<base64 token> <rank>\"; is this a tiktoken rank file?", where, line_no);
+    if (rank > max_rank)
+      fail("{}:{}: rank {} is beyond {}: the file has {} lines, and ranks may exceed that count only by a "
+           "bounded gap (hint: a corrupt or hand-edited rank file?)",
+           where, line_no, rank, max_rank, (max_rank - 1024) / 2);
     if (size_t(rank) >= m.pieces.size()) {
       m.pieces.resize(rank + 1);
       m.kinds.resize(rank + 1, TokenKind::kUnused);
@@ -430,8 +436,16 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const fs::path& model_dir) {
 
     const json& vocab = model.at("vocab");
     if (!vocab.is_object()) fail("{}: model.vocab must be an object of piece -> id", where);
+    // Ids may leave gaps, but not unbounded ones: the piece table is as long as the largest id,
+    // so one id of 10^7 in a few-KB file would allocate ~500 MB.
+    const json* added_tokens = find_key(tj, "added_tokens");
+    const int64_t n_entries = static_cast<int64_t>(vocab.size() + (added_tokens ? added_tokens->size() : 0));
+    const int64_t max_id = 2 * n_entries + 1024;
     auto place = [&](int64_t id, std::string piece, TokenKind kind) {
-      if (id < 0 || id > 10'000'000) fail("{}: token id {} out of range", where, id);
+      if (id < 0 || id > max_id)
+        fail("{}: token id {} is outside [0, {}]: the file lists {} tokens, and ids may exceed that count only "
+             "by a bounded gap (hint: a corrupt or hand-edited tokenizer.json?)",
+             where, id, max_id, n_entries);
       if (size_t(id) >= m.pieces.size()) {
         m.pieces.resize(id + 1);
         m.kinds.resize(id + 1, TokenKind::kUnused);
@@ -452,7 +466,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const fs::path& model_dir) {
       }
       place(it.value().get<int64_t>(), std::move(piece), kind);
     }
-    if (auto added = find_key(tj, "added_tokens")) {
+    if (const json* added = added_tokens) {
       for (const json& a : *added) {
         int64_t id = a.at("id").get<int64_t>();
         std::string content = a.at("content").get<std::string>();
@@ -535,19 +549,29 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const fs::path& model_dir) {
   const fs::path gc_path = model_dir / "generation_config.json";
   if (auto gc = read_json_opt(gc_path)) {
     try {
+      // Ids are read as int64 and range checked: get<int32_t> would wrap 2^32 + 2 to 2.
+      auto checked_id = [&](const json& v, const char* key) -> int32_t {
+        if (!v.is_number_integer())
+          fail("{}: {} must be an integer or a list of integers, got {}", gc_path.string(), key, v.dump());
+        const int64_t id = v.get<int64_t>();
+        if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+          fail("{}: {} {} is outside the vocabulary (size {})", gc_path.string(), key, v.dump(), t->vocab_size());
+        if (id < 0 || id >= t->vocab_size())
+          fail("{}: {} {} is outside the vocabulary (size {})", gc_path.string(), key, id, t->vocab_size());
+        return static_cast<int32_t>(id);
+      };
       if (auto e = find_key(*gc, "eos_token_id")) {
         std::vector<int32_t> ids;
-        if (e->is_array()) ids = e->get<std::vector<int32_t>>();
-        else ids.push_back(e->get<int32_t>());
-        for (int32_t id : ids) {
-          if (id < 0 || id >= t->vocab_size())
-            fail("{}: eos_token_id {} is outside the vocabulary (size {})", gc_path.string(), id, t->vocab_size());
-          add_stop(*t, id);
+        if (e->is_array()) {
+          for (const json& x : *e) ids.push_back(checked_id(x, "eos_token_id"));
+        } else {
+          ids.push_back(checked_id(*e, "eos_token_id"));
         }
+        for (int32_t id : ids) add_stop(*t, id);
         if (!t->eos_id && !ids.empty()) t->eos_id = ids.front();
       }
       if (auto b = find_key(*gc, "bos_token_id"); b && b->is_number_integer() && !t->bos_id)
-        t->bos_id = b->get<int32_t>();
+        t->bos_id = checked_id(*b, "bos_token_id");
     } catch (const json::exception& e) {
       fail("{}: unexpected structure: {}", gc_path.string(), e.what());
     }

@@ -189,6 +189,9 @@ TEST_CASE("tiktoken: malformed files are errors naming the line", "[tokenizer][u
   CHECK_THROWS_WITH(qeval::load_tiktoken(p, "qwen2"), Catch::Contains("bad.tiktoken:2"));
   write(p, "YQ== 0\n");
   CHECK_THROWS_WITH(qeval::load_tiktoken(p, "qwen2"), Catch::Contains("no token for byte"));
+  // A rank far past the line count would size the piece table by it.
+  write(p, "YQ== 0\nYg== 9999999\n");
+  CHECK_THROWS_WITH(qeval::load_tiktoken(p, "qwen2"), Catch::Contains("bad.tiktoken:2: rank 9999999 is beyond"));
   CHECK_THROWS_WITH(qeval::load_tiktoken(tiny_tiktoken({}), "nonesuch"), Catch::Contains("nonesuch"));
 }
 
@@ -230,6 +233,36 @@ TEST_CASE("byte-level tokenizer.json with merges, added tokens and a Split regex
 
   write(dir / "generation_config.json", R"({"eos_token_id": 99999})");
   CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir), Catch::Contains("generation_config.json"));
+  // Ids are not narrowed to int32 before the range check (2^32 + 2 is not 2).
+  write(dir / "generation_config.json", R"({"eos_token_id": [259, 4294967298]})");
+  CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir),
+                    Catch::Contains("generation_config.json: eos_token_id 4294967298 is outside the vocabulary (size 261)"));
+  write(dir / "generation_config.json", R"({"eos_token_id": 18446744073709551615})");
+  CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir), Catch::Contains("eos_token_id 18446744073709551615 is outside"));
+  write(dir / "generation_config.json", R"({"eos_token_id": [259, "x"]})");
+  CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir), Catch::Contains("eos_token_id must be an integer or a list"));
+  write(dir / "generation_config.json", R"({"eos_token_id": 259})");
+  {
+    // Without a BOS of its own, generation_config's bos_token_id is used: range checked too.
+    json no_bos = tj;
+    no_bos.erase("post_processor");
+    write(dir / "tokenizer.json", no_bos.dump());
+    write(dir / "generation_config.json", R"({"bos_token_id": 100000})");
+    CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir), Catch::Contains("bos_token_id 100000 is outside the vocabulary"));
+    write(dir / "generation_config.json", R"({"bos_token_id": 4294967556})");  // 2^32 + 260
+    CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir), Catch::Contains("bos_token_id 4294967556 is outside"));
+    write(dir / "generation_config.json", R"({"bos_token_id": 260})");
+    CHECK(qeval::load_hf_tokenizer(dir)->bos_id == 260);
+    // One id far past the vocabulary would size the piece table by it (10^7 pieces, ~500 MB).
+    no_bos["model"]["vocab"]["zzz"] = 10000000;
+    write(dir / "tokenizer.json", no_bos.dump());
+    CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir),
+                      Catch::Contains("tokenizer.json: token id 10000000 is outside [0, ") &&
+                          Catch::Contains("the file lists 262 tokens"));
+    no_bos["model"]["vocab"]["zzz"] = 400;  // a bounded gap is fine
+    write(dir / "tokenizer.json", no_bos.dump());
+    CHECK(qeval::load_hf_tokenizer(dir)->vocab_size() == 401);
+  }
   tj["model"]["merges"] = json::array({"Ġ zz"});
   write(dir / "tokenizer.json", tj.dump());
   CHECK_THROWS_WITH(qeval::load_hf_tokenizer(dir), Catch::Contains("merge #0"));
