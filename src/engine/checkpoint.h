@@ -51,7 +51,9 @@ class Checkpoint {
   std::string file_of(const std::string& hf_name) const;
 
   // The model's tokenizer: load_hf_tokenizer(dir) for HF directories, make_tokenizer(vocab)
-  // built from the GGUF's tokenizer.ggml.* metadata for GGUF files.
+  // built from the GGUF's tokenizer.ggml.* metadata for GGUF files. Throws Error naming both
+  // sizes when the tokenizer has an id (any id, or bos/eos/stop) the embedding has no row for;
+  // fewer tokenizer ids than rows is fine (Qwen pads 151665 ids to 151936 rows).
   std::unique_ptr<Tokenizer> tokenizer() const;
 
   // Lowercase hex sha256 over the config JSON and the tensor index (names, dtypes, shapes,

@@ -154,5 +154,16 @@ TEST_CASE("Checkpoint::tokenizer loads the HF tokenizer or the GGUF vocabulary",
   REQUIRE(g_tok);
   CHECK(g_tok->vocab_size() == 272);
   CHECK(g_tok->bos_id == 1);
+
+  // A token id the embedding has no row for is an error when the tokenizer is loaded, not when
+  // a prompt first holds it; fewer ids than rows (263 of 272 here) is fine.
+  auto tj = nlohmann::json::parse(read_file(dir / "hf" / "tokenizer.json"));
+  tj["added_tokens"].push_back({{"id", 300}, {"content", "XYZ"}, {"single_word", false}, {"lstrip", false},
+                                {"rstrip", false}, {"normalized", false}, {"special", false}});
+  write_file_atomic(dir / "hf" / "tokenizer.json", tj.dump());
+  CHECK_THROWS_WITH(Checkpoint::open(dir / "hf")->tokenizer(),
+                    Catch::Contains((dir / "hf" / "tokenizer.json").string()) &&
+                        Catch::Contains("301 token ids") && Catch::Contains("model.embed_tokens.weight of " + (dir / "hf").string() + " has 272 rows") &&
+                        Catch::Contains("hint:"));
   fs::remove_all(dir);
 }
