@@ -3,6 +3,7 @@
 #include "engine/checkpoint.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -168,6 +169,37 @@ void Checkpoint::validate_shapes() const {
     expect(p + "mlp.gate_proj.weight", {I, H}, true);
     expect(p + "mlp.up_proj.weight", {I, H}, true);
     expect(p + "mlp.down_proj.weight", {H, I}, true);
+  }
+  // Layers past the config's count would be ignored silently, and the model would run with
+  // fewer layers than it has (garbage, exit 0). Multi-token-prediction layers, stored right
+  // after the decoder's, are the exception.
+  const int64_t n_allowed = c.n_layers + c.num_nextn_predict_layers;
+  const std::string* first = nullptr;
+  int64_t first_layer = 0;
+  for (const auto& [name, t] : tensors_) {
+    int64_t layer = -1;
+    for (const char* prefix : {"model.layers.", "blk."}) {
+      const size_t n = std::char_traits<char>::length(prefix);
+      if (name.compare(0, n, prefix) != 0) continue;
+      const size_t dot = name.find('.', n);
+      if (dot == std::string::npos || dot == n) continue;
+      if (!std::all_of(name.begin() + n, name.begin() + dot, [](char ch) { return ch >= '0' && ch <= '9'; })) continue;
+      layer = dot - n > 18 ? INT64_MAX : std::stoll(name.substr(n, dot - n));
+    }
+    if (layer >= n_allowed && (!first || layer < first_layer)) {
+      first = &name;
+      first_layer = layer;
+    }
+  }
+  if (first) {
+    const bool gguf = is_gguf();
+    fail("{}: tensor {} is in layer {}, beyond {} {}{} (does {} match the weights? a layer past the count would be "
+         "ignored)",
+         tensor_file_.at(*first), *first, first_layer, gguf ? c.arch + ".block_count" : "num_hidden_layers",
+         c.n_layers,
+         c.num_nextn_predict_layers ? fmt::format(" and num_nextn_predict_layers {}", c.num_nextn_predict_layers)
+                                    : "",
+         gguf ? "the GGUF's metadata" : "config.json");
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <thread>
 #include <unordered_set>
@@ -36,7 +37,9 @@ namespace {
 
 QuantScheme checkpoint_scheme(const ModelConfig& c) {
   if (c.quantization_config.is_null() || !c.quantization_config.is_object()) return QuantScheme::None;
-  std::string m = c.quantization_config.value("quant_method", "");
+  // parse_hf_config checked that quant_method is a string or null (absent).
+  const auto it = c.quantization_config.find("quant_method");
+  const std::string m = it != c.quantization_config.end() && it->is_string() ? it->get<std::string>() : "";
   if (m == "fp8") return QuantScheme::Fp8Block;
   if (m == "blockwise_int8") return QuantScheme::Int8Block;
   if (m == "w8a8_int8") return QuantScheme::Int8Channel;
@@ -98,15 +101,22 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& opt) {
     fmt::print(stderr, "warning: {} threads on {} hardware threads: the engine's threads wait for each other, "
                "so this runs slower than threads: 0 (all cores)\n", opt.threads, hw);
   eng->pool_ = std::make_unique<ThreadPool>(opt.threads);
+  // ModelConfig::validate bounds layers, kv heads * head_dim and positions, so this fits in
+  // size_t; the product of the three below may not, and saturates.
   const size_t per_token = static_cast<size_t>(cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim) * 4;
+  auto saturating_mul = [](size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+  };
   // Default: max_batch full contexts, and at least two: a loglikelihood request forks its
   // continuations from its context's sequence, so even max_batch 1 holds a context and the
   // continuations' blocks past its full ones.
   size_t budget = opt.kv_cache_mb > 0
                       ? static_cast<size_t>(opt.kv_cache_mb) << 20
-                      : std::min<size_t>(static_cast<size_t>(std::max(opt.max_batch, 2)) *
-                                             (cfg.max_position_embeddings + KvCache::kBlockTokens) *
-                                             per_token,
+                      : std::min<size_t>(saturating_mul(saturating_mul(static_cast<size_t>(std::max(opt.max_batch, 2)),
+                                                                       static_cast<size_t>(cfg.max_position_embeddings) +
+                                                                           KvCache::kBlockTokens),
+                                                        per_token),
                                          size_t{2048} << 20);
   eng->kv_ = eng->model_->make_kv_cache(budget);
   return eng;

@@ -354,6 +354,7 @@ ModelConfig GgufFile::model_config() const {
   c.hidden_size = req("embedding_length");
   c.n_layers = req("block_count");
   c.intermediate_size = req("feed_forward_length");
+  c.num_nextn_predict_layers = get_int(arch + ".nextn_predict_layers").value_or(0);
   c.n_heads = req("attention.head_count");
   c.n_kv_heads = get_int(arch + ".attention.head_count_kv").value_or(c.n_heads);
   c.head_dim = get_int(arch + ".attention.key_length").value_or(c.n_heads > 0 ? c.hidden_size / c.n_heads : 0);

@@ -1,37 +1,79 @@
 // HF config.json parsing for Llama / Qwen2 / Mistral, defaults and consistency checks.
 #include "engine/model_config.h"
 
+#include <cmath>
+
 #include "core/error.h"
 #include "core/fs.h"
 
 namespace qeval {
 
 std::string ModelConfig::validate() const {
-  auto pos = [](int64_t v) { return v > 0; };
-  if (!pos(vocab_size)) return fmt::format("vocab_size must be positive, got {}", vocab_size);
-  if (!pos(hidden_size)) return fmt::format("hidden_size must be positive, got {}", hidden_size);
-  if (!pos(intermediate_size)) return fmt::format("intermediate_size must be positive, got {}", intermediate_size);
-  if (!pos(n_layers)) return fmt::format("num_hidden_layers must be positive, got {}", n_layers);
-  if (!pos(n_heads)) return fmt::format("num_attention_heads must be positive, got {}", n_heads);
-  if (!pos(n_kv_heads)) return fmt::format("num_key_value_heads must be positive, got {}", n_kv_heads);
+  // Upper bounds far above any real model (the largest have ~256k vocabularies, 10M-token
+  // contexts, hidden 16k, ffn 53k, 128 layers, 128 heads) that keep every size the loader and
+  // the engine derive (n_heads * head_dim, vocab * hidden, the KV cache per token) well inside
+  // int64, and token ids and positions inside int32.
+  constexpr int64_t kMaxIds = (int64_t{1} << 31) - 1;  // vocab_size, positions: int32
+  constexpr int64_t kMaxWidth = int64_t{1} << 24;      // hidden, ffn, n_heads * head_dim
+  constexpr int64_t kMaxCount = int64_t{1} << 16;      // layers, heads, head_dim
+  auto in_range = [](int64_t v, int64_t hi) { return v > 0 && v <= hi; };
+  auto range_msg = [](const char* field, int64_t v, int64_t hi) {
+    return v > 0 ? fmt::format("{} must be at most {}, got {} (hint: is config.json for this model?)", field, hi, v)
+                 : fmt::format("{} must be positive, got {}", field, v);
+  };
+  if (!in_range(vocab_size, kMaxIds)) return range_msg("vocab_size", vocab_size, kMaxIds);
+  if (!in_range(hidden_size, kMaxWidth)) return range_msg("hidden_size", hidden_size, kMaxWidth);
+  if (!in_range(intermediate_size, kMaxWidth)) return range_msg("intermediate_size", intermediate_size, kMaxWidth);
+  if (!in_range(n_layers, kMaxCount)) return range_msg("num_hidden_layers", n_layers, kMaxCount);
+  if (!in_range(n_heads, kMaxCount)) return range_msg("num_attention_heads", n_heads, kMaxCount);
+  if (!in_range(n_kv_heads, kMaxCount)) return range_msg("num_key_value_heads", n_kv_heads, kMaxCount);
   if (n_heads % n_kv_heads != 0)
     return fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}", n_heads, n_kv_heads);
-  if (!pos(head_dim) || head_dim % 2 != 0) return fmt::format("head_dim must be positive and even, got {}", head_dim);
-  if (!pos(max_position_embeddings))
-    return fmt::format("max_position_embeddings must be positive, got {}", max_position_embeddings);
-  if (!(rms_norm_eps > 0)) return fmt::format("rms_norm_eps must be positive, got {}", rms_norm_eps);
-  if (!(rope_theta > 0)) return fmt::format("rope_theta must be positive, got {}", rope_theta);
-  if (!rope_scaling_type.empty() && !(rope_factor > 0))
-    return fmt::format("rope_scaling.factor must be positive, got {}", rope_factor);
-  if (rope_scaling_type == "llama3" && (!pos(rope_original_max_position) || !(rope_high_freq_factor > rope_low_freq_factor)))
-    return "rope_scaling llama3 needs original_max_position_embeddings > 0 and high_freq_factor > low_freq_factor";
+  if (!in_range(head_dim, kMaxCount) || head_dim % 2 != 0)
+    return head_dim > kMaxCount ? range_msg("head_dim", head_dim, kMaxCount)
+                                : fmt::format("head_dim must be positive and even, got {}", head_dim);
+  if (n_heads * head_dim > kMaxWidth)
+    return fmt::format("num_attention_heads {} * head_dim {} = {} must be at most {}", n_heads, head_dim,
+                       n_heads * head_dim, kMaxWidth);
+  if (!in_range(max_position_embeddings, kMaxIds))
+    return range_msg("max_position_embeddings", max_position_embeddings, kMaxIds);
+  if (num_nextn_predict_layers < 0 || num_nextn_predict_layers > kMaxCount)
+    return fmt::format("num_nextn_predict_layers must be between 0 and {}, got {}", kMaxCount,
+                       num_nextn_predict_layers);
+  // !(x > 0) also catches NaN; a theta or eps of inf makes every rotation or norm NaN.
+  if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps))
+    return fmt::format("rms_norm_eps must be positive and finite, got {}", rms_norm_eps);
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+    return fmt::format("rope_theta must be positive and finite, got {}", rope_theta);
+  if (!rope_scaling_type.empty() && (!(rope_factor > 0) || !std::isfinite(rope_factor)))
+    return fmt::format("rope_scaling.factor must be positive and finite, got {}", rope_factor);
+  if (rope_scaling_type == "llama3" &&
+      (!in_range(rope_original_max_position, kMaxIds) || !(rope_high_freq_factor > rope_low_freq_factor) ||
+       !std::isfinite(rope_high_freq_factor) || !std::isfinite(rope_low_freq_factor)))
+    return fmt::format("rope_scaling llama3 needs 0 < original_max_position_embeddings <= {} and finite "
+                       "high_freq_factor > low_freq_factor", kMaxIds);
   return "";
 }
 
 ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& src) {
   if (!j.is_object()) fail("{}: not a JSON object", src);
+  // Typed getters: null counts as absent, as in transformers (PretrainedConfig takes a null
+  // torch_dtype as "not given"); any other wrong type names the field and the value.
+  auto get_str = [&](const nlohmann::json& o, const char* key, const std::string& def,
+                     const char* where) -> std::string {
+    auto it = o.find(key);
+    if (it == o.end() || it->is_null()) return def;
+    if (!it->is_string()) fail("{}: field {}{} must be a string, got {}", src, where, key, it->dump());
+    return it->get<std::string>();
+  };
+  auto get_bool = [&](const char* key, bool def) -> bool {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return def;
+    if (!it->is_boolean()) fail("{}: field {} must be true or false, got {}", src, key, it->dump());
+    return it->get<bool>();
+  };
   ModelConfig c;
-  std::string archname, model_type = j.value("model_type", std::string());
+  std::string archname, model_type = get_str(j, "model_type", "", "");
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0].is_string())
     archname = j["architectures"][0].get<std::string>();
@@ -65,6 +107,7 @@ ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& src) {
   c.n_kv_heads = get_int("num_key_value_heads", c.n_heads);
   c.head_dim = get_int("head_dim", c.n_heads > 0 ? c.hidden_size / c.n_heads : 0);
   c.max_position_embeddings = get_int("max_position_embeddings", 2048);
+  c.num_nextn_predict_layers = get_int("num_nextn_predict_layers", 0);
   // Sliding-window attention (Mistral-7B-v0.1: 4096). The engine's attention is full, which
   // equals the window's only while a sequence fits in it: the context is cut to the window (a
   // longer prompt is left-truncated and counted as such). Qwen2 uses the window only with
@@ -82,19 +125,21 @@ ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& src) {
     c.max_position_embeddings = sw->get<int64_t>();
   c.rms_norm_eps = get_num(j, "rms_norm_eps", 1e-6, "");
   c.rope_theta = get_num(j, "rope_theta", 10000.0, "");
-  c.tie_word_embeddings = j.value("tie_word_embeddings", false);
-  c.attention_bias = c.arch == "qwen2" ? true : j.value("attention_bias", false);
-  if (j.value("mlp_bias", false)) fail("{}: mlp_bias true is not supported", src);
-  if (auto a = j.value("hidden_act", std::string("silu")); a != "silu")
+  c.tie_word_embeddings = get_bool("tie_word_embeddings", false);
+  const bool attention_bias = get_bool("attention_bias", false);
+  c.attention_bias = c.arch == "qwen2" ? true : attention_bias;
+  if (get_bool("mlp_bias", false)) fail("{}: mlp_bias true is not supported", src);
+  if (auto a = get_str(j, "hidden_act", "silu", ""); a != "silu")
     fail("{}: hidden_act '{}' is not supported (SwiGLU with silu only)", src, a);
-  c.torch_dtype = j.value("torch_dtype", std::string());
+  c.torch_dtype = get_str(j, "torch_dtype", "", "");
   if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) fail("{}: quantization_config must be an object", src);
+    get_str(*it, "quant_method", "", "quantization_config.");  // read as a string by the engine
     c.quantization_config = *it;
   }
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) fail("{}: rope_scaling must be an object or null", src);
-    std::string type = it->value("rope_type", it->value("type", std::string()));
+    std::string type = get_str(*it, "rope_type", get_str(*it, "type", "", "rope_scaling."), "rope_scaling.");
     if (type == "default" || type.empty()) {
     } else if (type == "linear") {
       c.rope_scaling_type = "linear";
@@ -104,8 +149,12 @@ ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& src) {
       c.rope_factor = get_num(*it, "factor", 8.0, "rope_scaling.");
       c.rope_low_freq_factor = get_num(*it, "low_freq_factor", 1.0, "rope_scaling.");
       c.rope_high_freq_factor = get_num(*it, "high_freq_factor", 4.0, "rope_scaling.");
-      c.rope_original_max_position =
-          static_cast<int64_t>(get_num(*it, "original_max_position_embeddings", 8192, "rope_scaling."));
+      // A number (some configs write 8192.0); outside int64 the cast would be undefined.
+      const double omp = get_num(*it, "original_max_position_embeddings", 8192, "rope_scaling.");
+      if (!(omp >= 1 && omp <= 2147483647.0))
+        fail("{}: field rope_scaling.original_max_position_embeddings must be between 1 and 2147483647, got {}", src,
+             omp);
+      c.rope_original_max_position = static_cast<int64_t>(omp);
     } else {
       fail("{}: rope_scaling type '{}' is not supported (qeval supports linear and llama3)", src, type);
     }
@@ -148,6 +197,8 @@ nlohmann::json config_to_json(const ModelConfig& c) {
   j["attention_bias"] = c.attention_bias;
   j["quantization_config"] = c.quantization_config;
   j["torch_dtype"] = c.torch_dtype;
+  // Only when set, so that the fingerprints of checkpoints without MTP layers stay as they were.
+  if (c.num_nextn_predict_layers != 0) j["num_nextn_predict_layers"] = c.num_nextn_predict_layers;
   return j;
 }
 

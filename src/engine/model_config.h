@@ -32,6 +32,9 @@ struct ModelConfig {
   bool attention_bias = false;        // q/k/v projections carry a bias (Qwen2)
   nlohmann::json quantization_config; // null when the checkpoint is not quantised
   std::string torch_dtype;            // "bfloat16", "float16", "float32" or "" when unknown
+  // Multi-token-prediction layers stored after the decoder's (DeepSeek-V3: model.layers.61 with
+  // 61 layers): the engine does not run them; the loader accepts their tensors.
+  int64_t num_nextn_predict_layers = 0;
 
   // Human-readable description of the first inconsistency ("n_heads 7 does not divide
   // hidden_size 64"), or "" when the config is usable.

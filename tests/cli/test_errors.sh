@@ -308,6 +308,37 @@ fi
 QEVAL_MODELS=$TMP/empty expect_error "generate with a fetchable model not fetched" "qeval fetch stories260K" - \
   "$QEVAL" generate --model stories260K --prompt x
 
+# --- a damaged HF config.json: one error naming the file and the field, before any work --------
+HF=${QEVAL_MODELS:-}/stories260K-hf
+if [ -n "${QEVAL_MODELS:-}" ] && [ -f "$HF/config.json" ]; then
+  # hf_variant NAME SED-EXPR: a copy of stories260K-hf whose config.json is edited by SED-EXPR.
+  hf_variant() {
+    mkdir -p "$TMP/hf/$1"
+    for f in model.safetensors tokenizer.json tokenizer_config.json generation_config.json; do
+      ln -sf "$HF/$f" "$TMP/hf/$1/$f"
+    done
+    sed "$2" "$HF/config.json" > "$TMP/hf/$1/config.json"
+  }
+  hf_variant tie_str 's/"tie_word_embeddings": true/"tie_word_embeddings": "yes"/'
+  expect_error "config.json with a string for a bool" \
+    "$TMP/hf/tie_str/config.json: field tie_word_embeddings must be true or false, got \"yes\"" - \
+    "$QEVAL" generate --model "$TMP/hf/tie_str" --prompt x
+  hf_variant layers_4 's/"num_hidden_layers": 5/"num_hidden_layers": 4/'
+  expect_error "config.json with fewer layers than the weights" \
+    "tensor model.layers.4.input_layernorm.weight is in layer 4, beyond num_hidden_layers 4" - \
+    "$QEVAL" generate --model "$TMP/hf/layers_4" --prompt x
+  hf_variant maxpos_huge 's/"max_position_embeddings": 512/"max_position_embeddings": 4611686018427387904/'
+  expect_error "config.json with a huge context" \
+    "$TMP/hf/maxpos_huge/config.json: max_position_embeddings must be at most 2147483647" - \
+    "$QEVAL" generate --model "$TMP/hf/maxpos_huge" --prompt x --max-tokens 100
+  hf_variant dtype_null 's/"torch_dtype": "float32"/"torch_dtype": null/'
+  if out=$("$QEVAL" generate --model "$TMP/hf/dtype_null" --prompt "Once upon" --max-tokens 3 2>&1) && [ -n "$out" ]; then
+    echo "ok: config.json with torch_dtype null loads (null is absent, as in transformers): $out"
+  else
+    fail "config.json with torch_dtype null: $out"
+  fi
+fi
+
 if [ "$FAILS" != 0 ]; then
   echo "$FAILS check(s) failed"
   exit 1

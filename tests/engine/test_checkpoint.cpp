@@ -2,6 +2,8 @@
 // llama3 rope scaling, tied embeddings), shape validation errors, fingerprints.
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "core/error.h"
 #include "core/fs.h"
 #include "engine/checkpoint.h"
@@ -140,6 +142,123 @@ TEST_CASE("HF config parsing: rope scaling, defaults, errors", "[checkpoint][uni
   CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 1024);
   j["max_window_layers"] = 2;
   CHECK(parse_hf_config(j, "c.json").max_position_embeddings == 4096);
+}
+
+TEST_CASE("HF config parsing: a field of the wrong type names the field and the value", "[checkpoint][unit]") {
+  const nlohmann::json base = {{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 128}, {"hidden_size", 64},
+                               {"intermediate_size", 128}, {"num_hidden_layers", 2}, {"num_attention_heads", 8}};
+  auto with = [&](const nlohmann::json& patch) {
+    nlohmann::json j = base;
+    j.merge_patch(patch);
+    return j;
+  };
+  auto err = [&](const nlohmann::json& patch) -> std::string {
+    try {
+      parse_hf_config(with(patch), "d/config.json");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  // Each was an internal json type_error naming neither file nor field.
+  CHECK(err({{"tie_word_embeddings", "yes"}}) == "d/config.json: field tie_word_embeddings must be true or false, got \"yes\"");
+  CHECK(err({{"attention_bias", 1}}) == "d/config.json: field attention_bias must be true or false, got 1");
+  CHECK(err({{"mlp_bias", "no"}}) == "d/config.json: field mlp_bias must be true or false, got \"no\"");
+  CHECK(err({{"hidden_act", 7}}) == "d/config.json: field hidden_act must be a string, got 7");
+  CHECK(err({{"torch_dtype", 16}}) == "d/config.json: field torch_dtype must be a string, got 16");
+  CHECK(err({{"model_type", 5}}) == "d/config.json: field model_type must be a string, got 5");
+  CHECK(err({{"rope_scaling", {{"type", 5}}}}) == "d/config.json: field rope_scaling.type must be a string, got 5");
+  CHECK(err({{"rope_scaling", {{"rope_type", true}, {"type", "linear"}}}}) ==
+        "d/config.json: field rope_scaling.rope_type must be a string, got true");
+  CHECK(err({{"quantization_config", {{"quant_method", 8}}}}) ==
+        "d/config.json: field quantization_config.quant_method must be a string, got 8");
+  // null is absent, as in transformers (PretrainedConfig takes torch_dtype=None as not given).
+  nlohmann::json j = base;
+  for (const char* key : {"torch_dtype", "model_type", "tie_word_embeddings", "attention_bias", "mlp_bias", "hidden_act"})
+    j[key] = nullptr;
+  j["rope_scaling"] = {{"rope_type", nullptr}, {"type", "linear"}, {"factor", 2.0}};
+  ModelConfig c = parse_hf_config(j, "d/config.json");
+  CHECK(c.torch_dtype.empty());
+  CHECK(!c.tie_word_embeddings);
+  CHECK(c.rope_scaling_type == "linear");
+  j["architectures"] = nullptr;
+  j["model_type"] = "qwen2";
+  CHECK(parse_hf_config(j, "d/config.json").arch == "qwen2");
+}
+
+TEST_CASE("HF config parsing: sizes are bounded, so that derived sizes cannot overflow", "[checkpoint][unit]") {
+  const nlohmann::json base = {{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 128}, {"hidden_size", 64},
+                               {"intermediate_size", 128}, {"num_hidden_layers", 2}, {"num_attention_heads", 8}};
+  auto err = [&](const nlohmann::json& patch) -> std::string {
+    nlohmann::json j = base;
+    j.merge_patch(patch);
+    try {
+      parse_hf_config(j, "c.json");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const int64_t p62 = int64_t{1} << 62;
+  // The KV budget (max_batch * positions * bytes per token) wrapped to a few KB.
+  CHECK_THAT(err({{"max_position_embeddings", p62}}),
+             Catch::StartsWith("c.json: max_position_embeddings must be at most 2147483647, got 4611686018427387904"));
+  // n_heads * head_dim was a signed overflow ("expected shape [-9223372036854775808, 64]").
+  CHECK_THAT(err({{"num_attention_heads", p62}, {"head_dim", 2}}),
+             Catch::StartsWith("c.json: num_attention_heads must be at most 65536"));
+  CHECK_THAT(err({{"head_dim", int64_t{1} << 61}}), Catch::StartsWith("c.json: head_dim must be at most 65536"));
+  CHECK_THAT(err({{"num_attention_heads", 4096}, {"head_dim", 8192}}),
+             Catch::StartsWith("c.json: num_attention_heads 4096 * head_dim 8192 = 33554432 must be at most 16777216"));
+  CHECK_THAT(err({{"vocab_size", int64_t{1} << 40}}), Catch::StartsWith("c.json: vocab_size must be at most"));
+  CHECK_THAT(err({{"hidden_size", int64_t{1} << 40}}), Catch::StartsWith("c.json: hidden_size must be at most"));
+  CHECK_THAT(err({{"intermediate_size", int64_t{1} << 40}}), Catch::StartsWith("c.json: intermediate_size must be at most"));
+  CHECK_THAT(err({{"num_hidden_layers", int64_t{1} << 40}}), Catch::StartsWith("c.json: num_hidden_layers must be at most"));
+  CHECK_THAT(err({{"num_key_value_heads", p62}}), Catch::StartsWith("c.json: num_key_value_heads must be at most"));
+  CHECK_THAT(err({{"num_nextn_predict_layers", -1}}), Catch::StartsWith("c.json: num_nextn_predict_layers must be"));
+  CHECK_THAT(err({{"rope_scaling", {{"rope_type", "llama3"}, {"original_max_position_embeddings", 1e300}}}}),
+             Catch::StartsWith("c.json: field rope_scaling.original_max_position_embeddings must be between 1 and"));
+  // An infinite theta or eps passed (!(x > 0) is false for inf) and made every rotation NaN.
+  CHECK_THAT(err({{"rope_theta", std::numeric_limits<double>::infinity()}}), Catch::StartsWith("c.json: rope_theta must be positive and finite"));
+  CHECK_THAT(err({{"rms_norm_eps", std::numeric_limits<double>::infinity()}}), Catch::StartsWith("c.json: rms_norm_eps must be positive and finite"));
+  CHECK(err({{"max_position_embeddings", 10000000}, {"rope_theta", 1e308}}) == "(no error)");
+}
+
+TEST_CASE("Checkpoint: layers past num_hidden_layers are an error, MTP layers are not", "[checkpoint][unit]") {
+  auto dir = fx::temp_dir("ck");
+  auto m = fx::write_hf_model(dir, {.layers = 3, .hidden = 32, .heads = 4, .kv_heads = 2, .ffn = 48, .tied = true});
+  auto cfg = m.config;
+  cfg["num_hidden_layers"] = 2;
+  write_file_atomic(dir / "config.json", cfg.dump());
+  // The weights have layers 0-2: a 2-layer config used to run them as 2 layers (garbage, exit 0).
+  CHECK_THROWS_WITH(Checkpoint::open(dir),
+                    Catch::StartsWith((dir / "model.safetensors").string() +
+                                      ": tensor model.layers.2.input_layernorm.weight is in layer 2, beyond "
+                                      "num_hidden_layers 2 (does config.json match the weights?"));
+  // DeepSeek-V3 style: the multi-token-prediction layer follows the decoder's layers.
+  cfg["num_nextn_predict_layers"] = 1;
+  write_file_atomic(dir / "config.json", cfg.dump());
+  auto ck = Checkpoint::open(dir);
+  CHECK(ck->config().n_layers == 2);
+  CHECK(ck->config().num_nextn_predict_layers == 1);
+  CHECK(ck->find("model.layers.2.mlp.up_proj.weight") != nullptr);
+  ck.reset();
+  cfg["num_hidden_layers"] = 1;  // layer 2 is past the one MTP layer too
+  write_file_atomic(dir / "config.json", cfg.dump());
+  CHECK_THROWS_WITH(Checkpoint::open(dir), Catch::Contains("is in layer 2, beyond num_hidden_layers 1 and "
+                                                           "num_nextn_predict_layers 1"));
+  // Tensors outside the layers stay allowed, whatever their name.
+  write_file_atomic(dir / "config.json", m.config.dump());
+  fx::FixtureTensor extra{"model.rotary_emb.inv_freq", {4}, {1, 2, 3, 4}, "F32", {}};
+  std::vector<fx::FixtureTensor*> all = {&extra};
+  for (auto& [name, t] : m.tensors) all.push_back(&t);
+  fx::write_safetensors(dir / "model.safetensors", all, "F32");
+  CHECK(Checkpoint::open(dir)->find("model.rotary_emb.inv_freq") != nullptr);
+  // A stray tensor of a layer that does not exist (a huge index included).
+  fx::FixtureTensor stray{"model.layers.99999999999999999999.mlp.up_proj.weight", {4}, {1, 2, 3, 4}, "F32", {}};
+  all.push_back(&stray);
+  fx::write_safetensors(dir / "model.safetensors", all, "F32");
+  CHECK_THROWS_WITH(Checkpoint::open(dir), Catch::Contains("tensor model.layers.99999999999999999999.mlp.up_proj.weight"));
+  fs::remove_all(dir);
 }
 
 TEST_CASE("Checkpoint::tokenizer loads the HF tokenizer or the GGUF vocabulary", "[checkpoint][unit]") {
