@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <system_error>
+
+#include "core/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -31,15 +34,39 @@ std::chrono::microseconds spin_time() {
   }();
   return t;
 }
+
+int fail_thread_start_at = 0;  // fail_thread_start_for_testing
 }  // namespace
+
+void ThreadPool::fail_thread_start_for_testing(int index) { fail_thread_start_at = index; }
 
 ThreadPool::ThreadPool(int n_threads) {
   n_threads_ = n_threads > 0 ? n_threads : std::max(1u, std::thread::hardware_concurrency());
   shares_ = std::make_unique<Share[]>(static_cast<size_t>(n_threads_));
-  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+  threads_.reserve(static_cast<size_t>(n_threads_ - 1));
+  // A thread that cannot start (EAGAIN: a process or pids limit) throws here. The destructor
+  // does not run for a half-built pool, so the workers already started must be stopped now:
+  // left alone they keep cv_start_ busy (its destruction would wait for them forever) and
+  // destroying a joinable std::thread calls std::terminate.
+  try {
+    for (int i = 1; i < n_threads_; ++i) {
+      if (i == fail_thread_start_at)
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "test");
+      threads_.emplace_back([this, i] { worker(i); });
+    }
+  } catch (const std::system_error& e) {
+    stop_workers();
+    fail("cannot start {} threads: the system refused more than {} ({}) (hint: ask for fewer threads, or 0 for "
+         "one per core)", n_threads_, threads_.size() + 1, e.code().message());
+  } catch (...) {
+    stop_workers();
+    throw;
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true);

@@ -23,7 +23,8 @@ namespace qeval {
 
 class ThreadPool {
  public:
-  // n_threads <= 0 means std::thread::hardware_concurrency().
+  // n_threads <= 0 means std::thread::hardware_concurrency(). Throws Error when the system
+  // cannot start that many threads; the ones already started are stopped and joined first.
   explicit ThreadPool(int n_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -54,8 +55,13 @@ class ThreadPool {
   // Calls fn(thread_index) once on every thread.
   void run_on_all(const std::function<void(int)>& fn);
 
+  // For tests: the constructor's start of worker `index` (1-based, as in the pool) fails as if the
+  // system had no threads left (std::system_error EAGAIN); 0 turns it off. Not thread-safe.
+  static void fail_thread_start_for_testing(int index);
+
  private:
   void worker(int index);
+  void stop_workers();  // wakes every started worker with stop_ set and joins it
 
   int n_threads_;
   std::vector<std::thread> threads_;

@@ -254,3 +254,24 @@ TEST_CASE("thread pool: many back-to-back jobs and jobs after the workers fell a
     CHECK(n == 3);
   }
 }
+
+TEST_CASE("thread pool: a thread that cannot start is one Error, the started ones are joined (no hang)") {
+  // Thread 5 of 8 fails as on EAGAIN: workers 1-4 are running (spinning or asleep) and must be
+  // stopped before the half-built pool goes away.
+  ThreadPool::fail_thread_start_for_testing(5);
+  try {
+    ThreadPool pool(8);
+    FAIL("the pool started although its thread 5 could not");
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    CHECK(what.find("cannot start 8 threads") != std::string::npos);
+    CHECK(what.find("more than 5") != std::string::npos);
+  }
+  ThreadPool::fail_thread_start_for_testing(1);  // the first worker: nothing to join
+  CHECK_THROWS_AS(ThreadPool(2), Error);
+  ThreadPool::fail_thread_start_for_testing(0);
+  ThreadPool pool(3);
+  std::atomic<int> n{0};
+  pool.run_on_all([&](int) { n++; });
+  CHECK(n == 3);
+}
