@@ -12,6 +12,30 @@
 
 namespace qeval {
 
+namespace {
+// The path with symlinks and dot segments resolved as far as it exists, and no trailing "/".
+fs::path resolved(const fs::path& p) {
+  std::error_code ec;
+  fs::path r = fs::weakly_canonical(p, ec);
+  if (ec) r = fs::absolute(p, ec).lexically_normal();
+  if (r.filename().empty() && r.has_relative_path()) r = r.parent_path();
+  return r;
+}
+}  // namespace
+
+bool same_path(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return resolved(a) == resolved(b) || fs::equivalent(a, b, ec);
+}
+
+bool path_inside(const fs::path& p, const fs::path& dir) {
+  const fs::path rp = resolved(p), rd = resolved(dir);
+  auto i = rp.begin();
+  for (auto d = rd.begin(); d != rd.end(); ++d, ++i)
+    if (i == rp.end() || *i != *d) return false;
+  return i != rp.end();
+}
+
 std::string read_file(const fs::path& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) fail("{}: is a directory, not a file (hint: name the file inside it)", path.string());

@@ -17,6 +17,13 @@ std::string read_file(const fs::path& path);
 // renamed over `path`. Creates parent directories. Throws Error on failure.
 void write_file_atomic(const fs::path& path, std::string_view data);
 
+// Whether `a` and `b` name the same file, in any spelling: equal weakly_canonical paths (symlinks,
+// "..", "./" and a trailing "/" resolved; neither need exist) or fs::equivalent (hard links).
+bool same_path(const fs::path& a, const fs::path& b);
+
+// Whether `p` lies strictly inside the folder `dir` (any depth), compared as same_path does.
+bool path_inside(const fs::path& p, const fs::path& dir);
+
 // $XDG_CACHE_HOME/qeval, else ~/.cache/qeval. Not created here.
 fs::path cache_dir();
 

@@ -536,6 +536,13 @@ int run_eval(const RunOptions& opts) {
   std::vector<std::unique_ptr<Backend>> backends;
   // --junit is written last: a path that cannot be written is found now, not after the run.
   if (opts.junit) {
+    for (const fs::path& own : {cfg.path, out / "results.json", out / "report.md", out / "report.svg"})
+      if (same_path(*opts.junit, own))
+        fail("--junit {}: is {}, which this run reads or writes (hint: another file, e.g. {})", opts.junit->string(),
+             own.string(), (out / "junit.xml").string());
+    if (path_inside(*opts.junit, out / "samples"))
+      fail("--junit {}: is inside {}, where this run logs its samples (hint: e.g. {})", opts.junit->string(),
+           (out / "samples").string(), (out / "junit.xml").string());
     std::error_code jec;
     const fs::path dir = opts.junit->has_parent_path() ? opts.junit->parent_path() : fs::path(".");
     if (fs::is_directory(*opts.junit, jec))
@@ -685,11 +692,21 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
 }
 
 void rerender_report(const fs::path& results, const std::optional<fs::path>& out_md) {
+  fs::path md = out_md ? *out_md : results.parent_path() / "report.md";
+  fs::path svg = md.parent_path() / (md.stem().string() + ".svg");
+  // Neither output may replace the results it is rendered from, nor the other one; checked with
+  // the folder case before anything is written (the chart is written first).
+  const std::string what = (out_md ? "--out " : "") + md.string();
+  std::error_code ec;
+  if (md.filename().empty() || fs::is_directory(md, ec))
+    fail("{}: is a folder (hint: name the markdown file to write, e.g. {})", what, (md / "report.md").string());
+  if (same_path(md, results) || same_path(svg, results))
+    fail("{}: would overwrite {}, the results it is rendered from (hint: write FILE.md beside it)", what,
+         results.string());
+  if (same_path(md, svg)) fail("{}: the chart goes to the same file (hint: a name ending in .md)", what);
   json r = json::parse(read_file(results), nullptr, false);
   if (r.is_discarded()) fail("{}: not valid JSON (hint: pass the results.json a run wrote)", results.string());
   validate_results(r, results.string());
-  fs::path md = out_md ? *out_md : results.parent_path() / "report.md";
-  fs::path svg = md.parent_path() / (md.stem().string() + ".svg");
   std::string svg_text, md_text;
   try {  // render both before writing either
     svg_text = render_svg(r);

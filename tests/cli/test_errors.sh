@@ -155,6 +155,17 @@ write_config "$C/good.yaml" "$GOOD"
 expect_error "--junit is a directory" "--junit" "$TMP/o12j" "$QEVAL" run "$C/good.yaml" --out "$TMP/o12j" --junit "$TMP"
 touch "$TMP/afile"
 expect_error "--junit under a file" "--junit" "$TMP/o12k" "$QEVAL" run "$C/good.yaml" --out "$TMP/o12k" --junit "$TMP/afile/j.xml"
+# --junit on the run's own config or outputs, in any spelling: refused before anything is written.
+cp "$C/good.yaml" "$TMP/good.bak"
+expect_error "--junit on the config" "which this run reads or writes" "$TMP/o12l" \
+  "$QEVAL" run "$C/good.yaml" --out "$TMP/o12l" --junit "$C/../cfg/./good.yaml"
+cmp -s "$C/good.yaml" "$TMP/good.bak" || fail "--junit on the config: the config changed"
+expect_error "--junit on results.json" "which this run reads or writes" "$TMP/o12m" \
+  "$QEVAL" run "$C/good.yaml" --out "$TMP/o12m" --junit "$TMP/o12m/results.json"
+expect_error "--junit on report.svg" "which this run reads or writes" "$TMP/o12m" \
+  "$QEVAL" run "$C/good.yaml" --out "$TMP/o12m/" --junit "$TMP/./o12m/report.svg"
+expect_error "--junit among the samples" "where this run logs its samples" "$TMP/o12m" \
+  "$QEVAL" run "$C/good.yaml" --out "$TMP/o12m" --junit "$TMP/o12m/samples/a/variant.json"
 
 # Missing datasets: an empty QEVAL_DATA names the missing file and hints `qeval fetch`.
 mkdir -p "$TMP/empty"
@@ -241,6 +252,17 @@ fi
 if "$QEVAL" prompts "$C/good.yaml" --task mmlu --limit 2 > "$TMP/p_mmlu.jsonl" 2> "$TMP/stderr"; then
   check_json_lines "$TMP/p_mmlu.jsonl" 114 prompt 57 || fail "prompts --task mmlu: bad output"
   python3 - "$TMP/p_mmlu.jsonl" <<'EOF' || fail "prompts --task mmlu: prompt text"
+# report --out on its own input, on the chart it writes, or on a folder: refused before anything
+# is written (the results are the source of truth; a folder used to get a stray FOLDER.svg beside it).
+mkdir -p "$TMP/rep"
+cp "$C/good.yaml" "$TMP/rep/results.json"
+expect_error "report --out results.json" "would overwrite" - "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/../rep/results.json"
+cmp -s "$TMP/rep/results.json" "$C/good.yaml" || fail "report --out results.json: results.json changed"
+cp "$C/good.yaml" "$TMP/rep/r.svg"
+expect_error "report --out on its chart's name" "the chart goes to the same file" - "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/r.svg"
+expect_error "report --out a folder" "is a folder" "$TMP/rep.svg" "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep"
+expect_error "report --out a folder/" "is a folder" "$TMP/rep/.svg" "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/"
+[ "$(ls "$TMP/rep" | tr '\n' ' ')" = "r.svg results.json " ] || fail "report --out: something was written: $(ls "$TMP/rep")"
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
 assert r[0]["task"] == "mmlu_abstract_algebra" and r[-1]["task"] == "mmlu_world_religions"
