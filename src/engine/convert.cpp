@@ -574,7 +574,16 @@ std::string ConvertOptions::validate() const {
   if (to != "bf16" && to != "fp8-block" && to != "int8-block" && to != "int8-channel")
     return fmt::format("--to '{}' must be bf16, fp8-block, int8-block or int8-channel", to);
   std::error_code ec;
-  if (std::filesystem::equivalent(in, out, ec)) return "--out must differ from --in";
+  if (std::filesystem::equivalent(in, out, ec) || same_path(in, out)) return "--out must differ from --in";
+  // Every file under --in that is not a weight is copied to --out: an --out inside it would be
+  // copied into itself (the shards just written among them), and an --in inside --out would have
+  // the output written around the input.
+  if (path_inside(out, in))
+    return fmt::format("--out {} is inside --in {} (hint: write the conversion beside the input, not into it)",
+                       out.string(), in.string());
+  if (path_inside(in, out))
+    return fmt::format("--in {} is inside --out {} (hint: write the conversion beside the input)", in.string(),
+                       out.string());
   if (shard_bytes == 0) return "shard size must be positive";
   return "";
 }

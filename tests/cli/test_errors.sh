@@ -221,6 +221,36 @@ check_json_lines() {  # FILE EXPECTED_LINES KEY(prompt|messages) EXPECTED_TASKS
   python3 - "$@" <<'EOF'
 import json, sys
 path, n, key, n_tasks = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+# NaN fails both comparisons of a range check, so each real-valued flag tests it on its own.
+expect_error "convert --shard-size-gb nan" "--shard-size-gb: nan is out of range" "$TMP/conv" \
+  "$QEVAL" convert --in "$TMP" --out "$TMP/conv" --to bf16 --shard-size-gb nan
+expect_error "generate --top-p nan" "--top-p: nan is out of range: give a number from 0 to 1" - \
+  "$QEVAL" generate --model random:tiny --prompt x --top-p nan
+expect_error "generate --temperature inf" "--temperature: inf is out of range" - \
+  "$QEVAL" generate --model random:tiny --prompt x --temperature inf
+expect_error "generate --temperature nan" "--temperature: nan is out of range" - \
+  "$QEVAL" generate --model random:tiny --prompt x --temperature nan
+# CLI11 saturates unsigned flags: -1 and 2^64 would both be taken as 2^64-1.
+expect_error "generate --seed -1" "--seed: -1 is out of range: give an integer from 0 to 18446744073709551615" - \
+  "$QEVAL" generate --model random:tiny --prompt x --seed -1
+expect_error "generate --seed 2^64" "--seed: 18446744073709551616 is out of range" - \
+  "$QEVAL" generate --model random:tiny --prompt x --seed 18446744073709551616
+# w8a8_int8 (SGLang's name) is taken by the flag as by a run config; random models have no
+# tokenizer, so generate gets past the flags to that error.
+expect_error "generate --quantization w8a8_int8" "has no tokenizer" - \
+  "$QEVAL" generate --model random:tiny --prompt x --quantization w8a8_int8 --seed 18446744073709551615
+if out=$("$QEVAL" bench --model random:tiny --quantization w8a8_int8 --prompt-tokens 4 --gen-tokens 1 --json 2>&1) &&
+   echo "$out" | grep -qF '"quantization":"int8-channel"'; then
+  echo "ok: bench --quantization w8a8_int8 runs int8-channel"
+else
+  fail "bench --quantization w8a8_int8: $out"
+fi
+mkdir -p "$TMP/cin"
+touch "$TMP/cin/config.json"
+expect_error "convert --out inside --in" "is inside --in" "$TMP/cin/sub" \
+  "$QEVAL" convert --in "$TMP/cin" --out "$TMP/cin/sub" --to int8-block
+expect_error "convert --out equal to --in" "--out must differ from --in" - \
+  "$QEVAL" convert --in "$TMP/cin" --out "$TMP/cin/../cin/" --to int8-block
 lines = open(path, encoding="utf-8").read().split("\n")
 assert lines[-1] == "", "output must end with a newline"
 recs = [json.loads(l) for l in lines[:-1]]

@@ -620,6 +620,15 @@ TEST_CASE("convert: bad inputs and options are clear errors", "[convert][unit]")
   write_moe_fixture(dir / "in", "BF16", 1);
   CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "o", "int4")), Catch::Contains("--to"));
   CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "in", "bf16")), Catch::Contains("--out"));
+  // --out inside --in would copy its own output into itself (the walk over --in's other files
+  // finds it); --in inside --out is refused the same way. Nothing is written either time.
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "in" / "sub", "int8-block")),
+                    Catch::Contains("is inside --in"));
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in" / "." / "x" / "..", dir / "in" / "sub" / "deeper", "bf16")),
+                    Catch::Contains("is inside --in"));
+  CHECK(!fs::exists(dir / "in" / "sub"));
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir / "in" / "." , "bf16")), Catch::Contains("must differ"));
+  CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "in", dir, "bf16")), Catch::Contains("is inside --out"));
   CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "nowhere", dir / "o", "bf16")), Catch::Contains("nowhere"));
   convert_checkpoint(opts(dir / "in", dir / "i8", "int8-channel"));
   CHECK_THROWS_WITH(convert_checkpoint(opts(dir / "i8", dir / "o", "bf16")), Catch::Contains("w8a8_int8"));
