@@ -66,7 +66,9 @@ float Sampler::next_uniform() {
 }
 
 int32_t Sampler::sample(std::span<const float> logits) {
-  if (p_.temperature <= 0.0) return argmax(logits);
+  // top_p <= 0 keeps only the most likely token, as HF's TopPLogitsWarper and llama.cpp do (both
+  // keep at least one token); llama2.c's run.c would turn the nucleus off instead.
+  if (p_.temperature <= 0.0 || p_.top_p <= 0.0) return argmax(logits);
   const size_t n = logits.size();
   probs_.assign(logits.begin(), logits.end());
   if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < n) {
@@ -79,10 +81,15 @@ int32_t Sampler::sample(std::span<const float> logits) {
     for (size_t i = p_.top_k; i < n; ++i) probs_[idx[i]] = -std::numeric_limits<float>::infinity();
   }
   // Softmax of logits / temperature in float, as run.c does.
+  // A temperature so small that it is no normal float, or that logits / t overflow, is the limit
+  // T -> 0: greedy (what HF and llama.cpp give for tiny temperatures). Computed on, exp(inf - inf)
+  // would make every probability NaN and the draw below fall through to the last token.
   const float t = static_cast<float>(p_.temperature);
+  if (!std::isnormal(t)) return argmax(logits);
   for (auto& v : probs_) v /= t;
   float mx = -std::numeric_limits<float>::infinity();
   for (float v : probs_) mx = std::max(mx, v);
+  if (!std::isfinite(mx)) return argmax(logits);
   float sum = 0.0f;
   for (auto& v : probs_) {
     v = std::exp(v - mx);
@@ -91,7 +98,7 @@ int32_t Sampler::sample(std::span<const float> logits) {
   for (auto& v : probs_) v /= sum;
 
   float coin = next_uniform();
-  if (p_.top_p <= 0.0 || p_.top_p >= 1.0) {
+  if (p_.top_p >= 1.0) {
     float cdf = 0.0f;
     for (size_t i = 0; i < n; ++i) {
       cdf += probs_[i];

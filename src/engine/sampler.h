@@ -2,7 +2,7 @@
 // sampling with a per-request seeded generator, plus the log-softmax helpers loglikelihood and
 // fidelity use. The random stream and the top-p procedure follow llama2.c's run.c (xorshift64*
 // generator, one uniform draw per token, nucleus cut-off (1-p)/(n-1)), so a seeded run.c sample
-// is reproducible here. Everything is deterministic for a given seed and logits.
+// is reproducible here (except top_p = 0, greedy here as in HF and llama.cpp, nucleus-off in run.c). Everything is deterministic for a given seed and logits.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +12,8 @@
 namespace qeval {
 
 struct SamplingParams {
-  double temperature = 0.0;  // <= 0: greedy
-  double top_p = 1.0;        // (0, 1): nucleus sampling; otherwise off
+  double temperature = 0.0;  // <= 0: greedy; so small that logits / T overflow float: greedy too
+  double top_p = 1.0;        // (0, 1): nucleus sampling; >= 1: off; <= 0: greedy (HF, llama.cpp)
   int top_k = 0;             // > 0: keep the k most likely tokens (ties: lower id first)
   uint64_t seed = 0;         // generator state; 0 is replaced by a fixed non-zero constant
 };

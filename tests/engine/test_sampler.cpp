@@ -101,3 +101,38 @@ TEST_CASE("sampler: log_softmax and token_logprob", "[engine-sampler]") {
   CHECK(out[2] == Approx(3.0 - z).epsilon(1e-6));
   CHECK(token_logprob(l, 0) == Approx(1.0 - z).epsilon(1e-12));
 }
+
+TEST_CASE("sampler: a tiny temperature is greedy, not the last token (logits / T overflow)", "[engine-sampler]") {
+  // Positive and negative logits: 1e-40 and 1e-300 turn them into +-inf (or T into 0 as a float).
+  std::vector<float> mixed = {0.5f, 3.0f, -2.0f, 1.0f}, negative = {-4.0f, -1.5f, -3.0f, -2.0f};
+  for (double t : {1e-30, 1e-38, 1e-40, 1e-300}) {
+    for (int k : {0, 2}) {
+      SamplingParams p;
+      p.temperature = t;
+      p.top_k = k;
+      p.seed = 7;
+      Sampler s(p);
+      INFO("T=" << t << " top_k=" << k);
+      for (int i = 0; i < 20; ++i) {
+        CHECK(s.sample(mixed) == 1);
+        CHECK(s.sample(negative) == 1);
+      }
+    }
+  }
+}
+
+TEST_CASE("sampler: top_p 0 keeps only the top token (as HF and llama.cpp), top_p 1 is off", "[engine-sampler]") {
+  std::vector<float> l = {std::log(0.2f), std::log(0.5f), std::log(0.3f)};
+  SamplingParams p;
+  p.temperature = 1.0;
+  p.top_p = 0.0;
+  p.seed = 3;
+  Sampler s(p);
+  for (int i = 0; i < 200; ++i) CHECK(s.sample(l) == 1);
+  p.top_p = 1.0;
+  Sampler all(p);
+  std::vector<int> seen(3, 0);
+  for (int i = 0; i < 200; ++i) seen[all.sample(l)]++;
+  CHECK(seen[0] > 0);
+  CHECK(seen[2] > 0);
+}
