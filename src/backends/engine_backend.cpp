@@ -1,8 +1,6 @@
 // Engine backend: variant parsing, chat rendering, request translation to the engine.
 #include "backends/engine_backend.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <limits>
 #include <set>
@@ -28,12 +26,6 @@ int64_t get_int(const nlohmann::json& v, const char* key, const std::string& whe
   if (i < lo) fail("{}: {}: must be >= {}, got {}", where, key, lo, i);
   if (i > hi) fail("{}: {}: must be at most {}, got {}{}", where, key, hi, i, hint);
   return i;
-}
-
-// This machine's memory in MiB (0 when unknown): a KV cache budget above it cannot be meant.
-int64_t physical_mib() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<int64_t>((static_cast<unsigned long long>(pages) * page) >> 20) : 0;
 }
 
 std::string get_str(const nlohmann::json& v, const char* key, const std::string& where) {
@@ -206,11 +198,11 @@ EngineBackendConfig parse_engine_config(const nlohmann::json& v, const std::stri
   }
   if (v.contains("threads"))
     c.engine.threads = static_cast<int>(get_int(v, "threads", where, 0, kMaxEngineThreads, " (hint: 0 uses every core)"));
-  if (v.contains("max_batch")) c.engine.max_batch = static_cast<int>(get_int(v, "max_batch", where, 1, 256));
+  if (v.contains("max_batch")) c.engine.max_batch = static_cast<int>(get_int(v, "max_batch", where, 1, kMaxEngineBatch));
   c.engine.max_step_tokens = std::max<int64_t>(512, c.engine.max_batch + 1);
   if (v.contains("kv_cache_mb")) {
     c.engine.kv_cache_mb = get_int(v, "kv_cache_mb", where, 1, int64_t{1} << 40);
-    if (const int64_t ram = physical_mib(); ram > 0 && c.engine.kv_cache_mb > ram)
+    if (const int64_t ram = physical_memory_mib(); ram > 0 && c.engine.kv_cache_mb > ram)
       fail("{}: kv_cache_mb: {} MiB is more than this machine's memory ({} MiB) (hint: leave it out for "
            "max_batch full contexts)", where, c.engine.kv_cache_mb, ram);
   }

@@ -2,6 +2,8 @@
 // distributions and the speed benchmark.
 #include "engine/engine.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -551,12 +553,18 @@ std::vector<std::vector<float>> Engine::logprobs_all_positions(std::span<const i
   return rows;
 }
 
+int64_t physical_memory_mib() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>((static_cast<unsigned long long>(pages) * page) >> 20) : 0;
+}
+
 BenchResult Engine::bench(const BenchOptions& o) {
   if (o.batch < 1 || o.prompt_tokens < 1 || o.gen_tokens < 0)
     fail("bench: batch and prompt tokens must be >= 1, gen tokens >= 0");
   const int64_t V = config().vocab_size;
-  if (o.prompt_tokens + o.gen_tokens > context_length())
-    fail("bench: prompt + gen tokens ({}) exceed the context ({})", o.prompt_tokens + o.gen_tokens,
+  // Written so that huge counts cannot overflow the sum (both are >= 0 here).
+  if (o.prompt_tokens > context_length() || o.gen_tokens > context_length() - o.prompt_tokens)
+    fail("bench: prompt + gen tokens ({} + {}) exceed the context ({})", o.prompt_tokens, o.gen_tokens,
          context_length());
   std::vector<std::vector<int32_t>> prompts(o.batch);
   uint64_t st = 0x9E3779B97F4A7C15ull;

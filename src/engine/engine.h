@@ -31,6 +31,12 @@ class RandomModel;
 // wait for each other (llama.cpp's own limit is 512).
 inline constexpr int kMaxEngineThreads = 1024;
 
+// The most sequences an engine decodes together (max_batch, bench --batch).
+inline constexpr int kMaxEngineBatch = 256;
+
+// This machine's memory in MiB (0 when unknown): a KV cache budget above it cannot be meant.
+int64_t physical_memory_mib();
+
 struct EngineOptions {
   std::string model;                        // HF dir, .gguf file, or "random:<shape>"
                                             // (see random_model.h)

@@ -2,6 +2,8 @@
 #include "engine/engine_commands.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <new>
 
 #include "core/error.h"
 #include "core/median.h"
@@ -71,18 +73,37 @@ nlohmann::json bench_to_json(const BenchResult& r, const Engine& e) {
 }
 
 int run_bench_command(const BenchCommand& c, std::ostream& out) {
-  if (c.batch < 1) fail("--batch: must be >= 1, got {}", c.batch);
+  if (c.batch < 1 || c.batch > kMaxEngineBatch) fail("--batch: must be from 1 to {}, got {}", kMaxEngineBatch, c.batch);
   if (c.prompt_tokens < 1) fail("--prompt-tokens: must be >= 1, got {}", c.prompt_tokens);
   if (c.gen_tokens < 0) fail("--gen-tokens: must be >= 0, got {}", c.gen_tokens);
+  if (c.repeat < 1) fail("--repeat: must be >= 1, got {}", c.repeat);
   EngineOptions o = engine_options(c.model, c.dtype, c.quantization, c.threads, c.batch);
   auto e = Engine::load(o);
-  const size_t need = static_cast<size_t>(c.batch) * (c.prompt_tokens + c.gen_tokens + KvCache::kBlockTokens) *
-                      e->model().make_kv_cache(0)->bytes_per_token();
+  // The context bounds the token counts before they size anything: past it the run is refused
+  // anyway, and the KV cache sized from them could be larger than the machine (or overflow).
+  const int64_t ctx = e->context_length();
+  if (c.prompt_tokens > ctx || c.gen_tokens > ctx - c.prompt_tokens)
+    fail("bench: --prompt-tokens {} + --gen-tokens {} exceed the model's context ({} tokens) (hint: ask for fewer "
+         "tokens)", c.prompt_tokens, c.gen_tokens, ctx);
+  size_t need = 0;
+  const auto tokens = static_cast<size_t>(c.prompt_tokens + c.gen_tokens + KvCache::kBlockTokens);
+  if (__builtin_mul_overflow(static_cast<size_t>(c.batch), tokens, &need) ||
+      __builtin_mul_overflow(need, e->model().make_kv_cache(0)->bytes_per_token(), &need))
+    need = SIZE_MAX;
   if (need > (size_t{2048} << 20)) {  // the default budget is capped; size it for the run
-    o.kv_cache_mb = static_cast<int64_t>(need >> 20) + 1;
-    e = Engine::load(o);
+    const int64_t mib = static_cast<int64_t>(std::min<size_t>(need >> 20, size_t{1} << 50)) + 1;
+    if (const int64_t ram = physical_memory_mib(); ram > 0 && mib > ram)
+      fail("bench: batch {} x {} tokens needs {} MiB of KV cache, more than this machine's memory ({} MiB) (hint: a "
+           "smaller --batch, --prompt-tokens or --gen-tokens)", c.batch, c.prompt_tokens + c.gen_tokens, mib, ram);
+    o.kv_cache_mb = mib;
+    e.reset();  // one model in memory at a time
+    try {
+      e = Engine::load(o);
+    } catch (const std::bad_alloc&) {
+      fail("bench: cannot allocate {} MiB of KV cache for batch {} x {} tokens (hint: a smaller --batch, "
+           "--prompt-tokens or --gen-tokens)", mib, c.batch, c.prompt_tokens + c.gen_tokens);
+    }
   }
-  if (c.repeat < 1) fail("--repeat: must be >= 1, got {}", c.repeat);
   BenchOptions bo;
   bo.prompt_tokens = c.prompt_tokens;
   bo.gen_tokens = c.gen_tokens;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -661,4 +662,18 @@ TEST_CASE("bench: the between-steps hook runs before every decode step and after
   for (double s : r.decode_step_s) sum += s;
   CHECK(sum == Approx(r.decode_s));
   CHECK(r.decode_s < 0.15);  // the 6 x 30 ms in the hook are not in it
+}
+
+TEST_CASE("bench: token counts past the context are refused, even where their sum overflows", "[engine-model]") {
+  EngineOptions o;
+  o.model = "random:tiny";
+  o.threads = 1;
+  auto e = Engine::load(o);
+  BenchOptions bo;
+  bo.prompt_tokens = std::numeric_limits<int64_t>::max();  // + gen_tokens wraps negative
+  bo.gen_tokens = 1;
+  CHECK_THROWS_WITH(e->bench(bo), Catch::Contains("exceed the context"));
+  bo.prompt_tokens = 1;
+  bo.gen_tokens = std::numeric_limits<int64_t>::max();
+  CHECK_THROWS_WITH(e->bench(bo), Catch::Contains("exceed the context"));
 }
