@@ -356,6 +356,29 @@ if [ -n "${QEVAL_MODELS:-}" ] && [ -f "$QEVAL_MODELS/stories260K/stories260K.ggu
   else
     fail "generate --model stories260K: $out"
   fi
+# Output that cannot be written (a full disk, a closed stdout) is an error, not exit 0 with a cut file.
+expect_write_error() {  # NAME CMD...: stdout is /dev/full, then closed
+  local name=$1 rc
+  shift
+  for how in full closed; do
+    if [ "$how" = full ]; then "$@" > /dev/full 2> "$TMP/stderr"; else "$@" >&- 2> "$TMP/stderr"; fi
+    rc=$?
+    if [ "$rc" != 2 ] || ! grep -q '^qeval: error: stdout: not all output was written' "$TMP/stderr"; then
+      fail "$name > $how stdout: exit code $rc, want 2 and a stdout error (stderr: $(cat "$TMP/stderr"))"
+    else
+      echo "ok: $name > $how stdout: $(grep '^qeval: error:' "$TMP/stderr")"
+    fi
+  done
+}
+if [ -w /dev/full ]; then
+  expect_write_error "prompts" "$QEVAL" prompts "$C/good.yaml" --task gsm8k
+  expect_write_error "bench --json" "$QEVAL" bench --model random:tiny --prompt-tokens 4 --gen-tokens 1 --json
+  expect_write_error "bench" "$QEVAL" bench --model random:tiny --prompt-tokens 4 --gen-tokens 1
+  if [ -n "${QEVAL_MODELS:-}" ] && [ -f "$QEVAL_MODELS/stories260K/stories260K.gguf" ]; then
+    expect_write_error "generate" "$QEVAL" generate --model stories260K --prompt "Once" --max-tokens 4
+  fi
+fi
+
 fi
 QEVAL_MODELS=$TMP/empty expect_error "generate with a fetchable model not fetched" "qeval fetch stories260K" - \
   "$QEVAL" generate --model stories260K --prompt x
