@@ -206,21 +206,21 @@ expect_error "unknown flag" "--bogus" - "$QEVAL" run "$C/good.yaml" --bogus
 expect_error "bad --limit" "--limit" - "$QEVAL" run "$C/good.yaml" --limit zero
 expect_error "unknown subcommand" "subcommand" - "$QEVAL" frobnicate
 expect_error "bad bench --repeat" "--repeat" - "$QEVAL" bench --model random:tiny --repeat 0
-expect_error "bad bench --batch" "--batch: 0 is out of range: give a number >= 1" - "$QEVAL" bench --model random:tiny --batch 0
+expect_error "bad bench --batch" "--batch: 0 is out of range: give an integer from 1 to 256" - "$QEVAL" bench --model random:tiny --batch 0
+expect_error "huge bench --batch" "--batch: 2147483647 is out of range" - "$QEVAL" bench --model random:tiny --batch 2147483647
+expect_error "huge bench --prompt-tokens" "--prompt-tokens: 9223372036854775807 is out of range" - \
+  "$QEVAL" bench --model random:tiny --prompt-tokens 9223372036854775807 --gen-tokens 1
+# Within the flag's bound but past the context: refused before a KV cache is sized from it (it was
+# std::bad_alloc).
+expect_error "bench past the context" "exceed the model's context (256 tokens)" - \
+  "$QEVAL" bench --model random:tiny --prompt-tokens 16777216 --gen-tokens 1 --batch 256
 expect_error "bad generate --temperature" "--temperature: -1 is out of range: give a number >= 0" - \
   "$QEVAL" generate --model random:tiny --prompt x --temperature -1
 expect_error "bad generate --threads" "--threads: -2 is out of range" - "$QEVAL" generate --model random:tiny --prompt x --threads -2
 expect_error "too many bench --threads" "--threads: 100000 is out of range: give an integer from 0 to 1024" - \
   "$QEVAL" bench --model random:tiny --threads 100000
-expect_error "bad convert --shard-size-gb" "--shard-size-gb: Value 0 not in range 0.001000" - \
+expect_error "bad convert --shard-size-gb" "--shard-size-gb: 0 is out of range: give a number from 0.001 to 1000000" - \
   "$QEVAL" convert --in "$TMP" --out "$TMP/conv" --to bf16 --shard-size-gb 0
-expect_error "report of a non-results file" "good.yaml" - "$QEVAL" report "$C/good.yaml"
-
-# --- qeval prompts ------------------------------------------------------------------------
-check_json_lines() {  # FILE EXPECTED_LINES KEY(prompt|messages) EXPECTED_TASKS
-  python3 - "$@" <<'EOF'
-import json, sys
-path, n, key, n_tasks = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 # NaN fails both comparisons of a range check, so each real-valued flag tests it on its own.
 expect_error "convert --shard-size-gb nan" "--shard-size-gb: nan is out of range" "$TMP/conv" \
   "$QEVAL" convert --in "$TMP" --out "$TMP/conv" --to bf16 --shard-size-gb nan
@@ -251,6 +251,24 @@ expect_error "convert --out inside --in" "is inside --in" "$TMP/cin/sub" \
   "$QEVAL" convert --in "$TMP/cin" --out "$TMP/cin/sub" --to int8-block
 expect_error "convert --out equal to --in" "--out must differ from --in" - \
   "$QEVAL" convert --in "$TMP/cin" --out "$TMP/cin/../cin/" --to int8-block
+expect_error "report of a non-results file" "good.yaml" - "$QEVAL" report "$C/good.yaml"
+# report --out on its own input, on the chart it writes, or on a folder: refused before anything
+# is written (the results are the source of truth; a folder used to get a stray FOLDER.svg beside it).
+mkdir -p "$TMP/rep"
+cp "$C/good.yaml" "$TMP/rep/results.json"
+expect_error "report --out results.json" "would overwrite" - "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/../rep/results.json"
+cmp -s "$TMP/rep/results.json" "$C/good.yaml" || fail "report --out results.json: results.json changed"
+cp "$C/good.yaml" "$TMP/rep/r.svg"
+expect_error "report --out on its chart's name" "the chart goes to the same file" - "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/r.svg"
+expect_error "report --out a folder" "is a folder" "$TMP/rep.svg" "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep"
+expect_error "report --out a folder/" "is a folder" "$TMP/rep/.svg" "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/"
+[ "$(ls "$TMP/rep" | tr '\n' ' ')" = "r.svg results.json " ] || fail "report --out: something was written: $(ls "$TMP/rep")"
+
+# --- qeval prompts ------------------------------------------------------------------------
+check_json_lines() {  # FILE EXPECTED_LINES KEY(prompt|messages) EXPECTED_TASKS
+  python3 - "$@" <<'EOF'
+import json, sys
+path, n, key, n_tasks = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 lines = open(path, encoding="utf-8").read().split("\n")
 assert lines[-1] == "", "output must end with a newline"
 recs = [json.loads(l) for l in lines[:-1]]
@@ -282,17 +300,6 @@ fi
 if "$QEVAL" prompts "$C/good.yaml" --task mmlu --limit 2 > "$TMP/p_mmlu.jsonl" 2> "$TMP/stderr"; then
   check_json_lines "$TMP/p_mmlu.jsonl" 114 prompt 57 || fail "prompts --task mmlu: bad output"
   python3 - "$TMP/p_mmlu.jsonl" <<'EOF' || fail "prompts --task mmlu: prompt text"
-# report --out on its own input, on the chart it writes, or on a folder: refused before anything
-# is written (the results are the source of truth; a folder used to get a stray FOLDER.svg beside it).
-mkdir -p "$TMP/rep"
-cp "$C/good.yaml" "$TMP/rep/results.json"
-expect_error "report --out results.json" "would overwrite" - "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/../rep/results.json"
-cmp -s "$TMP/rep/results.json" "$C/good.yaml" || fail "report --out results.json: results.json changed"
-cp "$C/good.yaml" "$TMP/rep/r.svg"
-expect_error "report --out on its chart's name" "the chart goes to the same file" - "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/r.svg"
-expect_error "report --out a folder" "is a folder" "$TMP/rep.svg" "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep"
-expect_error "report --out a folder/" "is a folder" "$TMP/rep/.svg" "$QEVAL" report "$TMP/rep/results.json" --out "$TMP/rep/"
-[ "$(ls "$TMP/rep" | tr '\n' ' ')" = "r.svg results.json " ] || fail "report --out: something was written: $(ls "$TMP/rep")"
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
 assert r[0]["task"] == "mmlu_abstract_algebra" and r[-1]["task"] == "mmlu_world_religions"
@@ -349,13 +356,6 @@ echo '{"question": "Q?", "answer": "4"}' > "$SHORT/gsm8k/test.jsonl"
 QEVAL_DATA=$SHORT expect_error "prompts with a GSM8K answer without ####" "test.jsonl:1: \"answer\" has no" - \
   "$QEVAL" prompts "$C/good.yaml" --task gsm8k
 
-# --- a model name `qeval fetch` knows, given to generate (as a run config's model: may) ---------
-if [ -n "${QEVAL_MODELS:-}" ] && [ -f "$QEVAL_MODELS/stories260K/stories260K.gguf" ]; then
-  if out=$("$QEVAL" generate --model stories260K --prompt "Once" --max-tokens 4 2>&1) && [ -n "$out" ]; then
-    echo "ok: generate --model stories260K: $out"
-  else
-    fail "generate --model stories260K: $out"
-  fi
 # Output that cannot be written (a full disk, a closed stdout) is an error, not exit 0 with a cut file.
 expect_write_error() {  # NAME CMD...: stdout is /dev/full, then closed
   local name=$1 rc
@@ -379,6 +379,13 @@ if [ -w /dev/full ]; then
   fi
 fi
 
+# --- a model name `qeval fetch` knows, given to generate (as a run config's model: may) ---------
+if [ -n "${QEVAL_MODELS:-}" ] && [ -f "$QEVAL_MODELS/stories260K/stories260K.gguf" ]; then
+  if out=$("$QEVAL" generate --model stories260K --prompt "Once" --max-tokens 4 2>&1) && [ -n "$out" ]; then
+    echo "ok: generate --model stories260K: $out"
+  else
+    fail "generate --model stories260K: $out"
+  fi
 fi
 QEVAL_MODELS=$TMP/empty expect_error "generate with a fetchable model not fetched" "qeval fetch stories260K" - \
   "$QEVAL" generate --model stories260K --prompt x
