@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <vector>
 
 #include "core/error.h"
 #include "core/text.h"
@@ -39,38 +40,68 @@ nlohmann::json scalar_to_json(const YAML::Node& node) {
   return s;  // out of range, or not a number after all ("1e", "--1")
 }
 
-}  // namespace
+// Nesting deeper than any config needs, and more values than any config holds: past them the
+// file is an alias that contains itself (`a: &x [*x]`, endless) or aliases of aliases (a few
+// lines that expand to 10^8 values), not a config.
+constexpr int kMaxYamlDepth = 256;
+constexpr int64_t kMaxYamlValues = 1'000'000;
 
-nlohmann::json yaml_to_json(const YAML::Node& node, const std::string& source) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
-    case YAML::NodeType::Scalar:
-      check_utf8(node, source);
-      return scalar_to_json(node);
-    case YAML::NodeType::Sequence: {
-      nlohmann::json a = nlohmann::json::array();
-      for (const auto& x : node) a.push_back(yaml_to_json(x, source));
-      return a;
+struct YamlWalk {
+  const std::string& source;
+  std::vector<YAML::Node> path;  // the collections enclosing the current node
+  int64_t n_values = 0;
+
+  nlohmann::json convert(const YAML::Node& node) {
+    if (++n_values > kMaxYamlValues)
+      fail("{}:{}: expands to more than {} values (hint: aliases (*name) of aliases multiply; write the values "
+           "out instead)", source, node.Mark().line + 1, kMaxYamlValues);
+    switch (node.Type()) {
+      case YAML::NodeType::Null:
+      case YAML::NodeType::Undefined:
+        return nullptr;
+      case YAML::NodeType::Scalar:
+        check_utf8(node, source);
+        return scalar_to_json(node);
+      case YAML::NodeType::Sequence:
+      case YAML::NodeType::Map:
+        break;
     }
-    case YAML::NodeType::Map: {
-      nlohmann::json o = nlohmann::json::object();
+    for (const auto& p : path)
+      if (p.is(node))
+        fail("{}:{}: a YAML alias refers to its own anchor, so the value would contain itself without end (hint: "
+             "an alias (*name) can only repeat a value defined before it, outside it)", source, node.Mark().line + 1);
+    if (path.size() >= kMaxYamlDepth)
+      fail("{}:{}: nested more than {} levels deep (hint: no config needs this; check the brackets and "
+           "indentation)", source, node.Mark().line + 1, kMaxYamlDepth);
+    path.push_back(node);
+    nlohmann::json out;
+    if (node.IsSequence()) {
+      out = nlohmann::json::array();
+      for (const auto& x : node) out.push_back(convert(x));
+    } else {
+      out = nlohmann::json::object();
       for (const auto& kv : node) {
         if (!kv.first.IsScalar())
           fail("{}:{}: a key must be a plain name", source, kv.first.Mark().line + 1);
         check_utf8(kv.first, source);
         const std::string key = kv.first.Scalar();
         // yaml-cpp keeps both; the last would silently win (a second `gates: []` dropping every gate).
-        if (o.contains(key))
+        if (out.contains(key))
           fail("{}:{}: duplicate key '{}' (hint: each key may appear once in a mapping)", source,
                kv.first.Mark().line + 1, key);
-        o[key] = yaml_to_json(kv.second, source);
+        out[key] = convert(kv.second);
       }
-      return o;
     }
+    path.pop_back();
+    return out;
   }
-  return nullptr;
+};
+
+}  // namespace
+
+nlohmann::json yaml_to_json(const YAML::Node& node, const std::string& source) {
+  YamlWalk walk{source, {}, 0};
+  return walk.convert(node);
 }
 
 YAML::Node load_yaml(const std::string& text, const std::string& source) {

@@ -1,7 +1,8 @@
 // Conversion of YAML nodes (yaml-cpp) to JSON values, so configs can be validated and passed
 // around as nlohmann::json. Plain scalars become bool/int/float/null when they read as such
 // (YAML 1.2 core schema); quoted scalars stay strings. A key given twice in one mapping is an
-// Error naming `source` and its line.
+// Error naming `source` and its line, and so is an alias inside its own anchor (`a: &x [*x]`),
+// nesting past 256 levels, or aliases that expand past a million values.
 #pragma once
 
 #include <string>

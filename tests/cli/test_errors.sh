@@ -340,6 +340,16 @@ for t in mygsm mygsm.yaml ./mygsm.yaml; do
   fi
 done
 expect_error "prompts of a broken task file" "draft.yaml" - "$QEVAL" prompts "$C/own_task.yaml" --task draft.yaml
+# An alias inside its own anchor (this crashed with a stack overflow), in a task file and in a config.
+printf 'task: selfref\na: &x [*x]\n' > "$C/selfref.yaml"
+expect_error "a task file with a YAML alias inside its own anchor" "selfref.yaml:2: a YAML alias refers to its own anchor" - \
+  "$QEVAL" prompts "$C/good.yaml" --task "$C/selfref.yaml"
+write_config "$C/selfref_cfg.yaml" "name: t
+tasks: &x [gsm8k, *x]
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
+expect_error "a config with a YAML alias inside its own anchor" "selfref_cfg.yaml:" "$TMP/o_selfref" \
+  "$QEVAL" run "$C/selfref_cfg.yaml" --out "$TMP/o_selfref"
 
 # A damaged data file: one error naming the file, and no prompt printed before it (the last
 # subject's dev file is short, so every other subject would have been printed first).

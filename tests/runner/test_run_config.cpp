@@ -2,11 +2,14 @@
 // value is one clear error naming the file and key.
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "runner/run_config.h"
 #include "core/yaml_json.h"
 
 using namespace qeval;
+using nlohmann::json;
 
 namespace {
 const char* kSmoke = R"(name: smoke
@@ -61,6 +64,27 @@ TEST_CASE("yaml scalars: quoted stay strings, plain become numbers and bools") {
   CHECK(signs["a"] == "+-5");
   CHECK(signs["b"] == "+-.5");
   CHECK(signs["c"] == "++1");
+}
+
+TEST_CASE("yaml aliases: ordinary ones expand; one inside itself or an expansion bomb is an error") {
+  auto j = parse_yaml("a: &x [1, 2]\nb: *x\nc: {k: *x}\n", "x");
+  CHECK(j["b"] == json::array({1, 2}));
+  CHECK(j["c"]["k"] == json::array({1, 2}));
+  // An alias inside its own anchor: the value contains itself (this overflowed the stack).
+  CHECK_THROWS_WITH(parse_yaml("a: &x [*x]\n", "self.yaml"),
+                    Catch::Contains("self.yaml:1:") && Catch::Contains("refers to its own anchor"));
+  CHECK_THROWS_WITH(parse_yaml("name: rv\ntasks: &x [gsm8k, {t: *x}]\n", "self2.yaml"),
+                    Catch::Contains("self2.yaml:") && Catch::Contains("own anchor"));
+  // Aliases of aliases: 9 lines that expand to 10^8 values (this ran out of time and memory).
+  std::string bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\n";
+  for (char c = 'b'; c <= 'h'; ++c)
+    bomb += fmt::format("{0}: &{0} [*{1},*{1},*{1},*{1},*{1},*{1},*{1},*{1},*{1},*{1}]\n", c, char(c - 1));
+  CHECK_THROWS_WITH(parse_yaml(bomb, "bomb.yaml"),
+                    Catch::Contains("bomb.yaml:") && Catch::Contains("expands to more than"));
+  // Deep nesting without aliases is bounded too.
+  std::string deep = "a: " + std::string(300, '[') + std::string(300, ']') + "\n";
+  CHECK_THROWS_WITH(parse_yaml(deep, "deep.yaml"), Catch::Contains("deep.yaml:1:") && Catch::Contains("levels deep"));
+  CHECK_NOTHROW(parse_yaml("a: " + std::string(200, '[') + std::string(200, ']') + "\n", "ok.yaml"));
 }
 
 TEST_CASE("bad configs give one clear error naming the key") {
