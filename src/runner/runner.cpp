@@ -638,16 +638,21 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
   std::string parent = task, only;
   std::error_code ec;
   auto same_file = [&](const fs::path& a, const fs::path& b) { return fs::equivalent(a, b, ec); };
-  for (const auto& entry : cfg.tasks) {
+  // A task file that does not load is reported when it may be the one asked for: a task name
+  // that no loadable entry of the config has could be that file's `task:` name, and the
+  // built-in task of that name would silently stand in for the user's edited file.
+  std::optional<std::string> load_error;
+  for (size_t i = 0; i < cfg.tasks.size(); ++i) {
+    const std::string& entry = cfg.tasks[i];
     if (entry == task || same_file(entry, task) || same_file(entry, config.parent_path() / task)) {
       from_config = load_task(entry);
       break;
     }
-    // A task file that does not load is reported when it is asked for, not when another is.
     TaskSpec s;
     try {
       s = load_task(entry);
-    } catch (const Error&) {
+    } catch (const Error& e) {
+      if (!load_error) load_error = fmt::format("{}: tasks[{}]: {}", cfg.path.string(), i, e.what());
       continue;
     }
     if (s.name == task) {
@@ -663,6 +668,7 @@ void print_prompts(const fs::path& config, const std::string& task, std::optiona
       }
     }
   }
+  if (!from_config && load_error) fail("{}", *load_error);
   const std::vector<std::string> builtins = builtin_task_names();
   if (!from_config && std::find(builtins.begin(), builtins.end(), task) == builtins.end()) {
     for (const auto& name : builtins) {

@@ -350,6 +350,18 @@ variants:
   - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
 expect_error "a config with a YAML alias inside its own anchor" "selfref_cfg.yaml:" "$TMP/o_selfref" \
   "$QEVAL" run "$C/selfref_cfg.yaml" --out "$TMP/o_selfref"
+# An edited copy of a built-in task that does not load, asked for by its task: name: its error,
+# not the built-in task's prompts (which would look like the edit's).
+sed 's/^num_fewshot: 5$/num_fewshot: 3\nbogus_key: 1/' "$SRC/configs/tasks/gsm8k.yaml" > "$C/my_gsm8k.yaml"
+grep -q '^bogus_key: 1$' "$C/my_gsm8k.yaml" || fail "fixture: my_gsm8k.yaml lacks its bad key"
+write_config "$C/edited_task.yaml" "name: t
+tasks: [my_gsm8k.yaml]
+limit: 1
+variants:
+  - {name: a, backend: openai, base_url: \"$DEAD_URL\", model: m}"
+expect_error "prompts of a broken task file by its task name" "edited_task.yaml: tasks[0]: " - \
+  "$QEVAL" prompts "$C/edited_task.yaml" --task gsm8k
+grep -q "my_gsm8k.yaml: unknown key 'bogus_key'" "$TMP/stderr" || fail "prompts of a broken task file by its task name: $(cat "$TMP/stderr")"
 
 # A damaged data file: one error naming the file, and no prompt printed before it (the last
 # subject's dev file is short, so every other subject would have been printed first).
