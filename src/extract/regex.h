@@ -3,7 +3,10 @@
 // `std::regex` is never used on model output. Differences from Python, by design of RE2:
 // no look-around or back-references (rejected when the pattern is compiled), `\d`, `\s`, `\w`
 // are ASCII-only, and `$` matches only at the very end (Python also matches before a final
-// "\n"). A pattern that matches the empty string advances one code point after an empty match.
+// "\n"). After an empty match, findall and remove_all look again at the same position for a
+// non-empty match, as Python 3.7+ does (`a??` on "aa": '', 'a', '', 'a', ''); that one look
+// is PCRE2's (RE2 cannot exclude the empty match), its backtracking bounded by a match limit,
+// and skipped in a text that is not UTF-8.
 #pragma once
 
 #include <memory>
@@ -17,6 +20,8 @@ class RE2;
 }
 
 namespace qeval {
+
+struct RegexPcre;
 
 // A compiled pattern. Immutable after construction; safe to use from many threads.
 class Regex {
@@ -45,6 +50,7 @@ class Regex {
  private:
   std::string pattern_;
   std::unique_ptr<re2::RE2> re_;
+  std::unique_ptr<RegexPcre> nonempty_;  // only for a pattern that can match the empty string
 };
 
 }  // namespace qeval

@@ -76,6 +76,46 @@ TEST_CASE("Regex findall and remove_all follow Python for empty matches", "[extr
   CHECK(Regex("(?s).*#### ", "t").remove_all("a\nb #### c #### 72") == "72");
 }
 
+TEST_CASE("after an empty match, findall and remove_all look for a non-empty one at the same place, as Python 3.7+",
+          "[extract]") {
+  // python3 3.11: [re.findall(p, t), re.sub(p, "", t)] for each row.
+  struct Case {
+    const char* pattern;
+    const char* text;
+    std::vector<std::vector<std::string>> findall;
+    const char* removed;
+  };
+  const std::vector<Case> cases = {
+      {"|a", "a", {{""}, {"a"}, {""}}, ""},
+      {"a??", "aa", {{""}, {"a"}, {""}, {"a"}, {""}}, ""},
+      {"\\d*?", "12", {{""}, {"1"}, {""}, {"2"}, {""}}, ""},
+      {"(?:)|5", "15", {{""}, {""}, {"5"}, {""}}, "1"},
+      {"x*", "axxb", {{""}, {"xx"}, {""}, {""}}, "ab"},
+      {"(x?)", "axb", {{""}, {"x"}, {""}, {""}}, "ab"},
+      {"(a|)(b?)", "abab", {{"a", "b"}, {"a", "b"}, {"", ""}}, ""},
+      {"\\b", "ab cd", {{""}, {""}, {""}, {""}}, "ab cd"},
+      {"a*?b?", "aab", {{""}, {"a"}, {""}, {"ab"}, {""}}, ""},
+      {"(?:)|\xc3\xa9", "\xc3\xa9\xc3\xa9", {{""}, {"\xc3\xa9"}, {""}, {"\xc3\xa9"}, {""}}, ""},
+      {"(\\d+)?", "1a22", {{"1"}, {""}, {"22"}, {""}}, "a"},
+  };
+  for (const auto& c : cases) {
+    INFO("pattern " << c.pattern << " on " << c.text);
+    Regex re(c.pattern, "t");
+    std::vector<std::vector<std::string>> got;
+    for (const auto& m : re.findall(c.text)) got.emplace_back(m.begin(), m.end());
+    CHECK(got == c.findall);
+    CHECK(re.remove_all(c.text) == c.removed);
+  }
+  // group_select indexes Python's list: re.findall("a??", "aa")[1] == 'a'.
+  auto lazy = chain(json::array({{{"kind", "regex"}, {"pattern", "a??"}, {"group_select", 1}, {"fallback", "F"}}}));
+  CHECK(run(lazy, "aa") == "a");
+  // In a text that is not UTF-8 the look is skipped (the search moves on one code point), and a
+  // long text takes linear time.
+  CHECK(Regex("a??", "t").remove_all("\xff" "a\xfe") == "\xff" "a\xfe");
+  std::string long_text(2'000'000, 'b');
+  CHECK(Regex("a*?", "t").findall(long_text).size() == 2'000'001);
+}
+
 TEST_CASE("answer_line is simple-evals' MMLU extraction", "[extract]") {
   // simple-evals mmlu_eval.py: normalize_response, then for each marker the first
   // re.search(r"(?i)Answer\s*:[ \t]*([A-D]|...)"), normalize_extracted_answer, compared as written.
