@@ -98,10 +98,13 @@ TaskSpec parse_task_yaml(const std::string& yaml_text, const std::string& source
     fail("{}: task: '{}' must be a name of letters, digits, '_', '.' and '-' (it names the task's sample files)", w,
          t.name);
   // version as written (3.0 stays "3.0"), whether quoted or not.
-  if (!root["version"] || !root["version"].IsScalar() || root["version"].Scalar().empty()) {
-    fail("{}: missing key 'version' (e.g. version: \"1.0\"); results record it", w);
-  }
-  t.version = root["version"].Scalar();
+  const YAML::Node version = root["version"];
+  if (!version || version.IsNull()) fail("{}: missing key 'version' (e.g. version: \"1.0\"); results record it", w);
+  if (!version.IsScalar())
+    fail("{}: version: expected a string or number, got a {} (e.g. version: \"1.0\")", w,
+         version.IsSequence() ? "list" : "mapping");
+  if (version.Scalar().empty()) fail("{}: version: is empty (e.g. version: \"1.0\"); results record it", w);
+  t.version = version.Scalar();
   t.dataset = spec::need_string(j, "dataset", w);
   if (t.dataset != "gsm8k" && t.dataset != "mmlu") {
     fail("{}: dataset: '{}' is not known (gsm8k, mmlu)", w, t.dataset);

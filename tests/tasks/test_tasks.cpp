@@ -96,7 +96,13 @@ TEST_CASE("task YAML errors name the file and key", "[tasks]") {
   CHECK_THAT(err(std::string(kMinimal) + "fewshot_sampler: {kind: first_n, seed: 1}\n"), Catch::Contains("'seed'"));
   std::string no_version = kMinimal;
   no_version.replace(no_version.find("version"), 15, "");
-  CHECK_THAT(err(no_version), Catch::Contains("version"));
+  CHECK_THAT(err(no_version), Catch::Contains("missing key 'version'"));
+  // Present with the wrong type: said so, not "missing".
+  std::string with_version = no_version + "version: ";
+  CHECK_THAT(err(with_version + "[1]\n"), Catch::Contains("my.yaml: version: expected a string or number, got a list"));
+  CHECK_THAT(err(with_version + "{a: 1}\n"), Catch::Contains("version: expected a string or number, got a mapping"));
+  CHECK_THAT(err(with_version + "\"\"\n"), Catch::Contains("version: is empty"));
+  CHECK_THAT(err(with_version + "\n"), Catch::Contains("missing key 'version'"));
   CHECK_THAT(err(std::string(kMinimal) + "num_fewshot: 2\n"), Catch::Contains("fewshot_split"));
   CHECK_THAT(err(std::string(kMinimal) + "generation: {temperature: nan}\n"), Catch::Contains("temperature"));
   CHECK_THAT(err(std::string(kMinimal) + "task: ../../escaped\n"), Catch::Contains("task: '../../escaped' must be a name"));
