@@ -514,6 +514,10 @@ void Engine::score(std::span<const ScoreRequest> requests,
   }
 }
 
+int64_t Engine::kv_capacity_tokens() const { return kv_->n_blocks_total() * KvCache::kBlockTokens; }
+
+size_t Engine::kv_bytes_per_token() const { return kv_->bytes_per_token(); }
+
 void Engine::next_token_logprobs(
     std::span<const std::vector<int32_t>> seqs,
     const std::function<void(size_t, int64_t, std::span<const float>)>& on_row) {

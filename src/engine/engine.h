@@ -123,6 +123,10 @@ class Engine {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // Context length in tokens (max_position_embeddings).
   int64_t context_length() const { return config().max_position_embeddings; }
+  // Most positions one sequence can hold in the KV cache (its kv_cache_mb budget, in whole
+  // blocks), and the cache's bytes per position.
+  int64_t kv_capacity_tokens() const;
+  size_t kv_bytes_per_token() const;
   // Checkpoint fingerprint (or "random:<shape>:<seed>").
   const std::string& fingerprint() const { return fingerprint_; }
   int threads() const { return pool_->size(); }

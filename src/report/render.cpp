@@ -208,16 +208,21 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
   // Fidelity (engine variants vs the baseline's distributions).
   bool any_fid = false;
   for (const auto& v : vs)
-    if (find(r, {"variants", v, "fidelity"})) any_fid = true;
+    if (find(r, {"variants", v, "fidelity"}) || find(r, {"variants", v, "fidelity_skipped"})) any_fid = true;
   if (any_fid) {
     md += "\n## Fidelity against the baseline (next-token distributions)\n\n";
     md += "KL divergence of each variant's next-token distribution from the baseline's on the same "
-          "tokens (as llama-perplexity --kl-divergence), with percentiles; same top token = top-1 "
-          "agreement; PPL ratio = variant / baseline perplexity of the actual next tokens (± standard errors as "
-          "llama-perplexity computes them).\n\n";
+          "tokens, with percentiles; same top token = top-1 agreement; PPL ratio = variant / baseline "
+          "perplexity of the actual next tokens (± standard errors as llama-perplexity --kl-divergence "
+          "computes them). Source `text`: the fidelity_text, tokenised as llama-perplexity does and cut as it "
+          "cuts it (up to 64 chunks of min(context, 512) tokens starting with BOS, the second half of each "
+          "scored). Source `task_prompts`: task prompts (chat prompts left out) tokenised as the engine "
+          "tokenises them, each cut from the left to min(context, 1024) tokens, every position scored — "
+          "not a llama-perplexity measurement. Variants are compared only when their tokenizer makes the "
+          "same tokens of these texts as the baseline's.\n\n";
     md += "| variant | source | tokens | mean KLD | max | 99.9% | 99% | 95% | 90% | median | 10% | 5% | 1% | 0.1% | min | same top token | PPL ratio |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-    std::string nonfinite;
+    std::string nonfinite, not_computed;
     for (const auto& v : vs) {
       const json* f = find(r, {"variants", v, "fidelity"});
       if (!f) continue;
@@ -239,9 +244,19 @@ std::string render_markdown(const json& r, const std::string& svg_file) {
                                    "the variant or the baseline; they are left out of the statistics above.\n",
                                    md_escape(v), md_escape(src), s.value("n_nonfinite", 0L),
                                    s.value("n_nonfinite", 0L) + s.value("n_tokens", 0L));
+        if (at("error").is_string())
+          not_computed += fmt::format("\n**{} {}: not computed**: {}\n", md_escape(v), md_escape(src),
+                                      md_escape(at("error").get<std::string>()));
       }
     }
     md += nonfinite;
+    md += not_computed;
+    for (const auto& v : vs)
+      if (const json* why = find(r, {"variants", v, "fidelity_skipped"}); why && why->is_string())
+        md += fmt::format("\n**{}**: {}.\n", md_escape(v), md_escape(why->get<std::string>()));
+    if (r.contains("fidelity_notes") && r.at("fidelity_notes").is_array())
+      for (const auto& n : r.at("fidelity_notes"))
+        if (n.is_string()) md += fmt::format("\nNote: {}.\n", md_escape(n.get<std::string>()));
   }
 
   // Gates.

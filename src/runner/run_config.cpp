@@ -158,7 +158,8 @@ RunConfig parse_run_config(const nlohmann::json& j, const std::string& source) {
     }
   }
   if (j.contains("fidelity_text")) c.fidelity_text = get_string(j, "fidelity_text", source, true);
-  if (j.contains("fidelity_prompts"))
+  c.fidelity_prompts_set = j.contains("fidelity_prompts");
+  if (c.fidelity_prompts_set)
     c.fidelity_prompts = get_int_in(j["fidelity_prompts"], 0, 1 << 20, source + ": fidelity_prompts",
                                     "a number of task prompts scored for KLD");
   return c;
@@ -175,6 +176,11 @@ RunConfig load_run_config(const fs::path& path) {
   if (c.fidelity_text && (!fs::is_regular_file(*c.fidelity_text, ec) || !std::ifstream(*c.fidelity_text)))
     fail("{}: fidelity_text: {} is not a readable file (hint: a relative path is taken from the config's "
          "directory)", path.string(), c.fidelity_text->string());
+  // Whatever the variants: a run that cannot use the text (no second engine variant) says so, and
+  // an empty one is the same mistake there as in a run that would score it.
+  if (c.fidelity_text && fs::file_size(*c.fidelity_text, ec) == 0 && !ec)
+    fail("{}: fidelity_text: {} is empty (hint: a plain text of a few thousand words, such as wiki.test.raw, "
+         "which llama-perplexity uses)", path.string(), c.fidelity_text->string());
   // A task given as a relative .yaml path is taken from the config's directory, as fidelity_text
   // is (and from the current directory when it is not there).
   for (auto& t : c.tasks) {

@@ -24,6 +24,7 @@ struct RunConfig {
   std::vector<Gate> gates;
   std::optional<std::filesystem::path> fidelity_text;  // text for KLD/PPL of engine variants
   int fidelity_prompts = 16;              // task prompts scored for fidelity (0 = none)
+  bool fidelity_prompts_set = false;      // fidelity_prompts given in the config
   nlohmann::json raw;                     // the whole config as JSON
 };
 

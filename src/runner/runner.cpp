@@ -403,10 +403,11 @@ json build_results(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
 }
 
 // Fidelity of every engine variant against an engine baseline, on the same token sequences:
-// up to `max_prompts` task prompts (spread over tasks and subtasks; every position scored) and
-// the fidelity_text in chunks (the second half of each chunk scored, as llama-perplexity does).
-// Planned before the variants run, so a fidelity_text too short to score fails the run before
-// its hours of requests, not after.
+// up to `fidelity_prompts` task prompts (spread over tasks and subtasks; chat prompts left out;
+// each cut from the left to the sequence length; every position scored) and the fidelity_text
+// in chunks as llama-perplexity cuts it (the second half of each chunk scored). Planned before
+// the variants run, so a fidelity_text too short to score, or a KV cache too small for the
+// sequences, fails the run before its hours of requests, not after.
 struct FidelityPlan {
   struct Seq {
     std::vector<int32_t> tokens;
@@ -415,97 +416,206 @@ struct FidelityPlan {
   Engine* base = nullptr;
   std::vector<std::pair<std::string, Engine*>> others;
   std::map<std::string, std::vector<Seq>> sources;
+  std::map<std::string, std::string> skipped;  // engine variant -> why it is not compared
+  std::vector<std::string> notes;              // about the sources, for results.json and the report
 };
+
+// Why `var` would not see the tokens `base` makes of the same texts ("" when it would): a
+// variant fed the baseline's tokens that encodes differently (no BOS, other merges, another model
+// of the same vocabulary size) would be measured on input it never gets.
+std::string tokenizer_difference(const Tokenizer& base, const Tokenizer& var, const std::vector<std::string>& prompts,
+                                 const std::optional<std::string>& text) {
+  auto differ = [&](const std::string& s, bool parse_special, const std::string& what) -> std::string {
+    const std::vector<int32_t> a = base.encode(s, true, parse_special), b = var.encode(s, true, parse_special);
+    if (a == b) return "";
+    size_t i = 0;
+    while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
+    auto at = [](const std::vector<int32_t>& v, size_t i) { return i < v.size() ? std::to_string(v[i]) : "end"; };
+    return fmt::format("its tokenizer encodes {} differently from the baseline's (token {}: {} vs the baseline's {})",
+                       what, i, at(b, i), at(a, i));
+  };
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (std::string why = differ(prompts[i], true, fmt::format("task prompt {}", i)); !why.empty()) return why;
+  if (text)
+    if (std::string why = differ(*text, false, "the fidelity_text"); !why.empty()) return why;
+  return "";
+}
 
 FidelityPlan plan_fidelity(const RunConfig& cfg, const std::vector<TaskRun>& tasks,
                            const std::vector<std::unique_ptr<Backend>>& backends) {
   FidelityPlan plan;
+  // Said once, and only when the config asked for fidelity.
+  auto ignored = [&](const std::string& why) {
+    if (cfg.fidelity_text || cfg.fidelity_prompts_set)
+      fmt::print(stderr, "warning: {}: fidelity_text and fidelity_prompts are ignored: {}\n", cfg.path.string(), why);
+  };
   size_t base_i = 0;
   for (size_t v = 0; v < cfg.variants.size(); ++v)
     if (cfg.variants[v]["name"] == cfg.baseline) base_i = v;
   Engine* base = engine_of(*backends[base_i]);
   if (!base || !base->tokenizer()) {
-    if (cfg.fidelity_text)
-      fmt::print(stderr, "warning: {}: fidelity_text is not used: fidelity compares engine variants with an engine "
-                 "baseline, and the baseline '{}' is not one\n", cfg.path.string(), cfg.baseline);
+    ignored(fmt::format("fidelity compares engine variants with an engine baseline, and the baseline '{}' is {}",
+                        cfg.baseline, base ? "an engine without a tokenizer" : "not one"));
     return plan;
   }
+  const Tokenizer& tok = *base->tokenizer();
+  auto variant_name = [&](size_t v) { return cfg.variants[v]["name"].get<std::string>(); };
+
+  // The texts. Task prompts round-robin over (task, subtask) so every task is represented, and
+  // encoded as the engine backend encodes them (special tokens written in them parsed).
+  std::vector<std::string> prompt_texts;
+  int64_t n_chat = 0;
+  {
+    std::vector<std::pair<size_t, size_t>> subs;
+    for (size_t t = 0; t < tasks.size(); ++t)
+      for (size_t s = 0; s < tasks[t].subs.size(); ++s) subs.emplace_back(t, s);
+    const size_t want = static_cast<size_t>(cfg.fidelity_prompts);
+    for (size_t round = 0; prompt_texts.size() < want; ++round) {
+      bool any = false;
+      for (auto [t, s] : subs) {
+        if (round >= tasks[t].instances[s].size() || prompt_texts.size() >= want) continue;
+        any = true;
+        const Instance& in = tasks[t].instances[s][round];
+        if (in.gen && in.gen->chat) {
+          ++n_chat;  // its text is the chat template's, applied by each backend in its own way
+          continue;
+        }
+        prompt_texts.push_back(in.gen ? in.gen->prompt : in.loglik->context);
+      }
+      if (!any) break;
+    }
+  }
+  if (n_chat > 0)
+    plan.notes.push_back(prompt_texts.empty()
+                             ? fmt::format("task_prompts: none scored: all {} task prompts looked at are chat prompts, "
+                                           "which fidelity leaves out (each backend applies its own chat template)",
+                                           n_chat)
+                             : fmt::format("task_prompts: {} chat prompts left out (each backend applies its own chat "
+                                           "template)", n_chat));
+  // The fidelity_text with special-token strings ("</s>", "<|im_end|>") as plain text, as
+  // llama-perplexity tokenises it.
+  std::optional<std::string> text;
+  if (cfg.fidelity_text) text = read_file(*cfg.fidelity_text);
+
+  // Engine variants compared: the same vocabulary, and the same tokens for the same texts.
+  std::vector<size_t> compared = {base_i};
   for (size_t v = 0; v < cfg.variants.size(); ++v) {
     Engine* e = engine_of(*backends[v]);
     if (v == base_i || !e) continue;
-    if (e->config().vocab_size != base->config().vocab_size) {
-      fmt::print(stderr, "fidelity: skipping {}: vocabulary differs from the baseline's\n",
-                 cfg.variants[v]["name"].get<std::string>());
+    std::string why;
+    if (!e->tokenizer())
+      why = "it has no tokenizer";
+    else if (e->config().vocab_size != base->config().vocab_size)
+      why = fmt::format("its vocabulary has {} tokens, the baseline's {}", e->config().vocab_size,
+                        base->config().vocab_size);
+    else
+      why = tokenizer_difference(tok, *e->tokenizer(), prompt_texts, text);
+    if (!why.empty()) {
+      plan.skipped[variant_name(v)] = "not compared with the baseline: " + why;
+      fmt::print(stderr, "warning: fidelity: {} is not compared with the baseline: {}\n", variant_name(v), why);
       continue;
     }
-    plan.others.emplace_back(cfg.variants[v]["name"].get<std::string>(), e);
+    plan.others.emplace_back(variant_name(v), e);
+    compared.push_back(v);
   }
-  if (plan.others.empty()) return plan;
-  plan.base = base;
 
   // Sequences fit every engine compared (a variant may have a shorter context than the baseline).
   int64_t max_len = std::min<int64_t>(base->context_length(), 1024);
   for (const auto& [name, e] : plan.others) max_len = std::min(max_len, e->context_length());
   auto& prompts = plan.sources["task_prompts"];
-  // Task prompts, round-robin over (task, subtask) so every task is represented.
-  std::vector<std::pair<size_t, size_t>> subs;
-  for (size_t t = 0; t < tasks.size(); ++t)
-    for (size_t s = 0; s < tasks[t].subs.size(); ++s) subs.emplace_back(t, s);
-  for (size_t round = 0; prompts.size() < static_cast<size_t>(cfg.fidelity_prompts); ++round) {
-    bool any = false;
-    for (auto [t, s] : subs) {
-      if (round >= tasks[t].instances[s].size() || prompts.size() >= static_cast<size_t>(cfg.fidelity_prompts))
-        continue;
-      any = true;
-      const Instance& in = tasks[t].instances[s][round];
-      if (in.gen && in.gen->chat) continue;
-      std::string text = in.gen ? in.gen->prompt : in.loglik->context;
-      std::vector<int32_t> toks = base->tokenizer()->encode(text, true);
-      if (static_cast<int64_t>(toks.size()) > max_len) toks.erase(toks.begin(), toks.end() - max_len);
-      if (toks.size() >= 2) prompts.push_back({std::move(toks), 0});
-    }
-    if (!any) break;
+  for (const auto& p : prompt_texts) {
+    std::vector<int32_t> toks = tok.encode(p, true);
+    if (static_cast<int64_t>(toks.size()) > max_len) toks.erase(toks.begin(), toks.end() - max_len);
+    if (toks.size() >= 2) prompts.push_back({std::move(toks), 0});
   }
-  if (cfg.fidelity_text) {
-    auto& text = plan.sources["text"];
-    std::vector<int32_t> all = base->tokenizer()->encode(read_file(*cfg.fidelity_text), true);
+  // The text is checked whether or not another variant is there to compare.
+  if (text) {
+    auto& chunks = plan.sources["text"];
+    std::vector<int32_t> all = tok.encode(*text, true, /*parse_special=*/false);
     const int64_t chunk = std::min<int64_t>(max_len, 512);
-    const Tokenizer& tok = *base->tokenizer();
     for (auto& c : perplexity_chunks(all, chunk, 64, tok.add_bos ? tok.bos_id : std::nullopt))
-      text.push_back({std::move(c), chunk / 2});
-    if (text.empty())
+      chunks.push_back({std::move(c), chunk / 2});
+    if (chunks.empty())
       fail("{}: fidelity_text: {} has {} tokens, fewer than one chunk of {} (hint: use a longer text)",
            cfg.path.string(), cfg.fidelity_text->string(), all.size(), chunk);
+  }
+  if (plan.others.empty()) {
+    ignored(plan.skipped.empty() ? "there is no other engine variant to compare with the baseline"
+                                 : "no other engine variant can be compared with the baseline (see the warnings above)");
+    plan.sources.clear();
+    plan.notes.clear();
+    return plan;
+  }
+  plan.base = base;
+
+  // Every sequence must fit one engine's KV cache: found now, not when the tasks are done.
+  int64_t longest = 0;
+  for (const auto& [src, seqs] : plan.sources)
+    for (const auto& sq : seqs) longest = std::max<int64_t>(longest, static_cast<int64_t>(sq.tokens.size()));
+  for (size_t v : compared) {
+    const Engine& e = *engine_of(*backends[v]);
+    if (longest <= e.kv_capacity_tokens()) continue;
+    const size_t block = e.kv_bytes_per_token() * KvCache::kBlockTokens;
+    const int64_t need_mib = static_cast<int64_t>(
+        (static_cast<size_t>(KvCache::blocks_for(longest)) * block + (size_t{1} << 20) - 1) >> 20);
+    fail("{}: variants[{}] ({}): kv_cache_mb: {} holds {} tokens of one sequence, and fidelity scores sequences of "
+         "up to {} tokens (hint: raise kv_cache_mb to at least {}, or leave fidelity out of this run: "
+         "fidelity_prompts: 0 and no fidelity_text)", cfg.path.string(), v, variant_name(v),
+         e.options().kv_cache_mb > 0 ? fmt::format("{} MiB", e.options().kv_cache_mb) : std::string("the automatic budget"),
+         e.kv_capacity_tokens(), longest, need_mib);
   }
   return plan;
 }
 
+// Per variant: {"fidelity": {source: statistics}} for the variants compared and
+// {"fidelity_skipped": why} for the engine variants that are not. A source that fails for a
+// variant (or for the baseline) is recorded as {"error": ...}: the tasks' results stand.
 json run_fidelity(const RunConfig& cfg, const FidelityPlan& plan) {
   json out = json::object();
+  for (const auto& [v, why] : plan.skipped) out[v]["fidelity_skipped"] = why;
   if (!plan.base) return out;
   const int64_t V = plan.base->config().vocab_size;
   for (const auto& [src, seqs] : plan.sources) {
     if (seqs.empty()) continue;
     std::vector<FidelityAccumulator> acc(plan.others.size());
+    std::vector<std::string> error(plan.others.size());
     for (const auto& sq : seqs) {
       const int64_t n = static_cast<int64_t>(sq.tokens.size());
       std::vector<float> ref(static_cast<size_t>(n * V));
       std::vector<std::vector<int32_t>> one{sq.tokens};
-      plan.base->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
-        std::copy(lp.begin(), lp.end(), ref.begin() + i * V);
-      });
-      for (size_t o = 0; o < plan.others.size(); ++o) {
-        plan.others[o].second->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
-          if (i < sq.first_scored || i + 1 >= n) return;  // the last position has no next token
-          acc[o].add(std::span<const float>(ref.data() + i * V, V), lp, sq.tokens[i + 1]);
+      try {
+        plan.base->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
+          std::copy(lp.begin(), lp.end(), ref.begin() + i * V);
         });
+      } catch (const std::exception& e) {
+        for (auto& err : error)
+          if (err.empty()) err = fmt::format("the baseline {}: {}", cfg.baseline, e.what());
+        break;
+      }
+      for (size_t o = 0; o < plan.others.size(); ++o) {
+        if (!error[o].empty()) continue;
+        try {
+          plan.others[o].second->next_token_logprobs(one, [&](size_t, int64_t i, std::span<const float> lp) {
+            if (i < sq.first_scored || i + 1 >= n) return;  // the last position has no next token
+            acc[o].add(std::span<const float>(ref.data() + i * V, V), lp, sq.tokens[i + 1]);
+          });
+        } catch (const std::exception& e) {
+          error[o] = e.what();
+        }
       }
     }
     for (size_t o = 0; o < plan.others.size(); ++o) {
-      json r = acc[o].result();
+      json r;
+      if (error[o].empty()) {
+        r = acc[o].result();
+      } else {
+        r = {{"error", error[o]}};
+        fmt::print(stderr, "warning: fidelity of {} on {} failed, recorded in results.json: {}\n",
+                   plan.others[o].first, src, error[o]);
+      }
       r["reference"] = cfg.baseline;
       r["n_sequences"] = seqs.size();
-      out[plan.others[o].first][src] = r;
+      out[plan.others[o].first]["fidelity"][src] = r;
     }
   }
   return out;
@@ -602,8 +712,13 @@ int run_eval(const RunOptions& opts) {
 
   json r = build_results(cfg, tasks, backends, out);
   r["datasets"] = datasets;
+  // The tasks' results are written before fidelity is computed (minutes on a large model), so
+  // whatever happens to it they are kept; then again with it.
+  if (fidelity.base) write_outputs(r, out, opts.junit);
+  if (!fidelity.notes.empty()) r["fidelity_notes"] = fidelity.notes;
   json fid = run_fidelity(cfg, fidelity);
-  for (const auto& [v, f] : fid.items()) r["variants"][v]["fidelity"] = f;
+  for (const auto& [v, f] : fid.items())
+    for (const auto& [key, x] : f.items()) r["variants"][v][key] = x;
   write_outputs(r, out, opts.junit);
   fmt::print(stderr, "wrote {}\n", (out / "report.md").string());
   bool ok = true;

@@ -128,6 +128,12 @@ write_config "$C/fidelity_missing.yaml" "$GOOD
 fidelity_text: nope.txt"
 expect_error "fidelity_text that does not exist" "fidelity_missing.yaml: fidelity_text:" "$TMP/o7c" \
   "$QEVAL" run "$C/fidelity_missing.yaml" --out "$TMP/o7c"
+: > "$C/empty.txt"
+write_config "$C/fidelity_empty.yaml" "$GOOD
+fidelity_text: empty.txt"
+# Whatever the variants (here no engine at all): the same error as where it would be scored.
+expect_error "fidelity_text that is empty" "fidelity_empty.yaml: fidelity_text: $C/empty.txt is empty" "$TMP/o7f" \
+  "$QEVAL" run "$C/fidelity_empty.yaml" --out "$TMP/o7f"
 
 write_config "$C/dup_key.yaml" "$GOOD
 limit: 3"
