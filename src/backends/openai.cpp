@@ -300,8 +300,8 @@ class OpenAIBackend final : public Backend {
   void note_served(const std::string& url, const std::string& model) {
     if (model.empty()) return;
     std::string base = url;
-    for (const std::string& b : config_.base_urls) {
-      if (url.rfind(b, 0) == 0) {
+    for (const std::string& b : config_.base_urls) {  // b + "/completions": not a mere prefix
+      if (url.size() > b.size() && url.compare(0, b.size(), b) == 0 && url[b.size()] == '/') {
         base = b;
         break;
       }

@@ -34,7 +34,7 @@ class Linear {
   void forward(const float* x, int64_t M, float* y, ThreadPool& pool) const { forward(x, nullptr, M, y, pool); }
   // The same, with the group maxima of x that its producer found on the way (null: none):
   // amax[m * ceil(K / 128) + g] = max |x| over columns [128 g, 128 g + 128) of row m, NaN
-  // ignored (group_amax in quant.h). A quantised layer then skips its own pass over x for them;
+  // when one is NaN (group_amax in quant.h). A quantised layer then skips its own pass over x for them;
   // the output is the same bits. Layers that do not quantise their input ignore it.
   virtual void forward(const float* x, const float* amax, int64_t M, float* y, ThreadPool& pool) const = 0;
 

@@ -150,13 +150,12 @@ struct Avx2Vec16 {
     return {_mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(acc.lo), _mm256_castps_si256(a.lo))),
             _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(acc.hi), _mm256_castps_si256(a.hi)))};
   }
-  static float reduce_amax(Avx2Vec16 v) {
-    alignas(32) float t[16];
-    _mm256_store_ps(t, v.lo);
-    _mm256_store_ps(t + 8, v.hi);
-    float a = 0.0f;
-    for (float x : t) a = amax_step(a, x);
-    return a;
+  static float reduce_amax(Avx2Vec16 v) {  // the integer max tree of reduce8_max's shape
+    const __m256i m8 = _mm256_max_epu32(_mm256_castps_si256(v.lo), _mm256_castps_si256(v.hi));
+    __m128i m4 = _mm_max_epu32(_mm256_castsi256_si128(m8), _mm256_extracti128_si256(m8, 1));
+    m4 = _mm_max_epu32(m4, _mm_shuffle_epi32(m4, _MM_SHUFFLE(1, 0, 3, 2)));
+    m4 = _mm_max_epu32(m4, _mm_shuffle_epi32(m4, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtss_f32(_mm_castsi128_ps(m4));
   }
   static float reduce8_add(__m256 s8) {
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
@@ -226,11 +225,7 @@ struct Avx512Vec16 {
     return {_mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(acc.v), _mm512_castps_si512(abs(x).v)))};
   }
   static float reduce_amax(Avx512Vec16 x) {
-    alignas(64) float t[16];
-    _mm512_store_ps(t, x.v);
-    float a = 0.0f;
-    for (float v : t) a = amax_step(a, v);
-    return a;
+    return Avx2Vec16::reduce_amax({_mm512_extractf32x8_ps(x.v, 0), _mm512_extractf32x8_ps(x.v, 1)});
   }
   static float reduce_max(Avx512Vec16 x) {
     // (extract, not _mm512_castps512_ps256: GCC 12 warns about its own header in that cast here)

@@ -3,6 +3,7 @@
 // (Llama-2, stories260K), from tokenizer.json or from a GGUF's embedded vocabulary.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -35,6 +36,11 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
   virtual std::optional<int32_t> token_id(std::string_view piece) const = 0;
   virtual bool is_special(int32_t id) const = 0;
+
+  // For weights with only `rows` embedding rows: added/special tokens with an id >= rows are no
+  // longer matched in text (they are encoded as plain text). Returns how many ids >= rows are
+  // other tokens, which plain text can still produce (0: every encoding fits the rows).
+  virtual int32_t drop_added_from(int32_t rows) { return std::max(0, vocab_size() - rows); }
 
   std::optional<int32_t> bos_id, eos_id;
   std::vector<int32_t> stop_ids;    // end-of-generation ids (eos, <|im_end|>, <|eot_id|>, ...)

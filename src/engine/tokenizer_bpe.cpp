@@ -330,6 +330,24 @@ void BpeTokenizer::build_merges() {
   }
 }
 
+int32_t BpeTokenizer::drop_added_from(int32_t rows) {
+  int32_t others = 0;
+  for (int32_t id = std::max(rows, 0); id < vocab_size(); ++id) {
+    const TokenKind k = m_.kinds[id];
+    if (k == TokenKind::kUnused) continue;
+    if (k != TokenKind::kSpecial && k != TokenKind::kAdded) {
+      ++others;
+      continue;
+    }
+    const std::string& p = m_.pieces[id];
+    if (p.empty()) continue;
+    if (auto it = added_to_id_.find(p); it != added_to_id_.end() && it->second == id) added_to_id_.erase(it);
+    auto& v = added_by_first_[uint8_t(p[0])];
+    v.erase(std::remove(v.begin(), v.end(), id), v.end());
+  }
+  return others;
+}
+
 std::vector<BpeTokenizer::AddedMatch> BpeTokenizer::find_added(std::string_view text,
                                                                bool parse_special) const {
   std::vector<AddedMatch> out;

@@ -104,6 +104,7 @@ class BpeTokenizer final : public Tokenizer {
   int32_t vocab_size() const override { return static_cast<int32_t>(m_.pieces.size()); }
   std::optional<int32_t> token_id(std::string_view piece) const override;
   bool is_special(int32_t id) const override;
+  int32_t drop_added_from(int32_t rows) override;
 
   bool add_eos = false;
 

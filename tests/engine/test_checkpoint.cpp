@@ -274,11 +274,22 @@ TEST_CASE("Checkpoint::tokenizer loads the HF tokenizer or the GGUF vocabulary",
   CHECK(g_tok->vocab_size() == 272);
   CHECK(g_tok->bos_id == 1);
 
-  // A token id the embedding has no row for is an error when the tokenizer is loaded, not when
-  // a prompt first holds it; fewer ids than rows (263 of 272 here) is fine.
-  auto tj = nlohmann::json::parse(read_file(dir / "hf" / "tokenizer.json"));
+  // An added token past the embedding's rows (Meta's first Llama-2 upload: <pad> = 32000 of
+  // 32000 rows) loads with a warning and is read as plain text from then on: no id past the rows
+  // comes out. Fewer ids than rows (263 of 272 here) is fine.
+  const std::string tj_text = read_file(dir / "hf" / "tokenizer.json");
+  auto tj = nlohmann::json::parse(tj_text);
   tj["added_tokens"].push_back({{"id", 300}, {"content", "XYZ"}, {"single_word", false}, {"lstrip", false},
-                                {"rstrip", false}, {"normalized", false}, {"special", false}});
+                                {"rstrip", false}, {"normalized", false}, {"special", true}});
+  write_file_atomic(dir / "hf" / "tokenizer.json", tj.dump());
+  auto padded = Checkpoint::open(dir / "hf")->tokenizer();
+  CHECK(padded->vocab_size() == 301);
+  for (int32_t id : padded->encode("the XYZ cat", false)) CHECK(id < 272);
+  CHECK(padded->decode(padded->encode("the XYZ cat", false)) == "the XYZ cat");
+  // An ordinary vocabulary id past the rows can come out of plain text: an error when the
+  // tokenizer is loaded, not when a prompt first holds it.
+  tj = nlohmann::json::parse(tj_text);
+  tj["model"]["vocab"]["XYZ"] = 300;
   write_file_atomic(dir / "hf" / "tokenizer.json", tj.dump());
   CHECK_THROWS_WITH(Checkpoint::open(dir / "hf")->tokenizer(),
                     Catch::Contains((dir / "hf" / "tokenizer.json").string()) &&
