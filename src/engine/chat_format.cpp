@@ -23,24 +23,6 @@ void check_role(const ChatTurn& m, std::string_view format) {
          m.role);
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // The value of a Jinja string literal's body (the text between its quotes): Jinja's lexer
 // turns "\r\n" and "\r" into "\n", then decodes it as Python's "unicode-escape" codec does
 // after an ASCII backslashreplace (so "\\" -> "\", "\n" -> newline, an unknown escape such as
@@ -93,7 +75,7 @@ std::optional<std::string> jinja_string_value(std::string_view raw) {
         const size_t n = c == 'x' ? 2 : c == 'u' ? 4 : 8;
         auto cp = hex(i + 1, n);
         if (!cp || *cp > 0x10FFFF || (*cp >= 0xD800 && *cp <= 0xDFFF)) return std::nullopt;
-        append_utf8(out, *cp);
+        utf8_append(out, *cp);
         i += n;
         break;
       }
@@ -102,7 +84,7 @@ std::optional<std::string> jinja_string_value(std::string_view raw) {
           uint32_t v = static_cast<uint32_t>(c - '0');
           for (int k = 0; k < 2 && i + 1 < text.size() && text[i + 1] >= '0' && text[i + 1] <= '7'; ++k)
             v = v * 8 + static_cast<uint32_t>(text[++i] - '0');
-          append_utf8(out, v);
+          utf8_append(out, v);
         } else if (c == 'N') {
           return std::nullopt;
         } else if (static_cast<unsigned char>(c) >= 0x80) {
